@@ -1,0 +1,1 @@
+busybox:{{BUSYBOX_VERSION}}

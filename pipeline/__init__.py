@@ -1,0 +1,1 @@
+"""Release pipeline of AI-Infra-Matrix."""

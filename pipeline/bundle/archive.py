@@ -1,0 +1,188 @@
+"""One-file forms of a bundle: ``.tar`` and ``.tar.zst``, written under a temporary name and
+renamed when complete, read back by a safe extractor that writes nothing outside its target.
+
+The archive holds the layout at its root (``oci-layout``, ``index.json``, ``blobs/``...), so
+``ctr images import`` and ``docker load`` take the ``.tar`` as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from pipeline.bundle import oci
+from pipeline.errors import BadInput, BundleError
+
+FORMATS = {"tar": ".tar", "tar.zst": ".tar.zst"}
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_LEVEL = 3  # layers are gzip already: a higher level costs time and saves little
+
+
+def archive_path(output: Path, fmt: str) -> Path:
+    """``/x/bundle`` + ``tar.zst`` → ``/x/bundle.tar.zst``."""
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown archive format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    return output.with_name(output.name + FORMATS[fmt])
+
+
+def _zstandard():  # imported on demand: only the tar.zst form needs it
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise BadInput("the tar.zst format needs the 'zstandard' package") from None
+    return zstandard
+
+
+def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
+    """Archive the layout directory ``root`` to ``dest`` (temp name, then rename).
+
+    Entries are sorted and carry fixed owners and ``mtime``, so the same bundle gives the same
+    archive bytes.
+    """
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown archive format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    try:
+        with tmp.open("wb") as raw:
+            if fmt == "tar":
+                _write_tar(root, raw, mtime)
+            else:
+                zstd = _zstandard()
+                cctx = zstd.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+                with cctx.stream_writer(raw, closefd=False) as writer:
+                    _write_tar(root, writer, mtime)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _write_tar(root: Path, fileobj: BinaryIO, mtime: int) -> None:
+    files = list(oci.iter_files(root))
+    dirs = sorted({str(p) for f in files for p in PurePosixPath(f).parents if str(p) != "."})
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted([*dirs, *files]):
+            info = tarfile.TarInfo(name)
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if name in dirs:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+                continue
+            path = root / name
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+
+
+def detect_format(path: Path) -> str:
+    """``tar`` or ``tar.zst``, by content rather than by name."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return "tar.zst" if head == ZSTD_MAGIC else "tar"
+
+
+@contextmanager
+def _open_tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    try:
+        with path.open("rb") as raw:
+            if detect_format(path) == "tar.zst":
+                reader = _zstandard().ZstdDecompressor().stream_reader(raw)
+                with tarfile.open(fileobj=reader, mode="r|") as tar:
+                    yield tar
+            else:
+                with tarfile.open(fileobj=raw, mode="r|") as tar:
+                    yield tar
+    except tarfile.TarError as exc:
+        raise BundleError(f"{path}: not a readable archive: {exc}") from None
+
+
+def _inside(root: Path, target: Path) -> bool:
+    return target == root or root in target.parents
+
+
+def check_member(member: tarfile.TarInfo, root: Path) -> None:
+    """Refuse an entry that could write outside ``root`` (an absolute path, ``..``, a link that
+    points outside) or that is not a plain file, directory or link."""
+    name = member.name
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or name.startswith(("/", "\\")):
+        raise BundleError(f"refusing archive entry {name!r}: absolute path")
+    if ".." in pure.parts:
+        raise BundleError(f"refusing archive entry {name!r}: it climbs out with '..'")
+    if not _inside(root, (root / name).resolve()):
+        raise BundleError(f"refusing archive entry {name!r}: it resolves outside the bundle")
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname)
+        if link.is_absolute() or ".." in link.parts:
+            kind = "symlink" if member.issym() else "hard link"
+            raise BundleError(
+                f"refusing archive entry {name!r}: {kind} to {member.linkname!r} points outside"
+            )
+        base = (root / name).parent if member.issym() else root
+        if not _inside(root, (base / link).resolve()):
+            raise BundleError(
+                f"refusing archive entry {name!r}: link to {member.linkname!r} points outside"
+            )
+    elif not (member.isfile() or member.isdir()):
+        raise BundleError(f"refusing archive entry {name!r}: not a file or directory")
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` into the existing directory ``dest``; every entry is checked before
+    anything is written, and tarfile's ``data`` filter guards the write as well."""
+    root = dest.resolve()
+    with _open_tar_stream(archive) as tar:
+        for member in tar:
+            check_member(member, root)
+            try:
+                tar.extract(member, root, filter="data")
+            except tarfile.FilterError as exc:  # pragma: no cover - check_member is stricter
+                raise BundleError(f"refusing archive entry {member.name!r}: {exc}") from None
+
+
+@contextmanager
+def scratch_dir(near: Path, label: str) -> Iterator[Path]:
+    """A temporary directory beside ``near`` (same file system, no small /tmp), else in TMPDIR."""
+    try:
+        holder = tempfile.TemporaryDirectory(prefix=f".{label}-", dir=near)
+    except OSError:
+        holder = tempfile.TemporaryDirectory(prefix=f".{label}-")
+    with holder as name:
+        yield Path(name)
+
+
+@contextmanager
+def open_bundle(path: Path) -> Iterator[Path]:
+    """The bundle's layout directory: ``path`` itself, or a safe extraction of an archive that
+    is removed on exit."""
+    if path.is_dir():
+        yield path
+    elif path.is_file():
+        with scratch_dir(path.parent, f"{path.name}.extract") as tmp:
+            safe_extract(path, tmp)
+            yield tmp
+    else:
+        raise BadInput(f"bundle {path} does not exist")
+
+
+@contextmanager
+def as_plain_tar(path: Path, layout: Path) -> Iterator[Path]:
+    """A ``.tar`` of the bundle for tools that read one: ``path`` itself if it already is one,
+    else a temporary archive of ``layout`` (the bundle's directory) removed on exit."""
+    if path.is_file() and detect_format(path) == "tar":
+        yield path
+        return
+    with scratch_dir(path.parent, f"{path.name}.load") as tmp:
+        yield write_archive(layout, tmp / "bundle.tar", "tar")

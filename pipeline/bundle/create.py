@@ -1,0 +1,253 @@
+"""create: merge each image's OCI layout into one bundle layout, every blob stored once.
+
+The bundle is written under ``.<name>.partial-<pid>`` beside ``output`` and renamed only when
+complete, so an interrupted run never leaves a bundle that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.bundle import oci
+from pipeline.bundle.archive import archive_path, write_archive
+from pipeline.bundle.source import LayoutSource, copy_blob, open_source
+from pipeline.errors import BadInput, BundleError
+
+
+@dataclass(frozen=True)
+class BundleImage:
+    """One image to put in the bundle: ``source`` is an OCI layout tarball or directory."""
+
+    name: str
+    ref: str
+    tag: str
+    source: Path
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    path: Path
+    archive: Path | None
+    images: int
+    blobs: int
+    total_bytes: int
+
+
+def create_bundle(
+    output: Path,
+    images: Sequence[BundleImage],
+    platforms: Sequence[str],
+    archive: str | None = None,
+    *,
+    replace: bool = False,
+) -> CreateResult:
+    """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
+
+    Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
+    source is incomplete or corrupt.
+    """
+    wanted = _check_arguments(output, images, platforms, archive, replace)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        (partial / oci.BLOBS_DIR / oci.ALGORITHM).mkdir(parents=True)
+        graphs = [_walk(image) for image in images]
+        _require_platforms(images, graphs, wanted)
+        digests = _copy_blobs(partial, images, graphs)
+        _write_metadata(partial, images, graphs, wanted, digests)
+        _put_in_place(partial, output, replace)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    written = None
+    if archive is not None:
+        written = write_archive(output, archive_path(output, archive), archive)
+    return CreateResult(
+        path=output,
+        archive=written,
+        images=len(images),
+        blobs=len(digests),
+        total_bytes=sum(digests.values()),
+    )
+
+
+def _check_arguments(
+    output: Path,
+    images: Sequence[BundleImage],
+    platforms: Sequence[str],
+    archive: str | None,
+    replace: bool,
+) -> list[str]:
+    if not images:
+        raise BadInput("a bundle needs at least one image")
+    if not platforms:
+        raise BadInput("a bundle needs at least one platform")
+    try:
+        wanted = list(dict.fromkeys(oci.normalize_platform(p) for p in platforms))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    for field in ("name", "ref"):
+        seen: set[str] = set()
+        for image in images:
+            value = getattr(image, field)
+            if value in seen:
+                raise BadInput(f"two images in the bundle have the {field} {value!r}")
+            seen.add(value)
+    for image in images:
+        try:
+            ref = oci.parse_reference(image.ref)
+        except ValueError as exc:
+            raise BadInput(f"image {image.name}: {exc}") from None
+        if ref.tag != image.tag:
+            raise BadInput(
+                f"image {image.name}: tag {image.tag!r} differs from its ref {image.ref}"
+            )
+        if not image.source.exists():
+            raise BadInput(f"image {image.name}: source {image.source} does not exist")
+    targets = [output] + ([archive_path(output, archive)] if archive is not None else [])
+    for target in targets:
+        if target.exists() and not replace:
+            raise BadInput(f"{target} already exists; remove it or create with replace")
+    return wanted
+
+
+@dataclass
+class _Walked:
+    graph: oci.ImageGraph
+    top_raw: dict[str, Any]
+
+
+def _read_blob(src: LayoutSource):
+    return lambda digest: src.read(oci.blob_relpath(digest))
+
+
+def _walk(image: BundleImage) -> _Walked:
+    with open_source(image.source) as src:
+        top = _top_descriptor(src, image)
+        graph = oci.walk_image(top, _read_blob(src), f"image {image.name} ({src.label})")
+    return _Walked(graph=graph, top_raw=top.raw)
+
+
+def _top_descriptor(src: LayoutSource, image: BundleImage) -> oci.Descriptor:
+    where = f"{src.label}: {oci.INDEX_FILE}"
+    doc = oci.loads(src.read(oci.INDEX_FILE), where)
+    entries = [oci.Descriptor.parse(m, where) for m in doc.get("manifests") or []]
+    if len(entries) > 1:  # a layout holding several images: take the one named like ours
+        names = {image.ref, image.tag}
+        entries = [e for e in entries if e.annotations.get(oci.ANNOTATION_REF_NAME) in names]
+    if len(entries) != 1:
+        raise BundleError(f"image {image.name}: {where} must name exactly one image")
+    return entries[0]
+
+
+def _require_platforms(
+    images: Sequence[BundleImage], walked: Sequence[_Walked], wanted: Sequence[str]
+) -> None:
+    problems = []
+    for image, w in zip(images, walked, strict=True):
+        have = ", ".join(sorted(w.graph.platforms)) or "none"
+        for platform in wanted:
+            if platform not in w.graph.platforms:
+                problems.append(f"image {image.name} lacks platform {platform} (has {have})")
+    if problems:
+        raise BundleError("; ".join(problems))
+
+
+def _copy_blobs(
+    root: Path, images: Sequence[BundleImage], walked: Sequence[_Walked]
+) -> dict[str, int]:
+    """Copy every reachable blob once; returns digest → size of everything stored."""
+    stored: dict[str, int] = {}
+    for image, w in zip(images, walked, strict=True):
+        with open_source(image.source) as src:
+            for desc in w.graph.ordered:
+                if desc.digest not in stored:
+                    copy_blob(src, desc, oci.blob_path(root, desc.digest))
+                    stored[desc.digest] = desc.size
+    return stored
+
+
+def _write_metadata(
+    root: Path,
+    images: Sequence[BundleImage],
+    walked: Sequence[_Walked],
+    wanted: Sequence[str],
+    digests: dict[str, int],
+) -> None:
+    entries = []
+    inventory_images = []
+    for image, w in zip(images, walked, strict=True):
+        annotations = {
+            k: v
+            for k, v in (w.top_raw.get("annotations") or {}).items()
+            if k not in (oci.ANNOTATION_REF_NAME, oci.ANNOTATION_CONTAINERD_NAME)
+        }
+        annotations[oci.ANNOTATION_REF_NAME] = image.ref
+        annotations[oci.ANNOTATION_CONTAINERD_NAME] = image.ref
+        entries.append({**w.top_raw, "annotations": annotations})
+        inventory_images.append(inventory_entry(image.name, image.ref, image.tag, w.graph))
+
+    (root / oci.LAYOUT_FILE).write_bytes(oci.dumps({"imageLayoutVersion": oci.LAYOUT_VERSION}))
+    (root / oci.INDEX_FILE).write_bytes(
+        oci.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": entries})
+    )
+    inventory = {
+        "schema": oci.INVENTORY_SCHEMA,
+        "platforms": list(wanted),
+        "images": inventory_images,
+        "blobs": {"count": len(digests), "bytes": sum(digests.values())},
+    }
+    (root / oci.INVENTORY_FILE).write_bytes(oci.dumps(inventory))
+
+    # Blobs were hashed while copied, so their sums are their digests.
+    sums = {oci.blob_relpath(d): oci.split_digest(d)[1] for d in digests}
+    for name in (oci.LAYOUT_FILE, oci.INDEX_FILE, oci.INVENTORY_FILE):
+        sums[name] = oci.split_digest(oci.hash_file(root / name)[0])[1]
+    (root / oci.CHECKSUMS_FILE).write_text(
+        "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
+    )
+
+
+def inventory_entry(name: str, ref: str, tag: str, graph: oci.ImageGraph) -> dict[str, Any]:
+    """One image of ``inventory.json``; verify rebuilds it from the layout to compare."""
+    return {
+        "name": name,
+        "ref": ref,
+        "tag": tag,
+        "digest": graph.top.digest,
+        "media_type": graph.top.media_type,
+        "platforms": {
+            platform: {
+                "digest": pm.descriptor.digest,
+                "size": pm.descriptor.size,
+                "bytes": pm.total_bytes,
+            }
+            for platform, pm in sorted(graph.platforms.items())
+        },
+        "total_bytes": graph.total_bytes,
+    }
+
+
+def _put_in_place(partial: Path, output: Path, replace: bool) -> None:
+    if not output.exists():
+        os.replace(partial, output)
+        return
+    if not replace:  # appeared while we worked
+        raise BundleError(f"{output} appeared while the bundle was written; not replacing it")
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
+    os.replace(output, old)
+    try:
+        os.replace(partial, output)
+    except BaseException:
+        os.replace(old, output)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

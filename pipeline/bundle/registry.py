@@ -1,0 +1,360 @@
+"""The part of the OCI distribution API that a push needs, over httpx (see push.py for why no
+registry library): ping, blob HEAD, blob upload (cross-repository mount, else one streamed
+monolithic PUT), manifest PUT of exact bytes with any media type.
+
+Auth follows the registry's challenge: Basic, or Bearer tokens from the realm it names (Harbor,
+registry:2 with token auth), scoped per repository and refreshed on a 401. Transport errors,
+429 and 5xx are retried with exponential backoff a bounded number of times; a 401/403 ends the
+push with one line naming the registry and the user, never the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from pipeline.bundle import oci
+from pipeline.errors import BadInput, BundleError
+
+USER_AGENT = "ai-infra-matrix-pipeline (bundle push)"
+TRIES = 4
+BACKOFF_SECONDS = 0.5
+TIMEOUT = httpx.Timeout(30.0, read=300.0, write=300.0)
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True)
+class RegistryTarget:
+    """``host[:port]/project[/sub]``: where images go; ``repository(name)`` = project/name."""
+
+    host: str
+    project: str
+
+    @classmethod
+    def parse(cls, text: str) -> RegistryTarget:
+        value = text.strip().removeprefix("https://").removeprefix("http://").strip("/")
+        host, _, project = value.partition("/")
+        if not host or not project or "//" in project or " " in value:
+            raise BadInput(
+                f"registry {text!r} must be host[:port]/project, e.g. harbor.example.com/ai-infra"
+            )
+        return cls(host=host, project=project)
+
+    def repository(self, name: str) -> str:
+        return f"{self.project}/{name}"
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.project}"
+
+
+class _Transient(Exception):
+    """A failure worth another try (connection trouble, 429, 5xx)."""
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        host: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_cert: Path | None = None,
+        insecure_http: bool = False,
+        tries: int = TRIES,
+        backoff: float = BACKOFF_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.host = host
+        self.username = username
+        self._password = password
+        self.base = f"{'http' if insecure_http else 'https'}://{host}"
+        self.tries = max(tries, 1)
+        self.backoff = backoff
+        self.sleep = sleep
+        verify: ssl.SSLContext | bool = True
+        if ca_cert is not None:
+            if not ca_cert.is_file():
+                raise BadInput(f"CA certificate {ca_cert} does not exist")
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_cert))
+            except (ssl.SSLError, OSError) as exc:
+                raise BadInput(f"CA certificate {ca_cert} cannot be read: {exc}") from None
+        self._client = httpx.Client(
+            verify=verify,
+            transport=transport,
+            timeout=TIMEOUT,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._basic: str | None = None
+        self._tokens: dict[str, str] = {}  # scope key → "Bearer …"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- operations ---------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Reach the registry and check the credentials before any upload."""
+        response = self._retrying("connect", lambda: self._send("GET", "/v2/", None))
+        if response.status_code != 200:
+            self._fail(response, "connect")
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        url = f"/v2/{repository}/blobs/{digest}"
+        response = self._retrying(
+            f"check blob {digest}",
+            lambda: self._send("HEAD", url, repository, follow_redirects=True),
+        )
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        self._fail(response, f"check blob {digest} in {repository}")
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        on_bytes: Callable[[int], None] = lambda n: None,
+        mount_from: str | None = None,
+    ) -> bool:
+        """Put one blob into ``repository``; True if it was uploaded, False if mounted from
+        ``mount_from`` (the registry already had it there)."""
+        sent = 0
+
+        def body() -> Iterator[bytes]:
+            nonlocal sent
+            if sent:  # a retry: take back what the last try reported
+                on_bytes(-sent)
+                sent = 0
+            with opener() as f:
+                while chunk := f.read(oci.CHUNK):
+                    sent += len(chunk)
+                    on_bytes(len(chunk))
+                    yield chunk
+
+        def attempt() -> bool:
+            params = {"mount": digest, "from": mount_from} if mount_from else None
+            scopes = [mount_from] if mount_from else []
+            start = self._send(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                repository,
+                params=params,
+                extra_pull=scopes,
+                headers={"Content-Length": "0"},
+            )
+            if start.status_code == 201 and mount_from:
+                return False
+            if start.status_code != 202:
+                self._fail(start, f"start upload of {digest} to {repository}")
+            location = start.headers.get("Location")
+            if not location:
+                raise BundleError(f"registry {self.host} gave no upload location for {digest}")
+            url = self._upload_url(location).copy_merge_params({"digest": digest})
+            done = self._send(
+                "PUT",
+                str(url),
+                repository,
+                content=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+            if done.status_code not in (201, 204):
+                self._fail(done, f"upload blob {digest} to {repository}")
+            got = done.headers.get("Docker-Content-Digest")
+            if got and got != digest:
+                raise BundleError(f"registry {self.host} stored blob {digest} as {got}")
+            return True
+
+        return self._retrying(f"upload blob {digest} to {repository}", attempt)
+
+    def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        """PUT a manifest or index exactly as stored (so its digest stays); returns the digest
+        the registry computed, checked against the bytes."""
+        expected = oci.digest_bytes(body)
+        response = self._retrying(
+            f"put manifest {reference} to {repository}",
+            lambda: self._send(
+                "PUT",
+                f"/v2/{repository}/manifests/{reference}",
+                repository,
+                content=lambda: iter([body]),
+                headers={"Content-Type": media_type, "Content-Length": str(len(body))},
+            ),
+        )
+        if response.status_code not in (200, 201):
+            self._fail(response, f"put manifest {reference} to {repository}")
+        got = response.headers.get("Docker-Content-Digest")
+        if got and got != expected:
+            raise BundleError(
+                f"registry {self.host} changed manifest {reference} of {repository}: "
+                f"{expected} became {got}"
+            )
+        return expected
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _upload_url(self, location: str) -> httpx.URL:
+        url = httpx.URL(self.base).join(location)
+        if url.netloc.decode() == self.host and url.scheme != httpx.URL(self.base).scheme:
+            url = url.copy_with(scheme=httpx.URL(self.base).scheme)  # proxy said http/https
+        return url
+
+    def _retrying(self, what: str, attempt: Callable[[], object]):
+        last: Exception | None = None
+        for number in range(self.tries):
+            try:
+                return attempt()
+            except _Transient as exc:
+                last = exc
+                if number + 1 < self.tries:
+                    self.sleep(self.backoff * 2**number)
+        raise BundleError(
+            f"registry {self.host}: {what} failed after {self.tries} tries: {last}"
+        ) from None
+
+    def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        repository: str | None,
+        *,
+        content: Callable[[], Iterator[bytes]] | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        extra_pull: list[str] | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """One request with auth: on a 401, answer the challenge once and send it again."""
+        url = path_or_url if "://" in path_or_url else self.base + path_or_url
+        key = _scope_key(repository, extra_pull)
+        response = None
+        for auth_round in range(2):
+            request_headers = dict(headers or {})
+            authorization = self._tokens.get(key) or self._basic
+            if authorization:
+                request_headers["Authorization"] = authorization
+            try:
+                response = self._client.request(
+                    method,
+                    url,
+                    params=params,
+                    headers=request_headers,
+                    content=content() if content else None,
+                    follow_redirects=follow_redirects,
+                )
+            except httpx.TransportError as exc:
+                if _is_tls_verification(exc):
+                    raise BundleError(
+                        f"registry {self.host}: its TLS certificate is not trusted; pass the "
+                        "CA that signed it with --ca-cert"
+                    ) from None
+                raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code}{_errors(response)}")
+            if response.status_code != 401 or auth_round == 1:
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            self._authenticate(challenge, repository, extra_pull, key)
+        assert response is not None
+        return response
+
+    def _authenticate(
+        self, challenge: str, repository: str | None, extra_pull: list[str] | None, key: str
+    ) -> None:
+        scheme, _, rest = challenge.strip().partition(" ")
+        params = {
+            m.group(1).lower(): m.group(2) or m.group(3) or ""
+            for m in _CHALLENGE_PARAM.finditer(rest)
+        }
+        if scheme.lower() == "basic":
+            if self.username is None:
+                raise BundleError(
+                    f"registry {self.host} requires a login: pass --username and --password-stdin"
+                )
+            self._basic = _basic_header(self.username, self._password or "")
+            return
+        if scheme.lower() != "bearer" or "realm" not in params:
+            raise BundleError(f"registry {self.host} asks for unsupported auth {scheme or '?'}")
+        query: list[tuple[str, str]] = []
+        if "service" in params:
+            query.append(("service", params["service"]))
+        if repository:
+            query.append(("scope", f"repository:{repository}:pull,push"))
+            query += [("scope", f"repository:{other}:pull") for other in extra_pull or []]
+        elif "scope" in params:
+            query.append(("scope", params["scope"]))
+        headers = {}
+        if self.username is not None:
+            headers["Authorization"] = _basic_header(self.username, self._password or "")
+        try:
+            response = self._client.get(params["realm"], params=query, headers=headers)
+        except httpx.TransportError as exc:
+            raise _Transient(f"token service {params['realm']}: {exc}") from None
+        if response.status_code >= 500:
+            raise _Transient(f"token service HTTP {response.status_code}")
+        if response.status_code != 200:
+            self._fail(response, "log in")
+        try:
+            doc = response.json()
+            token = doc.get("token") or doc.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token:
+            raise BundleError(f"registry {self.host}: its token service returned no token")
+        self._tokens[key] = f"Bearer {token}"
+
+    def _fail(self, response: httpx.Response, what: str):
+        code = response.status_code
+        if code == 401:
+            who = f"user {self.username!r}" if self.username else "anonymous access"
+            hint = "" if self.username else "; pass --username and --password-stdin"
+            raise BundleError(f"registry {self.host} refused {who} ({what}: HTTP 401){hint}")
+        if code == 403:
+            who = f"user {self.username!r}" if self.username else "anonymous access"
+            raise BundleError(f"registry {self.host} denies {who} the right to {what} (HTTP 403)")
+        raise BundleError(f"registry {self.host}: {what} → HTTP {code}{_errors(response)}")
+
+
+def _scope_key(repository: str | None, extra_pull: list[str] | None) -> str:
+    return " ".join([repository or "", *sorted(extra_pull or [])])
+
+
+def _basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _errors(response: httpx.Response) -> str:
+    """``: CODE message`` from an OCI error body, if there is one."""
+    try:
+        errors = response.json().get("errors") or []
+        text = "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors)
+    except (ValueError, AttributeError, httpx.ResponseNotRead):
+        return ""
+    return f": {text}" if text else ""
+
+
+def _is_tls_verification(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

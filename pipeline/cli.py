@@ -1,0 +1,100 @@
+"""The command-line door: translate arguments into a call of the core, print the result.
+
+`main` is the only place that turns a PipelineError into one `error: ...` line on stderr and
+its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the traceback.
+"""
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline import console
+from pipeline.errors import PipelineError
+from pipeline.plan import resolve_plan
+
+app = typer.Typer(
+    help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,  # help text is plain: brackets stay brackets
+)
+
+Source = Annotated[
+    Path, typer.Option("--source", help="AI-Infra-Matrix checkout (reads src/ and .env).")
+]
+Tag = Annotated[str | None, typer.Option("--tag", help="Image tag (env IMAGE_TAG).")]
+Registry = Annotated[
+    str | None,
+    typer.Option("--registry", help="host:port/project, '' for none (env PRIVATE_REGISTRY)."),
+]
+Platforms = Annotated[
+    str | None,
+    typer.Option(
+        "--platforms", help="Comma list, e.g. linux/amd64,linux/arm64 (env TARGET_PLATFORMS)."
+    ),
+]
+Components = Annotated[
+    str | None,
+    typer.Option("--components", help="Comma list of names to keep (env PIPELINE_COMPONENTS)."),
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (env PIPELINE_DEBUG=1).")
+    ] = False,
+) -> None:
+    # main() reads the flag from argv before typer runs; declared here so --help lists it.
+    del debug
+
+
+def overrides(
+    tag: str | None, registry: str | None, platforms: str | None, components: str | None
+) -> dict[str, object]:
+    """CLI options as load_settings overrides (None: not given, lower layers decide)."""
+    return {
+        "image_tag": tag,
+        "private_registry": registry,
+        "target_platforms": platforms,
+        "components": components,
+    }
+
+
+@app.command()
+def plan(
+    source: Source,
+    tag: Tag = None,
+    registry: Registry = None,
+    platforms: Platforms = None,
+    components: Components = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show what would be built, from which Dockerfile, under which reference."""
+    _, the_plan = resolve_plan(source, os.environ, overrides(tag, registry, platforms, components))
+    if as_json:
+        typer.echo(json.dumps(the_plan.to_json(), indent=2))
+    else:
+        typer.echo(console.plan_table(the_plan))
+
+
+def _debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("PIPELINE_DEBUG", "") in ("1", "true", "yes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; a PipelineError becomes one line and its exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="ai-infra-pipeline")
+    except PipelineError as err:
+        if _debug(args):
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

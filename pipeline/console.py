@@ -1,0 +1,38 @@
+"""Plain-text output for people: aligned tables, no colour, so logs and tests read the same."""
+
+from collections.abc import Sequence
+
+from pipeline.plan import Plan
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def plan_table(plan: Plan) -> str:
+    """The plan as people read it: images, then dependencies, then what was skipped and why."""
+    header = (
+        f"tag {plan.tag}   platforms {', '.join(plan.platforms)}   "
+        f"registry {plan.registry or '(none)'}"
+    )
+    images = table(
+        ("COMPONENT", "IMAGE", "REF", "TARGET", "PHASE", "BUILD ARGS"),
+        [
+            (c.name, c.image, c.ref, c.target or "-", c.phase, ", ".join(sorted(c.build_args)))
+            for c in plan.components
+        ],
+    )
+    parts = [header, "", images]
+    if plan.dependencies:
+        deps = [(d.name, d.image) for d in plan.dependencies]
+        parts += ["", table(("DEPENDENCY", "IMAGE"), deps)]
+    if plan.skipped:
+        skipped = [(s.name, s.reason) for s in plan.skipped]
+        parts += ["", table(("SKIPPED", "REASON"), skipped)]
+    return "\n".join(parts)

@@ -1,0 +1,95 @@
+"""Just enough Dockerfile reading for planning: declared ARGs, stage names, build platform.
+
+Follows the Dockerfile reference where it matters here: keywords are case-insensitive, a line
+ending in the escape character (`\\`, or the one set by `# escape=`) continues, comment lines
+are dropped even inside a continuation, and heredoc bodies (`RUN <<EOF`) are not instructions.
+"""
+
+import re
+import shlex
+
+_DIRECTIVE = re.compile(r"#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
+_HEREDOC = re.compile(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BUILD_PLATFORM = re.compile(r"--platform=[\"']?\$(?:\{BUILDPLATFORM\}|BUILDPLATFORM\b)")
+
+
+def _escape_char(lines: list[str]) -> str:
+    """The `# escape=` parser directive, valid only in the leading comment lines."""
+    for line in lines:
+        if not line.strip().startswith("#"):
+            break
+        match = _DIRECTIVE.fullmatch(line.strip())
+        if match:
+            return match.group(1)
+    return "\\"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """`(KEYWORD, arguments)` of each instruction, continuations joined, comments dropped."""
+    lines = text.splitlines()
+    escape = _escape_char(lines)
+    result: list[tuple[str, str]] = []
+    pending: list[str] = []
+    heredocs: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if heredocs:
+            if stripped == heredocs[0]:
+                heredocs.pop(0)
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith(escape):
+            pending.append(stripped[: -len(escape)])
+            continue
+        keyword, _, args = " ".join([*pending, stripped]).partition(" ")
+        pending = []
+        result.append((keyword.upper(), args.strip()))
+        if keyword.upper() in ("RUN", "COPY", "ADD"):
+            heredocs = _HEREDOC.findall(args)
+    if pending:
+        keyword, _, args = " ".join(pending).partition(" ")
+        result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def _words(args: str) -> list[str]:
+    try:
+        return shlex.split(args, comments=False, posix=True)
+    except ValueError:  # unbalanced quote: fall back to plain words
+        return args.split()
+
+
+def declared_args(text: str) -> list[str]:
+    """Names of every `ARG` (before FROM too), in order, each once: `ARG A=1 B` gives A, B."""
+    names: dict[str, None] = {}
+    for keyword, args in instructions(text):
+        if keyword == "ARG":
+            for word in _words(args):
+                name = word.split("=", 1)[0]
+                if _NAME.fullmatch(name):
+                    names[name] = None
+    return list(names)
+
+
+def uses_build_platform(text: str) -> bool:
+    """Whether a stage is `FROM --platform=$BUILDPLATFORM` (or `${BUILDPLATFORM}`)."""
+    return any(
+        keyword == "FROM" and _BUILD_PLATFORM.search(args) for keyword, args in instructions(text)
+    )
+
+
+def stage_names(text: str) -> list[str]:
+    """Names given by `FROM image AS name`, lowercased as Docker compares them."""
+    names: list[str] = []
+    for keyword, args in instructions(text):
+        words = [w for w in args.split() if not w.startswith("--")]
+        if keyword == "FROM" and len(words) == 3 and words[1].lower() == "as":
+            names.append(words[2].lower())
+    return names
+
+
+def has_target(text: str, target: str) -> bool:
+    """Whether `docker build --target <target>` can find that stage."""
+    return target.lower() in stage_names(text)

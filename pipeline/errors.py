@@ -1,0 +1,25 @@
+"""Error types. Each carries the exit code the doors use; the message is one line for people."""
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline reports to a person."""
+
+    exit_code = 1
+
+
+class BadInput(PipelineError):
+    """Wrong settings, arguments or source layout: found before any build starts."""
+
+    exit_code = 2
+
+
+class BuildFailed(PipelineError):
+    """One or more images did not build for one or more platforms."""
+
+
+class PublishFailed(PipelineError):
+    """A registry refused, failed or returned an index that lacks a platform."""
+
+
+class BundleError(PipelineError):
+    """An offline bundle is incomplete, corrupt or could not be written or pushed."""

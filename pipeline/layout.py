@@ -1,0 +1,154 @@
+"""Read the AI-Infra-Matrix source tree as it is laid out today (no change asked of it).
+
+Every directory `src/<name>/` is looked at:
+- a component if it has `Dockerfile` or `Dockerfile.tpl`; its phase comes from `build.conf`
+  (`BUILD_PHASE=foundation|dependent`, default dependent) and its images from
+  `build-targets.conf` (`<target> <image>` lines), else one image `ai-infra-<name>`;
+- a third-party dependency if it has `dependency.conf` or `dependency.conf.tpl`;
+- both is fine (src/gitea); neither (src/shared) is skipped.
+Only paths and small config files are read here; templates are rendered by the plan.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import BadInput
+from pipeline.render import is_image_name
+from pipeline.settings import parse_env
+
+PHASES = ("foundation", "dependent")
+_TARGET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image a component's Dockerfile produces; `target` None builds the last stage."""
+
+    image: str
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    phase: str
+    images: tuple[ImageSpec, ...]
+    dockerfile: str | None  # paths relative to the root, e.g. src/backend/Dockerfile
+    template: str | None
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    conf: str | None
+    template: str | None
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    components: tuple[Component, ...]
+    dependencies: tuple[Dependency, ...]
+
+    def names(self) -> list[str]:
+        """Every component and dependency name, sorted (for filters and error hints)."""
+        return sorted({c.name for c in self.components} | {d.name for d in self.dependencies})
+
+
+def read_text(path: Path, shown: str) -> str:
+    """Read a file of the tree; unreadable or non-UTF-8 is bad input naming the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        raise BadInput(f"{shown}: cannot read ({reason})") from None
+
+
+def discover(root: Path) -> Layout:
+    """Components and dependencies under `root/src`, each sorted by name."""
+    src = root / "src"
+    if not src.is_dir():
+        raise BadInput(f"{root}: no src/ directory (is this an AI-Infra-Matrix checkout?)")
+    components: list[Component] = []
+    dependencies: list[Dependency] = []
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        component = _component(folder)
+        if component:
+            components.append(component)
+        dependency = _dependency(folder)
+        if dependency:
+            dependencies.append(dependency)
+    _check_unique_images(components)
+    return Layout(root, tuple(components), tuple(dependencies))
+
+
+def _existing(folder: Path, name: str) -> str | None:
+    return f"src/{folder.name}/{name}" if (folder / name).is_file() else None
+
+
+def _component(folder: Path) -> Component | None:
+    dockerfile = _existing(folder, "Dockerfile")
+    template = _existing(folder, "Dockerfile.tpl")
+    targets = _existing(folder, "build-targets.conf")
+    if not (dockerfile or template):
+        if targets:
+            raise BadInput(f"{targets} names images but src/{folder.name} has no Dockerfile")
+        return None
+    images = _targets(folder, targets) if targets else (_default_image(folder.name),)
+    return Component(folder.name, _phase(folder), images, dockerfile, template)
+
+
+def _default_image(name: str) -> ImageSpec:
+    image = f"ai-infra-{name}"
+    if not is_image_name(image):
+        raise BadInput(f"src/{name}: {image!r} is not a valid image name (use lowercase)")
+    return ImageSpec(image)
+
+
+def _phase(folder: Path) -> str:
+    shown = _existing(folder, "build.conf")
+    if not shown:
+        return "dependent"
+    values = parse_env(read_text(folder / "build.conf", shown), shown)
+    phase = values.get("BUILD_PHASE", "dependent").strip().lower()
+    if phase not in PHASES:
+        raise BadInput(f"{shown}: BUILD_PHASE={phase!r} is not one of {', '.join(PHASES)}")
+    return phase
+
+
+def _targets(folder: Path, shown: str) -> tuple[ImageSpec, ...]:
+    """`<dockerfile-target> <image-name>` lines; `#` starts a comment."""
+    specs: list[ImageSpec] = []
+    text = read_text(folder / "build-targets.conf", shown)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        fields = raw.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise BadInput(f"{shown}:{number}: expected '<target> <image-name>'")
+        target, image = fields
+        if not _TARGET_RE.fullmatch(target) or not is_image_name(image):
+            raise BadInput(f"{shown}:{number}: invalid target or image name in {raw.strip()!r}")
+        specs.append(ImageSpec(image, target))
+    if not specs:
+        raise BadInput(f"{shown}: names no images")
+    return tuple(specs)
+
+
+def _dependency(folder: Path) -> Dependency | None:
+    conf = _existing(folder, "dependency.conf")
+    template = _existing(folder, "dependency.conf.tpl")
+    return Dependency(folder.name, conf, template) if conf or template else None
+
+
+def _check_unique_images(components: list[Component]) -> None:
+    owner: dict[str, str] = {}
+    for component in components:
+        for spec in component.images:
+            if spec.image in owner:
+                raise BadInput(
+                    f"image {spec.image} is named twice (src/{owner[spec.image]}, "
+                    f"src/{component.name})"
+                )
+            owner[spec.image] = component.name

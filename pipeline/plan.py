@@ -1,0 +1,208 @@
+"""The build plan: what to build, from which Dockerfile text, with which arguments, under which
+reference. Pure data computed without an engine, so both doors (CLI, Dagger) print or run the
+same thing and tests check it directly.
+"""
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import dockerfile
+from pipeline.errors import BadInput
+from pipeline.layout import Component, Dependency, Layout, discover, read_text
+from pipeline.render import is_reference, render, unset
+from pipeline.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str  # the component (src/<name>)
+    image: str
+    ref: str
+    dockerfile: str  # relative to the root; the template when there is one
+    dockerfile_text: str  # what to build: the rendered template, else the Dockerfile
+    target: str | None
+    phase: str
+    build_args: dict[str, str]  # only ARGs the Dockerfile declares; never secrets
+    uses_build_platform: bool
+
+
+@dataclass(frozen=True)
+class DependencyPlan:
+    name: str
+    image: str  # a complete, validated reference
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    tag: str
+    platforms: tuple[str, ...]
+    registry: str | None
+    components: tuple[ImagePlan, ...]  # foundation first, then dependent; each sorted
+    dependencies: tuple[DependencyPlan, ...]
+    skipped: tuple[Skipped, ...]
+
+    def to_json(self) -> dict[str, object]:
+        """The machine view: build argument names only, never their values."""
+        return {
+            "tag": self.tag,
+            "platforms": list(self.platforms),
+            "registry": self.registry,
+            "components": [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "ref": c.ref,
+                    "dockerfile": c.dockerfile,
+                    "target": c.target,
+                    "phase": c.phase,
+                    "build_args": sorted(c.build_args),
+                }
+                for c in self.components
+            ],
+            "dependencies": [{"name": d.name, "image": d.image} for d in self.dependencies],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
+        }
+
+
+def template_values(settings: Settings) -> dict[str, str]:
+    """What `{{VAR}}` may use: build values plus IMAGE_TAG; secrets are never among them."""
+    return {**settings.build_values, "IMAGE_TAG": settings.image_tag}
+
+
+def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
+    """Turn the layout and settings into the plan; every inconsistency is BadInput."""
+    wanted = _selection(layout, settings.components)
+    values = template_values(settings)
+    components = [c for c in layout.components if c.name in wanted]
+    components.sort(key=lambda c: (c.phase != "foundation", c.name))
+    images = tuple(plan for c in components for plan in _component_plans(c, settings, values, root))
+    dependencies, skipped = _dependency_plans(
+        [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
+    )
+    return Plan(
+        tag=settings.image_tag,
+        platforms=settings.target_platforms,
+        registry=settings.private_registry,
+        components=images,
+        dependencies=dependencies,
+        skipped=skipped,
+    )
+
+
+def resolve_plan(
+    source: Path, env: Mapping[str, str], overrides: Mapping[str, object]
+) -> tuple[Settings, Plan]:
+    """The one entry both doors call: settings, then layout, then plan."""
+    if not source.is_dir():
+        raise BadInput(f"{source}: source directory does not exist")
+    settings = load_settings(source, env, overrides)
+    return settings, make_plan(discover(source), settings, source)
+
+
+def _selection(layout: Layout, names: tuple[str, ...] | None) -> set[str]:
+    """The names to keep; unknown ones fail with the known list (and a close match)."""
+    known = layout.names()
+    if names is None:
+        return set(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BadInput(
+            f"PIPELINE_COMPONENTS: unknown {', '.join(map(repr, unknown))}{hint}; "
+            f"known: {', '.join(known)}"
+        )
+    return set(names)
+
+
+def _component_plans(
+    component: Component, settings: Settings, values: Mapping[str, str], root: Path
+) -> list[ImagePlan]:
+    # The template wins: the committed Dockerfile has build.sh's mirror settings baked in.
+    path = component.template or component.dockerfile
+    assert path is not None  # layout only makes components that have one of the two
+    text = read_text(root / path, path)
+    if component.template:
+        text = render(text, values, path, allow_empty=True, withheld=settings.withheld)
+    args = _build_args(text, settings)
+    platform = dockerfile.uses_build_platform(text)
+    registry = f"{settings.private_registry}/" if settings.private_registry else ""
+    plans = []
+    for spec in component.images:
+        if spec.target and not dockerfile.has_target(text, spec.target):
+            raise BadInput(f"{path}: no stage named {spec.target!r} (build-targets.conf)")
+        plans.append(
+            ImagePlan(
+                name=component.name,
+                image=spec.image,
+                ref=f"{registry}{spec.image}:{settings.image_tag}",
+                dockerfile=path,
+                dockerfile_text=text,
+                target=spec.target,
+                phase=component.phase,
+                build_args=dict(args),
+                uses_build_platform=platform,
+            )
+        )
+    return plans
+
+
+def _build_args(text: str, settings: Settings) -> dict[str, str]:
+    """Only what the Dockerfile declares; an empty value is left out so its default stands."""
+    args = {}
+    for name in dockerfile.declared_args(text):
+        if name == "VERSION":
+            args[name] = settings.image_tag
+        elif settings.build_values.get(name):
+            args[name] = settings.build_values[name]
+    return args
+
+
+def _dependency_plans(
+    dependencies: list[Dependency], values: Mapping[str, str], withheld: tuple[str, ...], root: Path
+) -> tuple[tuple[DependencyPlan, ...], tuple[Skipped, ...]]:
+    plans: dict[str, DependencyPlan] = {}  # by reference: two directories may name one image
+    skipped: list[Skipped] = []
+    for dep in dependencies:
+        # As for Dockerfiles the template wins: build.sh's rendered copy has `8\.0`-style escapes.
+        path = dep.template or dep.conf
+        assert path is not None
+        text = _image_line(read_text(root / path, path), path)
+        if dep.template:
+            missing = unset(text, values)
+            if missing:
+                # build.sh treats these as optional (src/safeline): skip, visibly.
+                skipped.append(Skipped(dep.name, f"{path}: {_why_unset(missing, withheld)}"))
+                continue
+            text = render(text, values, path)
+        if not is_reference(text):
+            raise BadInput(f"{path}: {text!r} is not a valid image reference")
+        plans.setdefault(text, DependencyPlan(dep.name, text))
+    return tuple(plans.values()), tuple(skipped)
+
+
+def _why_unset(names: list[str], withheld: tuple[str, ...]) -> str:
+    """Say which variables have no value and which are set but are not build values."""
+    kept_out = [n for n in names if n in withheld]
+    empty = [n for n in names if n not in withheld]
+    parts = [f"no value for {', '.join(empty)} (set them to include it)"] if empty else []
+    if kept_out:
+        parts.append(f"{', '.join(kept_out)} not build values (*_VERSION, *_IMAGE or allow-listed)")
+    return "; ".join(parts)
+
+
+def _image_line(text: str, path: str) -> str:
+    """The one image a dependency file names; `#` comment lines and blank lines ignored."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) != 1:
+        raise BadInput(f"{path}: expected one image reference, found {len(lines)} lines")
+    return lines[0]

@@ -1,0 +1,224 @@
+"""Settings: resolved once, validated once, into one frozen object.
+
+Precedence, lowest first: defaults < `.env` in the source tree (or `.env.example` when there is
+no `.env`, since AI-Infra-Matrix makes one from the other) < the process environment (passed in
+as a Mapping: nothing else reads os.environ) < overrides (CLI or Dagger arguments; None means
+"not given"). Every bad value fails here with one line naming the setting.
+
+Pydantic (which pydantic-settings brings) does the typing and validation; the layering is ours,
+because pydantic-settings would read os.environ and a fixed dotenv path behind our back.
+"""
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import BadInput
+from pipeline.render import REGISTRY_RE, TAG_RE
+
+KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+
+# Python field name -> the env name AI-Infra-Matrix (or this pipeline) uses.
+ENV_NAMES = {
+    "image_tag": "IMAGE_TAG",
+    "private_registry": "PRIVATE_REGISTRY",
+    "target_platforms": "TARGET_PLATFORMS",
+    "concurrency": "PIPELINE_CONCURRENCY",
+    "per_arch_tags": "PIPELINE_PER_ARCH_TAGS",
+    "components": "PIPELINE_COMPONENTS",
+}
+
+# Keys that may reach a build (as a template value or a declared ARG). Everything else in
+# .env is runtime configuration; build.sh passed all of it, passwords included.
+BUILD_KEYS = frozenset(
+    {
+        "BASE_IMAGE_REGISTRY", "GITHUB_MIRROR", "GITHUB_PROXY", "GO_PROXY", "PYPI_INDEX_URL",
+        "NPM_REGISTRY", "APT_MIRROR", "YUM_MIRROR", "ALPINE_MIRROR", "GOLANG_IMAGE",
+        "UBUNTU_VERSION", "NODE_IMAGE", "NODE_JS_VERSION",
+        # nightingale's Dockerfile.tpl downloads from it on intranets.
+        "INTERNAL_FILE_SERVER",
+    }
+)  # fmt: skip
+BUILD_SUFFIXES = ("_VERSION", "_IMAGE")
+# Matched anywhere in a key: long enough to mean only one thing.
+SECRET_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE", "COOKIE")
+SECRET_WORDS += ("CERTIFICATE",)
+# Matched as a `_`-separated word (or its end: APIKEY, OAUTH), because as substrings they hit
+# real build values: KEYCLOAK_VERSION, SALTSTACK_VERSION.
+SECRET_PARTS = ("KEY", "AUTH", "SALT", "CERT")
+
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_secret(key: str) -> bool:
+    """Whether a key looks like it holds a secret; such a key never reaches a build."""
+    upper = key.upper()
+    if any(word in upper for word in SECRET_WORDS):
+        return True
+    parts = upper.split("_")
+    return any(p.endswith(s) or p == s + "S" for p in parts for s in SECRET_PARTS)
+
+
+def is_build_key(key: str) -> bool:
+    """Allow-listed or `*_VERSION` / `*_IMAGE`, and never secret-looking."""
+    if is_secret(key):
+        return False
+    return key in BUILD_KEYS or key.upper().endswith(BUILD_SUFFIXES)
+
+
+def parse_env(text: str, path: str) -> dict[str, str]:
+    """Parse KEY=VALUE lines: `#` comments, blank lines, `export `, optional quotes.
+
+    No `${VAR}` interpolation: build values do not use it. Errors name the line, never a value.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY_RE.fullmatch(key):
+            raise BadInput(f"{path}:{number}: not a KEY=VALUE line")
+        values[key] = _value(value.strip(), f"{path}:{number}")
+    return values
+
+
+def _value(value: str, where: str) -> str:
+    if value[:1] in ("'", '"'):
+        quote = value[0]
+        end = value.find(quote, 1)
+        while quote == '"' and end > 0 and value[end - 1] == "\\":
+            end = value.find(quote, end + 1)
+        if end < 0:
+            raise BadInput(f"{where}: unterminated quote")
+        inner = value[1:end]
+        return inner.replace('\\"', '"') if quote == '"' else inner
+    # Unquoted: ` #` starts a comment, as in docker compose (`CHANNEL=#alerts` stays a value).
+    return re.split(r"\s+#", value, maxsplit=1)[0].rstrip()
+
+
+def read_env_file(source: Path | None) -> tuple[dict[str, str], str | None]:
+    """The values of `source/.env`, else `source/.env.example`, and which file that was."""
+    if source is None:
+        return {}, None
+    for name in (".env", ".env.example"):
+        path = source / name
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+                raise BadInput(f"{path}: cannot read ({reason})") from None
+            return parse_env(text, str(path)), str(path)
+    return {}, None
+
+
+def _split(value: object) -> object:
+    """Comma lists arrive as a string (env) or a sequence (arguments)."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+class Settings(BaseModel):
+    """Everything a run needs to know, resolved from defaults, `.env`, env and arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    image_tag: str = Field("latest", alias="IMAGE_TAG")
+    private_registry: str | None = Field(None, alias="PRIVATE_REGISTRY")
+    target_platforms: tuple[str, ...] = Field(DEFAULT_PLATFORMS, alias="TARGET_PLATFORMS")
+    concurrency: int = Field(4, ge=1, alias="PIPELINE_CONCURRENCY")
+    per_arch_tags: bool = Field(False, alias="PIPELINE_PER_ARCH_TAGS")
+    components: tuple[str, ...] | None = Field(None, alias="PIPELINE_COMPONENTS")
+    # Build-relevant values only (see is_build_key); "" kept: a template may use it.
+    build_values: dict[str, str] = Field(default_factory=dict)
+    # Names (never values) of keys found but kept out of builds, for clearer errors.
+    withheld: tuple[str, ...] = ()
+    env_file: str | None = None
+
+    @field_validator("image_tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if not TAG_RE.fullmatch(value):
+            raise ValueError("not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128)")
+        return value
+
+    @field_validator("private_registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        value = (value or "").strip().rstrip("/")
+        if value and not REGISTRY_RE.fullmatch(value):
+            raise ValueError("not host[:port][/project] (no scheme, lowercase project path)")
+        return value or None
+
+    @field_validator("target_platforms", mode="before")
+    @classmethod
+    def _platforms(cls, value: object) -> object:
+        value = _split(value)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            if not value:
+                raise ValueError("no platform given")
+            for item in value:
+                if item not in KNOWN_PLATFORMS:
+                    known = ", ".join(KNOWN_PLATFORMS)
+                    raise ValueError(f"unknown platform {item!r}; known: {known}")
+            twice = sorted({item for item in value if list(value).count(item) > 1})
+            if twice:
+                raise ValueError(f"{twice[0]} is listed twice")
+        return value
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _components(cls, value: object) -> object:
+        value = _split(value)
+        if not isinstance(value, tuple | list):
+            return value
+        # An empty list means "no restriction", like an unset variable.
+        return tuple(dict.fromkeys(value)) or None
+
+
+def _layers(
+    source: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
+) -> tuple[dict[str, object], dict[str, str], dict[str, str], str | None]:
+    """Merge the layers; return settings input, each key's origin, build values, env file."""
+    file_values, env_file = read_env_file(source)
+    merged: dict[str, object] = {}
+    origins: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for origin, layer in ((env_file or "", file_values), ("environment", env)):
+        raw.update(layer)
+        for key in ENV_NAMES.values():
+            if key in layer:
+                merged[key], origins[key] = layer[key], origin
+    for key, value in overrides.items():
+        name = ENV_NAMES.get(key, key)
+        if name not in ENV_NAMES.values():
+            raise BadInput(f"unknown setting {key!r}; known: {', '.join(ENV_NAMES)}")
+        if value is not None:
+            merged[name], origins[name] = value, "arguments"
+    return merged, origins, raw, env_file
+
+
+def load_settings(
+    source: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
+) -> Settings:
+    """Resolve and validate every setting; bad input raises BadInput with one line."""
+    merged, origins, raw, env_file = _layers(source, env, overrides)
+    build = {k: v for k, v in raw.items() if is_build_key(k)}
+    settings_keys = set(ENV_NAMES.values())
+    withheld = tuple(sorted(k for k in raw if k not in build and k not in settings_keys))
+    try:
+        return Settings(**merged, build_values=build, withheld=withheld, env_file=env_file)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0])
+        message = error["msg"].removeprefix("Value error, ")
+        raise BadInput(
+            f"{name}={merged.get(name)!r} (from {origins.get(name, 'defaults')}): {message}"
+        ) from None

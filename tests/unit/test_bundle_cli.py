@@ -1,0 +1,112 @@
+"""The bundle typer app: arguments in, one call out; the password only from stdin."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.bundle import PushReport, cli, create_bundle, oci
+from pipeline.errors import BadInput, BundleError
+
+try:
+    from tests.unit import bundle_fixtures as bf
+except ImportError:  # tests/unit is not a package
+    import bundle_fixtures as bf
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    sources = bf.two_sources(root / "src")
+    create_bundle(root / "bundle", [s.image for s in sources], bf.PLATFORMS)
+    return root / "bundle"
+
+
+def test_verify_ok(bundle: Path) -> None:
+    result = runner.invoke(cli.app, ["verify", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert "checks passed" in result.output
+
+
+def test_verify_platforms_comma_separated(bundle: Path) -> None:
+    result = runner.invoke(
+        cli.app, ["verify", str(bundle), "--platforms", "linux/amd64,linux/riscv64"]
+    )
+    assert isinstance(result.exception, BundleError)
+    assert "2 of" in str(result.exception)
+    assert "platform-missing: platform ai-infra-backend linux/riscv64" in result.output
+
+
+def test_verify_names_a_corrupt_blob(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    blob = next((copy / "blobs" / "sha256").iterdir())
+    blob.write_bytes(b"x" * blob.stat().st_size)
+
+    result = runner.invoke(cli.app, ["verify", str(copy)])
+
+    assert isinstance(result.exception, BundleError)
+    assert f"digest-mismatch: blob sha256:{blob.name}" in result.output
+    assert oci.blob_relpath(f"sha256:{blob.name}") in result.output
+
+
+def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_push(path, registry, **kw):
+        calls.append((path, registry, kw))
+        return PushReport(registry=registry, blobs_uploaded=3, bytes_uploaded=10)
+
+    monkeypatch.setattr(cli, "push_bundle", fake_push)
+    result = runner.invoke(
+        cli.app,
+        [
+            "push",
+            str(bundle),
+            "--registry",
+            "harbor.local/ai-infra",
+            "--username",
+            "admin",
+            "--password-stdin",
+            "--ca-cert",
+            "/etc/ca.pem",
+        ],
+        input="Harbor12345\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    [(path, registry, kw)] = calls
+    assert registry == "harbor.local/ai-infra"
+    assert kw["username"] == "admin" and kw["password"] == "Harbor12345"
+    assert kw["ca_cert"] == Path("/etc/ca.pem") and kw["insecure_http"] is False
+    assert "Harbor12345" not in result.output
+    assert "3 blobs uploaded" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--username", "admin"], ["--password-stdin"]],
+)
+def test_push_credentials_come_in_pairs(bundle: Path, args: list[str]) -> None:
+    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p", *args], input="pw\n")
+    assert isinstance(result.exception, BadInput)
+
+
+def test_load_passes_runtime_and_namespace(bundle: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_load(path, into, namespace):
+        calls.append((path, into, namespace))
+        from pipeline.bundle import LoadResult
+
+        return LoadResult(into=into, command=["ctr"], images=["a"], output="")
+
+    monkeypatch.setattr(cli, "load_bundle", fake_load)
+    result = runner.invoke(cli.app, ["load", str(bundle), "--into", "containerd"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(bundle, "containerd", "k8s.io")]

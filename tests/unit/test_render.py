@@ -1,0 +1,90 @@
+import pytest
+
+from pipeline.errors import BadInput
+from pipeline.render import is_image_name, is_reference, render, unset, variables
+
+
+def test_fills_variables_with_or_without_spaces():
+    text = "ARG A={{A}}\nFROM {{ B }}:{{A}}\n"
+    assert render(text, {"A": "1", "B": "img"}, "x.tpl") == "ARG A=1\nFROM img:1\n"
+
+
+def test_leaves_other_syntax_alone():
+    text = "ENV X=${A} Y={{ .Go.Template }}\n"
+    assert render(text, {}, "x.tpl") == text
+
+
+def test_missing_variable_names_file_and_variable():
+    with pytest.raises(BadInput) as info:
+        render("FROM golang:{{GOLANG_VERSION}}", {}, "src/backend/Dockerfile.tpl")
+    assert str(info.value) == (
+        "src/backend/Dockerfile.tpl: template variable GOLANG_VERSION has no value "
+        "(set it in .env or the environment)"
+    )
+
+
+def test_empty_value_is_no_value_unless_allowed():
+    with pytest.raises(BadInput, match="template variable V has no value"):
+        render("ARG V={{V}}", {"V": ""}, "f.tpl")
+    assert render("ARG V={{V}}", {"V": ""}, "f.tpl", allow_empty=True) == "ARG V="
+
+
+def test_withheld_variable_says_why():
+    with pytest.raises(BadInput, match="JWT_SECRET is withheld from builds"):
+        render("ARG S={{JWT_SECRET}}", {}, "f.tpl", withheld=("JWT_SECRET",))
+
+
+def test_variables_and_unset():
+    text = "{{A}}{{B}}{{ A }}{{C}}"
+    assert variables(text) == ["A", "B", "C"]
+    assert unset(text, {"A": "1", "B": ""}) == ["B", "C"]
+    assert unset(text, {"A": "1", "B": ""}, allow_empty=True) == ["C"]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "mysql:8.0",
+        "postgres:15-alpine",
+        "redis:7-alpine",
+        "confluentinc/cp-kafka:7.5.0",
+        "provectuslabs/kafka-ui:latest",
+        "oceanbase/oceanbase-ce:4.3.5-lts",
+        "osixia/openldap:stable",
+        "redis/redisinsight:2.68",
+        "gitea/gitea:1.25.1",
+        "quay.io/keycloak/keycloak:26.0",
+        "localhost:5000/a/b:c",
+        "harbor.example.com/ai-infra/ai-infra-backend:v0.3.8",
+        "alpine",
+        "alpine@sha256:" + "a" * 64,
+    ],
+)
+def test_valid_references(ref):
+    assert is_reference(ref)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "mysql:8\\.0",  # build.sh's sed-escaped rendering
+        "/safeline-tengine:",  # unset prefix and tag
+        "gitea/gitea:",
+        "Upper/case:1",
+        "a b:1",
+        "redis:7 alpine",
+        "chaitin//safeline:1",
+        "https://docker.io/redis:7",
+    ],
+)
+def test_invalid_references(ref):
+    assert not is_reference(ref)
+
+
+def test_image_names():
+    assert is_image_name("ai-infra-backend-init")
+    assert is_image_name("ai-infra/backend")
+    assert not is_image_name("ai-infra-Backend")
+    assert not is_image_name("ai-infra-backend:v1")
+    assert not is_image_name("-x")

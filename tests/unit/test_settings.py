@@ -1,0 +1,216 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import BadInput
+from pipeline.settings import (
+    DEFAULT_PLATFORMS,
+    is_build_key,
+    is_secret,
+    load_settings,
+    parse_env,
+)
+
+
+def test_defaults_without_source():
+    s = load_settings(None, {}, {})
+    assert s.image_tag == "latest"
+    assert s.private_registry is None
+    assert s.target_platforms == DEFAULT_PLATFORMS
+    assert (s.concurrency, s.per_arch_tags, s.components) == (4, False, None)
+    assert s.build_values == {} and s.env_file is None
+
+
+def test_precedence_defaults_file_env_overrides(tmp_path: Path):
+    (tmp_path / ".env").write_text("IMAGE_TAG=from-file\nPIPELINE_CONCURRENCY=2\n")
+    assert load_settings(tmp_path, {}, {}).image_tag == "from-file"
+    env = {"IMAGE_TAG": "from-env"}
+    assert load_settings(tmp_path, env, {}).image_tag == "from-env"
+    s = load_settings(tmp_path, env, {"image_tag": "from-arg", "concurrency": None})
+    assert s.image_tag == "from-arg"
+    assert s.concurrency == 2  # None means "not given": the file value stands
+
+
+def test_overrides_accept_env_names_and_typed_values():
+    s = load_settings(
+        None, {}, {"IMAGE_TAG": "v1", "target_platforms": ["linux/arm64"], "per_arch_tags": True}
+    )
+    assert (s.image_tag, s.target_platforms, s.per_arch_tags) == ("v1", ("linux/arm64",), True)
+
+
+def test_unknown_override_is_bad_input():
+    with pytest.raises(BadInput, match="unknown setting 'tagg'"):
+        load_settings(None, {}, {"tagg": "v1"})
+
+
+def test_env_example_used_when_env_absent(tmp_path: Path):
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v0.3.8\n")
+    s = load_settings(tmp_path, {}, {})
+    assert s.image_tag == "v0.3.8"
+    assert s.env_file == str(tmp_path / ".env.example")
+
+
+def test_env_wins_over_env_example(tmp_path: Path):
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v0.3.8\nGO_PROXY=example\n")
+    (tmp_path / ".env").write_text("IMAGE_TAG=v1.0.0\n")
+    s = load_settings(tmp_path, {}, {})
+    assert s.image_tag == "v1.0.0"
+    assert "GO_PROXY" not in s.build_values  # files are not merged: .env replaces the example
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"IMAGE_TAG": "bad tag"}, "IMAGE_TAG"),
+        ({"IMAGE_TAG": "-leading-dash"}, "IMAGE_TAG"),
+        ({"IMAGE_TAG": "x" * 129}, "IMAGE_TAG"),
+        ({"IMAGE_TAG": ""}, "IMAGE_TAG"),
+        ({"PRIVATE_REGISTRY": "https://harbor.example.com"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor.example.com/AI-Infra"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor example"}, "PRIVATE_REGISTRY"),
+        ({"TARGET_PLATFORMS": "linux/ppc64le"}, "TARGET_PLATFORMS"),
+        ({"TARGET_PLATFORMS": "windows/amd64"}, "TARGET_PLATFORMS"),
+        ({"TARGET_PLATFORMS": "linux/amd64,linux/amd64"}, "TARGET_PLATFORMS"),
+        ({"TARGET_PLATFORMS": " , "}, "TARGET_PLATFORMS"),
+        ({"PIPELINE_CONCURRENCY": "0"}, "PIPELINE_CONCURRENCY"),
+        ({"PIPELINE_CONCURRENCY": "two"}, "PIPELINE_CONCURRENCY"),
+        ({"PIPELINE_PER_ARCH_TAGS": "maybe"}, "PIPELINE_PER_ARCH_TAGS"),
+    ],
+)
+def test_bad_value_names_setting_and_value_on_one_line(env, setting):
+    with pytest.raises(BadInput) as info:
+        load_settings(None, env, {})
+    message = str(info.value)
+    assert message.startswith(f"{setting}=")
+    assert repr(env[setting]) in message
+    assert "\n" not in message
+    assert "from environment" in message
+
+
+def test_bad_value_names_the_file_it_came_from(tmp_path: Path):
+    (tmp_path / ".env").write_text("TARGET_PLATFORMS=linux/s390x\n")
+    with pytest.raises(BadInput, match=r"TARGET_PLATFORMS=.*\(from .*\.env\): unknown platform"):
+        load_settings(tmp_path, {}, {})
+
+
+def test_good_values_are_normalised():
+    s = load_settings(
+        None,
+        {
+            "PRIVATE_REGISTRY": "harbor.example.com:8443/ai-infra/",
+            "TARGET_PLATFORMS": " linux/arm64 , linux/amd64 ",
+            "PIPELINE_CONCURRENCY": "8",
+            "PIPELINE_PER_ARCH_TAGS": "yes",
+            "PIPELINE_COMPONENTS": "backend, gitea,backend",
+        },
+        {},
+    )
+    assert s.private_registry == "harbor.example.com:8443/ai-infra"
+    assert s.target_platforms == ("linux/arm64", "linux/amd64")
+    assert (s.concurrency, s.per_arch_tags) == (8, True)
+    assert s.components == ("backend", "gitea")
+
+
+def test_empty_registry_and_components_mean_none():
+    s = load_settings(None, {"PRIVATE_REGISTRY": "", "PIPELINE_COMPONENTS": ""}, {})
+    assert s.private_registry is None and s.components is None
+    # An empty argument clears a registry set in lower layers.
+    env = {"PRIVATE_REGISTRY": "harbor.example.com"}
+    assert load_settings(None, env, {"private_registry": ""}).private_registry is None
+
+
+def test_settings_are_frozen():
+    s = load_settings(None, {}, {})
+    with pytest.raises(ValueError):
+        s.image_tag = "other"
+
+
+def test_build_values_allow_list_and_patterns_without_secrets(repo: Path, secrets):
+    env = {"GPG_AUTH_VERSION": "1", "PATH": "/usr/bin", "DB_PASSWORD_IMAGE": "x"}
+    s = load_settings(repo, env, {})
+    assert s.build_values["GO_PROXY"] == "https://goproxy.cn,direct"
+    assert s.build_values["GITEA_VERSION"] == "1.25.1"
+    assert s.build_values["KEYCLOAK_VERSION"] == "26.0"  # 'KEY' inside a word is no secret
+    assert s.build_values["N9E_FE_VERSION"] == ""  # kept: a template may use an empty value
+    for key in [*secrets, "EXTERNAL_HOST", "PATH", "GPG_AUTH_VERSION", "DB_PASSWORD_IMAGE"]:
+        assert key not in s.build_values
+    assert not set(secrets.values()) & set(s.build_values.values())
+    assert "JWT_SECRET" in s.withheld and "IMAGE_TAG" not in s.withheld
+    assert not set(secrets.values()) & set(s.withheld)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["POSTGRES_PASSWORD", "GITEA_DB_PASSWD", "JWT_SECRET", "OPENAI_API_KEY", "MINIO_ACCESS_KEY",
+     "CONFIGPROXY_AUTH_TOKEN", "OAUTH_CLIENT_ID", "SLURM_MUNGE_KEY", "PASSWORD_SALT",
+     "TLS_CERT", "SSH_PRIVATE_KEY_IMAGE", "SESSION_COOKIE_VERSION", "AWS_CREDENTIALS",
+     "APIKEY_VERSION", "SSL_CERTIFICATE_IMAGE", "SIGNING_KEYS_VERSION"],
+)  # fmt: skip
+def test_secret_looking_keys(key):
+    assert is_secret(key)
+    assert not is_build_key(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["KEYCLOAK_VERSION", "SALTSTACK_VERSION", "GOLANG_IMAGE", "APT_MIRROR", "NODE_JS_VERSION"],
+)
+def test_build_keys(key):
+    assert not is_secret(key)
+    assert is_build_key(key)
+
+
+def test_parse_env_forms():
+    text = "\n".join(
+        [
+            "# comment",
+            "",
+            "export GO_PROXY=https://goproxy.cn,direct",
+            'QUOTED="AI Infrastructure"  # trailing comment',
+            "SINGLE='a # not a comment'",
+            "INLINE=value # comment",
+            "CHANNEL=#alerts",
+            "URL=${EXTERNAL_SCHEME}://host",
+            "EQUALS=a=b",
+            "EMPTY=",
+            "DUP=1",
+            "DUP=2",
+            '  SPACED = "x \\" y"',
+        ]
+    )
+    assert parse_env(text, ".env") == {
+        "GO_PROXY": "https://goproxy.cn,direct",
+        "QUOTED": "AI Infrastructure",
+        "SINGLE": "a # not a comment",
+        "INLINE": "value",
+        "CHANNEL": "#alerts",
+        "URL": "${EXTERNAL_SCHEME}://host",
+        "EQUALS": "a=b",
+        "EMPTY": "",
+        "DUP": "2",
+        "SPACED": 'x " y',
+    }
+
+
+def test_parse_error_names_line_but_never_the_value():
+    with pytest.raises(BadInput, match=r"^\.env:2: not a KEY=VALUE line$"):
+        parse_env("A=1\nthis-is-s3cret\n", ".env")
+    with pytest.raises(BadInput, match=r"^\.env:1: unterminated quote$"):
+        parse_env('JWT_SECRET="jwt-s3cret-value\n', ".env")
+
+
+def test_env_file_not_utf8_names_file(tmp_path: Path):
+    (tmp_path / ".env").write_bytes(b"IMAGE_TAG=\xff\xfe\n")
+    with pytest.raises(BadInput, match=r"\.env: cannot read \(not UTF-8\)"):
+        load_settings(tmp_path, {}, {})
+
+
+def test_env_file_unreadable_names_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / ".env").write_text("IMAGE_TAG=v1\n")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(BadInput, match=r"\.env: cannot read \(Permission denied\)"):
+        load_settings(tmp_path, {}, {})
