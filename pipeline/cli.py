@@ -7,14 +7,17 @@ its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 
 from pipeline import console
-from pipeline.errors import PipelineError
+from pipeline.bundle.cli import app as bundle_app
+from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.plan import resolve_plan
 
 app = typer.Typer(
@@ -82,6 +85,105 @@ def plan(
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
     else:
         typer.echo(console.plan_table(the_plan))
+
+
+Username = Annotated[str | None, typer.Option("--username", help="Registry user.")]
+Password = Annotated[
+    str | None,
+    typer.Option("--password", help="Registry password as env:VAR or file:PATH (never a value)."),
+]
+CaCert = Annotated[
+    Path | None, typer.Option("--ca-cert", help="CA of the registry, to read the release back.")
+]
+PlainHttp = Annotated[bool, typer.Option("--plain-http", help="The registry speaks plain HTTP.")]
+ReportJson = Annotated[
+    Path | None, typer.Option("--report-json", help="Also write the report as JSON here.")
+]
+
+
+def progress(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+@app.command()
+def release(
+    source: Source,
+    tag: Tag = None,
+    registry: Registry = None,
+    platforms: Platforms = None,
+    components: Components = None,
+    username: Username = None,
+    password: Password = None,
+    ca_cert: CaCert = None,
+    plain_http: PlainHttp = False,
+    report_json: ReportJson = None,
+) -> None:
+    """Build every image for every platform, publish one index each, print the report."""
+    from pipeline import local
+
+    settings, the_plan = resolve_plan(
+        source, os.environ, overrides(tag, registry, platforms, components)
+    )
+    spec = local.PasswordSpec.parse(password) if password else None
+    report = anyio.run(
+        local.cli_release, source, settings, the_plan, username, spec, ca_cert, plain_http, progress
+    )
+    local.write_report(report, report_json, os.environ)
+    typer.echo(report.to_markdown())
+    if not report.ok:
+        raise BuildFailed("release incomplete: " + "; ".join(report.failures))
+
+
+@app.command("export")
+def export_cmd(
+    source: Source,
+    output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
+    tag: Tag = None,
+    registry: Registry = None,
+    platforms: Platforms = None,
+    components: Components = None,
+) -> None:
+    """Build every image and write each as a multi-platform OCI tarball (no registry)."""
+    from pipeline import local
+
+    settings, the_plan = resolve_plan(
+        source, os.environ, overrides(tag, registry, platforms, components)
+    )
+    report = anyio.run(local.cli_export, source, settings, the_plan, output, progress)
+    typer.echo(report.to_markdown())
+    if not report.ok:
+        raise BuildFailed("export incomplete: " + "; ".join(report.failures))
+
+
+@bundle_app.command("create")
+def bundle_create(
+    source: Source,
+    output: Annotated[Path, typer.Option("--output", help="Bundle directory to write.")],
+    tag: Tag = None,
+    registry: Registry = None,
+    platforms: Platforms = None,
+    components: Components = None,
+    archive: Annotated[
+        str | None, typer.Option("--archive", help="Also write an archive: tar or tar.zst.")
+    ] = None,
+) -> None:
+    """Build the release and write it as one offline bundle (an OCI image layout)."""
+    from pipeline import local
+
+    if archive not in (None, "tar", "tar.zst"):
+        raise BadInput(f"--archive {archive!r}: use tar or tar.zst")
+    settings, the_plan = resolve_plan(
+        source, os.environ, overrides(tag, registry, platforms, components)
+    )
+    result = anyio.run(local.cli_bundle, source, settings, the_plan, output, archive, progress)
+    typer.echo(
+        f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
+        f"{result.total_bytes / 1e6:.1f} MB"
+        + (f"; archive {result.archive}" if result.archive else "")
+    )
+
+
+app.add_typer(bundle_app, name="bundle")
 
 
 def _debug(argv: list[str]) -> bool:

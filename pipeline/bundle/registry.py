@@ -208,6 +208,21 @@ class RegistryClient:
             )
         return expected
 
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """The exact bytes and media type of a manifest or index (to read a release back)."""
+        response = self._retrying(
+            f"get manifest {reference} of {repository}",
+            lambda: self._send(
+                "GET",
+                f"/v2/{repository}/manifests/{reference}",
+                repository,
+                headers={"Accept": ", ".join(sorted(oci.INDEX_TYPES | oci.MANIFEST_TYPES))},
+            ),
+        )
+        if response.status_code != 200:
+            self._fail(response, f"get manifest {reference} of {repository}")
+        return response.content, response.headers.get("Content-Type", "")
+
     # --- plumbing -----------------------------------------------------------------------------
     def _upload_url(self, location: str) -> httpx.URL:
         url = httpx.URL(self.base).join(location)

@@ -1,0 +1,110 @@
+"""Build every image of a plan for every platform in one engine session, in parallel.
+
+A build that fails does not stop the others: each image x platform ends as a Built with
+either a container or the tail of its log, and the caller decides what may be published.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import dagger
+
+from pipeline.engine import build_platform_args, native_platform
+from pipeline.plan import ImagePlan, Plan
+
+LOG_TAIL_LINES = 25
+# Never in a build context: .env holds the platform's runtime secrets.
+CONTEXT_EXCLUDED_FILES = [".env"]
+
+
+@dataclass
+class Built:
+    image: ImagePlan
+    platform: str
+    seconds: float
+    container: dagger.Container | None = None
+    error: str | None = None  # tail of the build log when it failed
+
+    @property
+    def ok(self) -> bool:
+        return self.container is not None
+
+
+Progress = Callable[[str], None]
+
+
+def build_context(source: dagger.Directory) -> dagger.Directory:
+    return source.without_files(CONTEXT_EXCLUDED_FILES).without_directory(".git")
+
+
+def dockerfile_in_context(
+    context: dagger.Directory, image: ImagePlan
+) -> tuple[dagger.Directory, str]:
+    """Put the text the plan decided on (a rendered template, or the Dockerfile itself) at
+    src/<component>/Dockerfile, so relative paths and .dockerignore behave as in the repo."""
+    path = image.dockerfile.removesuffix(".tpl")
+    return context.with_new_file(path, image.dockerfile_text), path
+
+
+def build_args(image: ImagePlan, native: str) -> list[dagger.BuildArg]:
+    values = dict(image.build_args)
+    if image.uses_build_platform:
+        values |= build_platform_args(native)
+    return [dagger.BuildArg(name=k, value=v) for k, v in sorted(values.items())]
+
+
+def log_tail(err: Exception, lines: int = LOG_TAIL_LINES) -> str:
+    if isinstance(err, dagger.ExecError):
+        text = "\n".join(part for part in (err.stdout, err.stderr, err.message) if part)
+    else:
+        text = str(err)
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+async def build_one(
+    context: dagger.Directory, image: ImagePlan, platform: str, native: str
+) -> Built:
+    started = time.monotonic()
+    with_file, path = dockerfile_in_context(context, image)
+    container = with_file.docker_build(
+        dockerfile=path,
+        platform=dagger.Platform(platform),
+        build_args=build_args(image, native),
+        target=image.target or "",
+    )
+    try:
+        container = await container.sync()
+    except dagger.QueryError as err:  # ExecError included: a RUN step failed
+        return Built(image, platform, time.monotonic() - started, error=log_tail(err))
+    return Built(image, platform, time.monotonic() - started, container=container)
+
+
+async def build_all(
+    plan: Plan, source: dagger.Directory, concurrency: int, progress: Progress
+) -> list[Built]:
+    """Every image x platform, at most `concurrency` solves at once, in plan order."""
+    native = await native_platform()
+    context = build_context(source)
+    limiter = anyio.CapacityLimiter(concurrency)
+    jobs = [(image, platform) for image in plan.components for platform in plan.platforms]
+    results: list[Built | None] = [None] * len(jobs)
+    done = 0
+
+    async def run(slot: int, image: ImagePlan, platform: str) -> None:
+        nonlocal done
+        async with limiter:
+            progress(f"building {image.image} for {platform}")
+            built = await build_one(context, image, platform, native)
+        results[slot] = built
+        done += 1
+        mark = "ok" if built.ok else "FAILED"
+        progress(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
+
+    async with anyio.create_task_group() as group:
+        for slot, (image, platform) in enumerate(jobs):
+            group.start_soon(run, slot, image, platform)
+    return [built for built in results if built is not None]
