@@ -223,6 +223,20 @@ class RegistryClient:
             self._fail(response, f"get manifest {reference} of {repository}")
         return response.content, response.headers.get("Content-Type", "")
 
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A whole blob, checked against its digest (small blobs: configs, test layers)."""
+        response = self._retrying(
+            f"get blob {digest} of {repository}",
+            lambda: self._send(
+                "GET", f"/v2/{repository}/blobs/{digest}", repository, follow_redirects=True
+            ),
+        )
+        if response.status_code != 200:
+            self._fail(response, f"get blob {digest} of {repository}")
+        if oci.digest_bytes(response.content) != digest:
+            raise BundleError(f"registry {self.host}: blob {digest} of {repository} is corrupt")
+        return response.content
+
     # --- plumbing -----------------------------------------------------------------------------
     def _upload_url(self, location: str) -> httpx.URL:
         url = httpx.URL(self.base).join(location)

@@ -1,0 +1,138 @@
+"""The Dagger door: `dagger call release --tag v0.3.8` and friends.
+
+Each function only translates its arguments into a call of the same core the CLI calls.
+The layout is read from a copy of the few files that describe it (Dockerfiles, *.conf,
+.env), so discovery and planning run exactly as on a local checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import dagger
+from dagger import DefaultPath, Doc, dag, field, function, object_type
+
+from pipeline import offline
+from pipeline.errors import BuildFailed
+from pipeline.plan import Plan, resolve_plan
+from pipeline.publish import RegistryAccess
+from pipeline.release import release as release_core
+from pipeline.settings import Settings
+
+# The files discovery and planning read; everything else stays in the engine.
+LAYOUT_FILES = [
+    "src/*/Dockerfile",
+    "src/*/Dockerfile.tpl",
+    "src/*/build.conf",
+    "src/*/build-targets.conf",
+    "src/*/dependency.conf",
+    "src/*/dependency.conf.tpl",
+    ".env",
+    ".env.example",
+]
+
+Tag = Annotated[str | None, Doc("Image tag (default: IMAGE_TAG from .env)")]
+Registry = Annotated[str | None, Doc("host[:port]/project (default: PRIVATE_REGISTRY)")]
+Platforms = Annotated[str | None, Doc("Comma list, e.g. linux/amd64,linux/arm64")]
+Components = Annotated[str | None, Doc("Comma list of components to keep")]
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@object_type
+class AiInfraMatrix:
+    """Release pipeline of AI-Infra-Matrix: multi-platform images and offline bundles."""
+
+    source: Annotated[
+        dagger.Directory, DefaultPath("/"), Doc("AI-Infra-Matrix checkout (its root)")
+    ] = field()
+
+    async def _plan(
+        self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
+    ) -> tuple[Settings, Plan]:
+        copy = Path(tempfile.mkdtemp(prefix="layout-"))
+        await dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(
+            str(copy)
+        )
+        overrides = {
+            "image_tag": tag,
+            "private_registry": registry,
+            "target_platforms": platforms,
+            "components": components,
+        }
+        return resolve_plan(copy, {}, overrides)
+
+    @function
+    async def plan(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+    ) -> str:
+        """What would be built, as JSON (build args by name only)."""
+        _, the_plan = await self._plan(tag, registry, platforms, components)
+        return json.dumps(the_plan.to_json(), indent=2)
+
+    @function
+    async def release(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+        username: Annotated[str | None, Doc("Registry user")] = None,
+        password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
+        ca_cert: Annotated[dagger.File | None, Doc("CA of the registry, for read-back")] = None,
+        plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
+        json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
+    ) -> str:
+        """Build every image for every platform, publish one index each; return the report."""
+        settings, the_plan = await self._plan(tag, registry, platforms, components)
+        ca_path = None
+        if ca_cert is not None:
+            ca_path = Path(tempfile.mkdtemp()) / "ca.crt"
+            await ca_cert.export(str(ca_path))
+        access = RegistryAccess(username, password, ca_path, plain_http)
+        report = await release_core(the_plan, settings, self.source, access, progress)
+        text = json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
+        if not report.ok:
+            raise BuildFailed(text)
+        return text
+
+    @function
+    async def export(
+        self,
+        tag: Tag = None,
+        platforms: Platforms = None,
+        components: Components = None,
+    ) -> dagger.Directory:
+        """Every image (and third-party dependency) as a multi-platform OCI tarball."""
+        settings, the_plan = await self._plan(tag, None, platforms, components)
+        tarballs, report = await offline.export_images(the_plan, settings, self.source, progress)
+        if not report.ok:
+            raise BuildFailed(report.to_markdown())
+        return tarballs
+
+    @function
+    async def offline_bundle(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+        archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
+    ) -> dagger.Directory:
+        """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS."""
+        settings, the_plan = await self._plan(tag, registry, platforms, components)
+        # In the module's working directory, so the engine can hand the result back.
+        scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
+        out = scratch / f"ai-infra-matrix-{the_plan.tag}"
+        await offline.make_bundle(the_plan, settings, self.source, out, archive, progress)
+        return dag.current_module().workdir(scratch.name)

@@ -1,0 +1,115 @@
+"""Engine tests: a real Dagger engine and the lab's registries (scripts/test starts them).
+
+Without them these tests fail loudly; they never skip, so a CI that lost its engine is red.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagger
+import pytest
+from dagger import dag
+
+from pipeline.bundle.registry import RegistryClient
+
+ROOT = Path(__file__).resolve().parents[2]
+MINI_MATRIX = ROOT / "examples" / "mini-matrix"
+PLATFORMS = ("linux/amd64", "linux/arm64")
+LAB_VARIABLES = (
+    "LAB_REGISTRY",
+    "LAB_SECURE_REGISTRY",
+    "LAB_REGISTRY_USER",
+    "LAB_REGISTRY_PASSWORD",
+    "LAB_CA_CERT",
+)
+
+
+@dataclass(frozen=True)
+class Lab:
+    registry: str  # plain HTTP
+    secure_registry: str  # TLS + htpasswd
+    user: str
+    password: str = field(repr=False)  # never in a failure message
+    ca_cert: Path
+
+    def plain_client(self) -> RegistryClient:
+        return RegistryClient(self.registry, insecure_http=True)
+
+    def secure_client(self, password: str | None = None) -> RegistryClient:
+        return RegistryClient(
+            self.secure_registry,
+            username=self.user,
+            password=password or self.password,
+            ca_cert=self.ca_cert,
+        )
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    missing = [name for name in LAB_VARIABLES if not os.environ.get(name)]
+    if missing:
+        pytest.fail(
+            f"engine tests need the lab ({', '.join(missing)} unset): run scripts/test, "
+            'which starts it, or eval "$(scripts/lab env)" after scripts/lab up'
+        )
+    env = os.environ
+    return Lab(
+        registry=env["LAB_REGISTRY"],
+        secure_registry=env["LAB_SECURE_REGISTRY"],
+        user=env["LAB_REGISTRY_USER"],
+        password=env["LAB_REGISTRY_PASSWORD"],
+        ca_cert=Path(env["LAB_CA_CERT"]),
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(lab: Lab):
+    """One engine session for the engine tests, as the pipeline itself uses one."""
+    try:
+        async with dagger.connection(dagger.Config()):
+            yield
+    except dagger.ClientConnectionError as err:
+        pytest.fail(f"no Dagger engine reachable: {err}")
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI door in its own process, hence its own engine session and credentials."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=1800,
+    )
+
+
+def secure_auth(container: dagger.Container, lab: Lab) -> dagger.Container:
+    secret = dag.set_secret("lab-registry-password", lab.password)
+    return container.with_registry_auth(lab.secure_registry, lab.user, secret)
+
+
+def marker_variants(text: str) -> list[dagger.Container]:
+    """A small image per platform, different on each run so nothing comes from a cache."""
+    return [
+        dag.container(platform=dagger.Platform(p))
+        .from_("busybox:1.36")
+        .with_new_file("/marker", f"{text} {p}\n")
+        for p in PLATFORMS
+    ]

@@ -1,0 +1,73 @@
+"""The lab itself: QEMU platforms in the engine, and both registries as a release needs them."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import dagger
+import httpx
+import pytest
+from conftest import MINI_MATRIX, PLATFORMS, Lab, marker_variants, run_cli, secure_auth
+from dagger import dag
+
+from pipeline.bundle import oci
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("platform", "machine"), [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")]
+)
+async def test_each_platform_runs_its_own_architecture(engine, platform: str, machine: str):
+    container = dag.container(platform=dagger.Platform(platform)).from_("debian:bookworm-slim")
+    out = await container.with_exec(["uname", "-m"]).stdout()
+    assert out.strip() == machine
+
+
+def index_platforms(client, repository: str, tag: str) -> set[str]:
+    body, media_type = client.get_manifest(repository, tag)
+    assert media_type == oci.OCI_INDEX
+    return {oci.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
+
+
+async def test_plain_registry_holds_a_two_platform_index(engine, lab: Lab, unique: str):
+    ref = f"{lab.registry}/lab-test/two-platform:{unique}"
+    address = await dag.container().publish(ref, platform_variants=marker_variants(unique))
+    assert address.startswith(f"{ref}@sha256:")
+    with lab.plain_client() as client:
+        assert index_platforms(client, "lab-test/two-platform", unique) == set(PLATFORMS)
+
+
+async def test_secure_registry_holds_a_two_platform_index(engine, lab: Lab, unique: str):
+    ref = f"{lab.secure_registry}/lab-test/two-platform:{unique}"
+    await secure_auth(dag.container(), lab).publish(ref, platform_variants=marker_variants(unique))
+    with lab.secure_client() as client:
+        assert index_platforms(client, "lab-test/two-platform", unique) == set(PLATFORMS)
+
+
+def test_secure_registry_refuses_a_push_without_credentials(lab: Lab, unique: str):
+    response = httpx.get(
+        f"https://{lab.secure_registry}/v2/",
+        verify=ssl.create_default_context(cafile=str(lab.ca_cert)),
+    )
+    assert response.status_code == 401
+    registry = f"{lab.secure_registry}/lab-test-{unique}"
+    common = ("release", "--source", str(MINI_MATRIX), "--components", "gateway")
+    anonymous = run_cli(*common, "--registry", registry, "--ca-cert", str(lab.ca_cert))
+    assert anonymous.returncode == 1
+    assert lab.secure_registry in anonymous.stderr
+    assert "401" in anonymous.stderr or "unauthorized" in anonymous.stderr.lower()
+    logged_in = run_cli(
+        *common,
+        "--registry",
+        registry,
+        "--ca-cert",
+        str(lab.ca_cert),
+        "--username",
+        lab.user,
+        "--password",
+        "env:LAB_REGISTRY_PASSWORD",
+    )
+    assert logged_in.returncode == 0, logged_in.stderr[-2000:]
+    assert lab.password not in anonymous.stderr + logged_in.stderr + logged_in.stdout

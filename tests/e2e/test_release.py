@@ -1,0 +1,122 @@
+"""A real release of examples/mini-matrix to the lab's TLS + auth registry, checked from the
+registry's side: an index per image with both platforms, binaries of the right architecture,
+build stages that ran natively, and the same digests from both doors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+
+import pytest
+from conftest import MINI_MATRIX, PLATFORMS, Lab, run_cli
+from dagger import dag
+
+from pipeline.bundle import oci
+from pipeline.module import AiInfraMatrix
+
+IMAGES = (
+    "ai-infra-archprobe",
+    "ai-infra-gateway",
+    "ai-infra-gitea",
+    "ai-infra-backend",
+    "ai-infra-backend-init",
+    "ai-infra-portal",
+)
+ELF_MACHINE = {"linux/amd64": 0x3E, "linux/arm64": 0xB7}  # e_machine: x86-64, AArch64
+
+
+@pytest.fixture(scope="module")
+def released(lab: Lab, tmp_path_factory) -> tuple[str, dict]:
+    """One release through the CLI door into a project of its own."""
+    project = f"e2e-{tmp_path_factory.mktemp('r').name[-6:]}"
+    report_path = tmp_path_factory.mktemp("report") / "report.json"
+    result = run_cli(
+        "release", "--source", str(MINI_MATRIX),
+        "--registry", f"{lab.secure_registry}/{project}",
+        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+        "--ca-cert", str(lab.ca_cert), "--report-json", str(report_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, json.loads(report_path.read_text())
+
+
+def digests(report: dict) -> dict[tuple[str, str], str]:
+    return {
+        (i["image"], p["platform"]): p["digest"] for i in report["images"] for p in i["platforms"]
+    }
+
+
+def platform_files(lab: Lab, repository: str, tag: str) -> dict[str, dict[str, bytes]]:
+    """Every regular file of every layer, per platform, read through the registry API."""
+    with lab.secure_client() as client:
+        index = json.loads(client.get_manifest(repository, tag)[0])
+        files: dict[str, dict[str, bytes]] = {}
+        for entry in index["manifests"]:
+            manifest = json.loads(client.get_manifest(repository, entry["digest"])[0])
+            found: dict[str, bytes] = {}
+            for layer in manifest["layers"]:
+                blob = client.get_blob(repository, layer["digest"])
+                with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+                    for member in tar.getmembers():
+                        if member.isfile():
+                            found[member.name] = tar.extractfile(member).read()
+            files[oci.platform_of(entry["platform"])] = found
+    return files
+
+
+def test_every_image_is_one_index_with_both_platforms(released, lab: Lab):
+    project, report = released
+    assert report["ok"] and [i["image"] for i in report["images"]] == list(IMAGES)
+    with lab.secure_client() as client:
+        for image in IMAGES:
+            body, media_type = client.get_manifest(f"{project}/{image}", "v0.3.8")
+            assert media_type == oci.OCI_INDEX
+            platforms = {oci.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
+            assert platforms == set(PLATFORMS), image
+            row = next(i for i in report["images"] if i["image"] == image)
+            assert row["digest"] == oci.digest_bytes(body)
+
+
+def test_go_binaries_are_built_for_each_target(released, lab: Lab):
+    project, _ = released
+    for image, binary in (
+        ("ai-infra-backend", "backend"),
+        ("ai-infra-backend-init", "backend-init"),
+    ):
+        files = platform_files(lab, f"{project}/{image}", "v0.3.8")
+        for platform, machine in ELF_MACHINE.items():
+            elf = files[platform][f"usr/local/bin/{binary}"]
+            assert elf[:4] == b"\x7fELF"
+            assert int.from_bytes(elf[18:20], "little") == machine, (image, platform)
+
+
+def test_cross_compile_stage_ran_natively_and_run_steps_on_target(released, lab: Lab):
+    project, _ = released
+    backend = platform_files(lab, f"{project}/ai-infra-backend", "v0.3.8")
+    # $BUILDPLATFORM stage: native (x86_64) for both targets, no QEMU.
+    assert {backend[p]["etc/build-machine"].strip() for p in PLATFORMS} == {b"x86_64"}
+    probe = platform_files(lab, f"{project}/ai-infra-archprobe", "v0.3.8")
+    assert probe["linux/arm64"]["etc/build-arch"].split() == [b"aarch64", b"arm64"]
+    assert probe["linux/amd64"]["etc/build-arch"].split() == [b"x86_64", b"amd64"]
+
+
+@pytest.mark.anyio
+async def test_the_dagger_door_gives_the_cli_door_s_digests(released, lab: Lab, engine):
+    """The module's release function, run in-process on a real engine (the lab cannot host
+    Python module runtimes: see README), against the same refs as the CLI release."""
+    project, report = released
+    module = AiInfraMatrix(source=dag.host().directory(str(MINI_MATRIX)))
+    password = dag.set_secret("door-password", lab.password)
+    ca_cert = dag.host().file(str(lab.ca_cert))
+    out = await module.release(
+        registry=f"{lab.secure_registry}/{project}",
+        username=lab.user,
+        password=password,
+        ca_cert=ca_cert,
+        json_report=True,
+    )
+    door = json.loads(out)
+    assert digests(door) == digests(report)
+    assert all(d for d in digests(report).values())
