@@ -57,8 +57,8 @@ class AiInfraMatrix:
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
     ) -> tuple[Settings, Plan]:
         copy = Path(tempfile.mkdtemp(prefix="layout-"))
-        await dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(
-            str(copy)
+        await (
+            dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
         )
         overrides = {
             "image_tag": tag,
