@@ -93,3 +93,41 @@ def stage_names(text: str) -> list[str]:
 def has_target(text: str, target: str) -> bool:
     """Whether `docker build --target <target>` can find that stage."""
     return target.lower() in stage_names(text)
+
+
+def image_references(text: str) -> list[str]:
+    """Images a Dockerfile reads: each `FROM <image>` and `COPY --from=<image>` that is not a
+    stage of its own (nor `scratch`), as written (ARGs unexpanded)."""
+    stages: set[str] = set()
+    refs: list[str] = []
+    for keyword, args in instructions(text):
+        if keyword == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            if words and words[0].lower() not in stages | {"scratch"}:
+                refs.append(words[0])
+            if len(words) == 3 and words[1].lower() == "as":
+                stages.add(words[2].lower())
+        elif keyword == "COPY":
+            for word in args.split():
+                source = word.removeprefix("--from=")
+                if word.startswith("--from=") and source.lower() not in stages | {"scratch"}:
+                    refs.append(source)
+    return [ref for ref in refs if not ref.isdigit()]  # --from=0 names a stage by index
+
+
+def image_name(ref: str) -> str:
+    """`host/project/ai-infra-x:${VERSION}` -> `ai-infra-x`."""
+    return ref.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def replace_image(text: str, name: str, new_ref: str) -> str:
+    """Point every FROM / COPY --from of image `name` (any registry, any tag) at `new_ref`."""
+    token = re.compile(
+        r"(?<![^\s=])(?:[^\s=]*/)?" + re.escape(name) + r"(?::[^\s@]+)?(?:@\S+)?(?=\s|$)"
+    )
+    out = []
+    for line in text.splitlines(keepends=True):
+        if re.match(r"\s*(FROM|COPY)\s", line, re.IGNORECASE):
+            line = token.sub(new_ref, line)
+        out.append(line)
+    return "".join(out)

@@ -4,8 +4,8 @@ same thing and tests check it directly.
 """
 
 import difflib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import dockerfile
@@ -26,6 +26,8 @@ class ImagePlan:
     phase: str
     build_args: dict[str, str]  # only ARGs the Dockerfile declares; never secrets
     uses_build_platform: bool
+    # Release images this Dockerfile reads (FROM / COPY --from): built and published first.
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Plan:
                     "dockerfile": c.dockerfile,
                     "target": c.target,
                     "phase": c.phase,
+                    "needs": list(c.needs),
                     "build_args": sorted(c.build_args),
                 }
                 for c in self.components
@@ -83,7 +86,9 @@ def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
     values = template_values(settings)
     components = [c for c in layout.components if c.name in wanted]
     components.sort(key=lambda c: (c.phase != "foundation", c.name))
-    images = tuple(plan for c in components for plan in _component_plans(c, settings, values, root))
+    images = _with_needs(
+        [plan for c in components for plan in _component_plans(c, settings, values, root)]
+    )
     dependencies, skipped = _dependency_plans(
         [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
     )
@@ -95,6 +100,49 @@ def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
         dependencies=dependencies,
         skipped=skipped,
     )
+
+
+def _with_needs(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
+    """Record which release images each Dockerfile reads; a cycle can never build."""
+    names = {i.image for i in images}
+    needs = {
+        i.image: tuple(
+            sorted(
+                {dockerfile.image_name(r) for r in dockerfile.image_references(i.dockerfile_text)}
+                & names - {i.image}
+            )
+        )
+        for i in images
+    }
+    for image in needs:
+        if image in _reachable(image, needs):
+            raise BadInput(f"release images depend on each other in a cycle through {image}")
+    return tuple(replace(i, needs=needs[i.image]) for i in images)
+
+
+def _reachable(start: str, needs: Mapping[str, tuple[str, ...]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(needs[start])
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(needs[name])
+    return seen
+
+
+def waves(images: Sequence[ImagePlan]) -> list[list[ImagePlan]]:
+    """Build order: each wave only reads images of earlier waves (most plans: one wave)."""
+    done: set[str] = set()
+    left = list(images)
+    order: list[list[ImagePlan]] = []
+    while left:
+        wave = [i for i in left if set(i.needs) <= done]
+        assert wave, "make_plan refuses cycles"
+        order.append(wave)
+        done |= {i.image for i in wave}
+        left = [i for i in left if i not in wave]
+    return order
 
 
 def resolve_plan(

@@ -29,7 +29,7 @@ def test_plan_json_shape(repo: Path, capsys, secrets):
     data = json.loads(out)
     assert {"tag", "platforms", "components", "dependencies"} <= set(data)
     assert set(data["components"][0]) == {
-        "name", "image", "ref", "dockerfile", "target", "phase", "build_args",
+        "name", "image", "ref", "dockerfile", "target", "phase", "needs", "build_args",
     }  # fmt: skip
     assert set(data["dependencies"][0]) == {"name", "image"}
     assert [s["name"] for s in data["skipped"]] == ["safeline"]

@@ -218,6 +218,7 @@ def test_to_json_shape_and_no_values(repo: Path, secrets):
         "dockerfile": "src/backend/Dockerfile.tpl",
         "target": "backend",
         "phase": "dependent",
+        "needs": [],
         "build_args": ["APT_MIRROR", "GOLANG_IMAGE_VERSION", "GO_PROXY", "VERSION"],
     }
     assert data["dependencies"][0] == {"name": "gitea", "image": "gitea/gitea:1.25.1"}

@@ -1,0 +1,66 @@
+"""Images that read other release images: detected, ordered in waves, rewritten to the
+published reference; cycles refused."""
+
+import pytest
+
+from pipeline import dockerfile
+from pipeline.errors import BadInput
+from pipeline.plan import ImagePlan, _with_needs, waves
+
+SLURMD = """\
+ARG VERSION=latest
+FROM ubuntu:22.04 AS base
+FROM base
+COPY --from=ai-infra-slurm-master:latest /usr/bin/slurmd /usr/sbin/
+COPY --from=base /etc/hosts /tmp/
+COPY --from=0 /etc/passwd /tmp/
+"""
+
+
+def plan(image: str, text: str) -> ImagePlan:
+    return ImagePlan(
+        name=image.removeprefix("ai-infra-"), image=image, ref=f"r/{image}:v1",
+        dockerfile=f"src/{image}/Dockerfile", dockerfile_text=text, target=None,
+        phase="dependent", build_args={}, uses_build_platform=False,
+    )  # fmt: skip
+
+
+def test_references_skip_stages_scratch_and_indexes():
+    assert dockerfile.image_references(SLURMD) == ["ubuntu:22.04", "ai-infra-slurm-master:latest"]
+    assert dockerfile.image_references("FROM scratch\nCOPY x /x\n") == []
+
+
+def test_image_name_drops_registry_tag_and_digest():
+    assert dockerfile.image_name("h:5000/p/ai-infra-x:${VERSION}") == "ai-infra-x"
+    assert dockerfile.image_name("ai-infra-x@sha256:" + "a" * 64) == "ai-infra-x"
+
+
+def test_replace_points_only_that_image_at_the_published_ref():
+    new = "reg/p/ai-infra-slurm-master:v1@sha256:" + "b" * 64
+    text = dockerfile.replace_image(
+        SLURMD + "FROM ${REG}/ai-infra-slurm-master:${VERSION} AS m\n", "ai-infra-slurm-master", new
+    )
+    assert f"COPY --from={new} /usr/bin/slurmd" in text
+    assert f"FROM {new} AS m" in text
+    assert "FROM ubuntu:22.04 AS base" in text  # other images untouched
+    assert "ai-infra-slurm-master-extra" in dockerfile.replace_image(
+        "FROM ai-infra-slurm-master-extra\n", "ai-infra-slurm-master", new
+    )
+
+
+def test_needs_and_waves():
+    images = _with_needs(
+        [plan("ai-infra-slurmd", SLURMD), plan("ai-infra-slurm-master", "FROM ubuntu:22.04\n")]
+    )
+    by_name = {i.image: i for i in images}
+    assert by_name["ai-infra-slurmd"].needs == ("ai-infra-slurm-master",)
+    assert by_name["ai-infra-slurm-master"].needs == ()
+    order = [[i.image for i in wave] for wave in waves(images)]
+    assert order == [["ai-infra-slurm-master"], ["ai-infra-slurmd"]]
+
+
+def test_a_cycle_is_bad_input():
+    with pytest.raises(BadInput, match="cycle"):
+        _with_needs(
+            [plan("ai-infra-a", "FROM ai-infra-b\n"), plan("ai-infra-b", "FROM ai-infra-a\n")]
+        )
