@@ -46,8 +46,12 @@ def dockerfile_in_context(
 ) -> tuple[dagger.Directory, str]:
     """Put the text the plan decided on (a rendered template, or the Dockerfile itself) at
     src/<component>/Dockerfile, so relative paths and .dockerignore behave as in the repo."""
-    path = image.dockerfile.removesuffix(".tpl")
+    path = dockerfile_path(image)
     return context.with_new_file(path, image.dockerfile_text), path
+
+
+def dockerfile_path(image: ImagePlan) -> str:
+    return image.dockerfile.removesuffix(".tpl")
 
 
 def build_args(image: ImagePlan, native: str) -> list[dagger.BuildArg]:

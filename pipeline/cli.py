@@ -16,6 +16,7 @@ import anyio
 import typer
 
 from pipeline import console
+from pipeline.bundle.archive import archive_path
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.plan import resolve_plan
@@ -124,6 +125,11 @@ def release(
     settings, the_plan = resolve_plan(
         source, os.environ, overrides(tag, registry, platforms, components)
     )
+    # Bad input is found before the engine is contacted, not after an hour of builds.
+    if not the_plan.registry:
+        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    if ca_cert is not None and not ca_cert.is_file():
+        raise BadInput(f"--ca-cert {ca_cert}: no such file")
     spec = local.PasswordSpec.parse(password) if password else None
     report = anyio.run(
         local.cli_release, source, settings, the_plan, username, spec, ca_cert, plain_http, progress
@@ -175,6 +181,9 @@ def bundle_create(
     settings, the_plan = resolve_plan(
         source, os.environ, overrides(tag, registry, platforms, components)
     )
+    for target in [output] + ([archive_path(output, archive)] if archive else []):
+        if target.exists():  # create_bundle checks again, but only after every build
+            raise BadInput(f"{target} already exists; remove it or choose another --output")
     result = anyio.run(local.cli_bundle, source, settings, the_plan, output, archive, progress)
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
@@ -198,5 +207,6 @@ def main(argv: list[str] | None = None) -> None:
     except PipelineError as err:
         if _debug(args):
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        # One line whatever the message holds (a registry's error text may span several).
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(err.exit_code)

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 import dagger
 from dagger import dag
 
-from pipeline import engine, offline
+from pipeline import buildlog, engine, offline
+from pipeline.build import LOG_TAIL_LINES, dockerfile_path
 from pipeline.bundle.create import CreateResult
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.plan import Plan
-from pipeline.publish import RegistryAccess
+from pipeline.publish import PUBLISH_TIMEOUT, RegistryAccess
 from pipeline.release import Progress, release, secret_values
-from pipeline.report import Report
+from pipeline.report import Report, redact
 from pipeline.settings import Settings
 
 # What the engine may upload from the checkout; .env never leaves the host.
@@ -65,21 +68,63 @@ async def cli_release(
     progress: Progress,
 ) -> Report:
     plaintext = password.read(os.environ) if password else None
-    async with engine.session():
-        secret = dag.set_secret("registry-password", plaintext) if plaintext else None
-        access = RegistryAccess(username, secret, ca_cert, plain_http)
-        secrets = secret_values(source, os.environ) | ({plaintext} if plaintext else set())
-        return await release(plan, settings, host_source(source), access, progress, secrets)
+    access = RegistryAccess(username, None, ca_cert, plain_http, publish_timeout(os.environ))
+    secrets = secret_values(source, os.environ) | ({plaintext} if plaintext else set())
+    with engine_log() as log:
+        async with engine.session(log):
+            secret = dag.set_secret("registry-password", plaintext) if plaintext else None
+            access = replace(access, password=secret)
+            report = await release(plan, settings, host_source(source), access, progress, secrets)
+        return with_log_tails(report, plan, log, secrets)
 
 
 async def cli_export(
     source: Path, settings: Settings, plan: Plan, output: Path, progress: Progress
 ) -> Report:
-    async with engine.session():
-        tarballs, report = await offline.export_images(
-            plan, settings, host_source(source), progress
-        )
-        await tarballs.export(str(output))
+    with engine_log() as log:
+        async with engine.session(log):
+            tarballs, report = await offline.export_images(
+                plan, settings, host_source(source), progress
+            )
+            await tarballs.export(str(output))
+        return with_log_tails(report, plan, log, secret_values(source, os.environ))
+
+
+def publish_timeout(env: Mapping[str, str]) -> float:
+    """Seconds one publish try may take (PIPELINE_PUBLISH_TIMEOUT), checked before any build."""
+    text = env.get("PIPELINE_PUBLISH_TIMEOUT", "").strip()
+    if not text:
+        return PUBLISH_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise BadInput(f"PIPELINE_PUBLISH_TIMEOUT={text!r}: not a number of seconds above 0")
+    return seconds
+
+
+def engine_log() -> TextIO:
+    """Where the engine's progress goes: a real file (it is the CLI's stderr), read after the
+    session for the output of failed steps, and deleted."""
+    return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", prefix="engine-log-")
+
+
+def with_log_tails(report: Report, plan: Plan, log: TextIO, secrets: set[str]) -> Report:
+    """Put the last lines a failed step printed above BuildKit's one-line message."""
+    log.seek(0)
+    text = log.read()
+    images = {image.image: image for image in plan.components}
+    for row in report.images:
+        image = images.get(row.image)
+        for p in row.platforms:
+            if image is None or p.status != "build-failed":
+                continue
+            tail = buildlog.failed_step_output(
+                text, dockerfile_path(image), p.platform, image.target, LOG_TAIL_LINES
+            )
+            if tail:
+                p.error = redact("\n".join([*tail, p.error or ""]).strip(), secrets)
     return report
 
 

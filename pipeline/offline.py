@@ -3,6 +3,8 @@ images, and merge all of it into one OCI layout (pipeline.bundle does the mergin
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,11 +40,16 @@ async def make_bundle(
     archive: str | None,
     progress: Progress,
 ) -> tuple[CreateResult, Report]:
+    for stale in remove_stale(output):
+        progress(f"removed {stale}, left by an interrupted run")
     tarballs, report = await export_images(plan, settings, source, progress)
     if not report.ok:
         raise BuildFailed("bundle not made: " + "; ".join(report.failures))
     output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.tarballs-", dir=output.parent))
+    # The pid in the name lets a later run tell a killed run's scratch from a live one's.
+    scratch = Path(
+        tempfile.mkdtemp(prefix=f".{output.name}.tarballs-{os.getpid()}-", dir=output.parent)
+    )
     try:
         progress("exporting images from the engine")
         await tarballs.export(str(scratch))
@@ -63,3 +70,37 @@ async def make_bundle(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return result, report
+
+
+def remove_stale(output: Path) -> list[Path]:
+    """Remove what a killed run (SIGKILL, power loss: no cleanup ran) left beside `output`:
+    its scratch tarballs and the bundle and archive it had not finished, all named
+    `.<name>[.tar[.zst]].<partial|tarballs>-<pid>...`. Only a dead pid's; never `output`, nor
+    `.<name>.old-<pid>` (during a replace, that can be the only complete bundle left)."""
+    name = re.escape(output.name)
+    pattern = re.compile(rf"\.{name}(\.tar|\.tar\.zst)?\.(partial|tarballs)-(\d+)(-.*)?")
+    removed = []
+    if not output.parent.is_dir():
+        return removed
+    for entry in sorted(output.parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None or _running(int(match.group(3))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

@@ -2,10 +2,15 @@
 
 Only an image whose every platform built is published: the index is made by the engine
 from the platform variants in one push, so a tag never points at a partial set.
+
+A push is tried again, with backoff, only when the registry may recover (refused or reset
+connection, 5xx, no answer in time); BuildKit's own long error texts become one short line
+naming the registry, and a refused login is never retried.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +21,21 @@ from dagger import dag
 from pipeline.build import Built
 from pipeline.bundle import oci
 from pipeline.bundle.registry import RegistryClient
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, PublishFailed
 from pipeline.plan import ImagePlan
+
+PUBLISH_TRIES = 3
+PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
+# Per try, for the whole push of one image (every layer): generous, since a slow link is not
+# a dead one; PIPELINE_PUBLISH_TIMEOUT lowers it (the tests use a registry that never answers).
+PUBLISH_TIMEOUT = 1800.0
+
+# BuildKit's texts for failures worth another try: it has retried a few itself by then.
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|broken pipe|i/o timeout|deadline exceeded|"
+    r"\bEOF\b|TLS handshake timeout|no route to host|: (5\d\d|429) [A-Z]"
+)
+_STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,9 @@ class RegistryAccess:
     password: dagger.Secret | None = None
     ca_cert: Path | None = None  # for the read-back; the engine has its own trust config
     plain_http: bool = False
+    timeout: float = PUBLISH_TIMEOUT
+    tries: int = PUBLISH_TRIES
+    backoff: float = PUBLISH_BACKOFF
 
 
 @dataclass
@@ -54,13 +75,13 @@ async def publish_image(
         base = base.with_registry_auth(registry_host(image.ref), access.username, access.password)
     variants = [b.container for b in builds if b.container is not None]
     try:
-        address = await base.publish(image.ref, platform_variants=variants)
+        address = await push(base, image.ref, variants, access)
         if per_arch_tags:
             for built in builds:
                 arch = built.platform.split("/", 1)[1].replace("/", "")
-                await base.publish(f"{image.ref}-{arch}", platform_variants=[built.container])
-    except dagger.QueryError as err:
-        return Published(image, error=f"push to {registry_host(image.ref)} failed: {err}")
+                await push(base, f"{image.ref}-{arch}", [built.container], access)
+    except PublishFailed as err:
+        return Published(image, error=str(err))
     digest = address.rsplit("@", 1)[1]
     password = await access.password.plaintext() if access.password else None
     try:
@@ -71,6 +92,48 @@ async def publish_image(
     missing = sorted(expected - set(graph.platforms))
     error = f"registry index lacks {', '.join(missing)}" if missing else None
     return Published(image, digest=digest, platforms=graph.platforms, error=error)
+
+
+async def push(
+    base: dagger.Container, ref: str, variants: list[dagger.Container], access: RegistryAccess
+) -> str:
+    """Publish with bounded retries; the address (ref@digest) or PublishFailed, one line."""
+    host = registry_host(ref)
+    tries = max(access.tries, 1)
+    for attempt in range(1, tries + 1):
+        try:
+            with anyio.fail_after(access.timeout):
+                return await base.publish(ref, platform_variants=variants)
+        except TimeoutError:
+            reason = f"no answer within {access.timeout:g}s"
+        except dagger.QueryError as err:
+            text = " ".join(str(err).split())
+            if not _TRANSIENT.search(text):
+                raise PublishFailed(push_error(host, text, access.username)) from None
+            reason = push_error(host, text, access.username).removeprefix(f"registry {host}: ")
+        if attempt < tries:
+            await anyio.sleep(access.backoff * 2 ** (attempt - 1))
+    raise PublishFailed(f"registry {host}: {reason} (gave up after {tries} tries)")
+
+
+def push_error(host: str, text: str, username: str | None) -> str:
+    """BuildKit's error (`failed to push ...: unexpected status from HEAD request to <url>:
+    401 Unauthorized`) as one short line that names the registry and never a URL."""
+    statuses = _STATUS.findall(text)
+    code = int(statuses[-1][0]) if statuses else None
+    if code == 401 and username:
+        return f"registry {host} refused the credentials of user {username!r} (HTTP 401)"
+    if code == 401:
+        return f"registry {host} requires a login (HTTP 401): pass --username and --password"
+    if code == 403:
+        who = f"user {username!r}" if username else "anonymous access"
+        return f"registry {host} denies {who} the right to push (HTTP 403)"
+    if statuses:
+        return f"registry {host}: HTTP {code} {statuses[-1][1].strip()}"
+    for words in ("connection refused", "connection reset", "i/o timeout", "no such host"):
+        if words in text:
+            return f"registry {host}: {words}"
+    return f"registry {host}: {text.removeprefix('failed to export: ')[-300:]}"
 
 
 def read_back(

@@ -46,14 +46,15 @@ class Report:
 
     @property
     def failures(self) -> list[str]:
-        """One line per failed image and platform."""
-        lines = []
+        """One line per distinct failure, naming its images: a registry that is down fails
+        every image the same way, and the error line should say so once."""
+        by_what: dict[str, list[str]] = {}
         for image in self.images:
             bad = [p.platform for p in image.platforms if p.status == "build-failed"]
             if image.status == "failed":
-                what = f"build failed for {', '.join(bad)}" if bad else image.error
-                lines.append(f"{image.image}: {what}")
-        return lines
+                what = f"build failed for {', '.join(bad)}" if bad else str(image.error)
+                by_what.setdefault(what, []).append(image.image)
+        return [f"{', '.join(images)}: {what}" for what, images in by_what.items()]
 
     def to_json(self) -> dict:
         return {"ok": self.ok, **asdict(self)}
