@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -15,8 +16,9 @@ import dagger
 from dagger import dag
 
 from pipeline.build import Built, build_all
+from pipeline.dockerfile import replace_image
 from pipeline.errors import BadInput
-from pipeline.plan import ImagePlan, Plan
+from pipeline.plan import ImagePlan, Plan, waves
 from pipeline.publish import Published, RegistryAccess, publish_image
 from pipeline.report import ImageRow, PlatformRow, Report, redact
 from pipeline.settings import Settings, is_secret, read_env_file
@@ -45,11 +47,15 @@ async def release(
     progress: Progress,
     secrets: set[str] = frozenset(),
 ) -> Report:
-    """Build everything, publish each image whose every platform built, report all of it."""
+    """Build everything, publish each image whose every platform built, report all of it.
+
+    Images run in waves (usually one): an image that reads another release image (FROM,
+    COPY --from) is built after that one is published, against its exact digest.
+    """
     if not plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
     started = time.monotonic()
-    builds = group(await build_all(plan, source, settings.concurrency, progress))
+    builds: dict[str, list[Built]] = {}
     published: dict[str, Published] = {}
 
     async def publish(image: ImagePlan) -> None:
@@ -58,19 +64,51 @@ async def release(
         published[image.image] = result
         progress(f"{'published' if not result.error else 'FAILED'} {image.ref}")
 
-    async with anyio.create_task_group() as tasks:
-        for image in plan.components:
-            if all(b.ok for b in builds[image.image]):
-                tasks.start_soon(publish, image)
+    for wave in waves(plan.components):
+        ready = [pin_needs(i, published) for i in wave if not blocked_by(i, published)]
+        for image in wave:
+            if blocked_by(image, published):
+                builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
+        builds |= group(await build_all(replace(plan, components=tuple(ready)), source,
+                                        settings.concurrency, progress))  # fmt: skip
+        async with anyio.create_task_group() as tasks:
+            for image in ready:
+                if all(b.ok for b in builds[image.image]):
+                    tasks.start_soon(publish, image)
     report = new_report(plan, settings, time.monotonic() - started)
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], published.get(image.image)))
     return redacted(report, secrets)
 
 
+def blocked_by(image: ImagePlan, published: Mapping[str, Published]) -> list[str]:
+    """The release images this one reads that did not make it into the registry."""
+    return [n for n in image.needs if n not in published or published[n].error]
+
+
+def not_built(image: ImagePlan, platforms: Iterable[str], missing: list[str]) -> list[Built]:
+    why = f"not built: it reads {', '.join(missing)}, which was not published"
+    return [Built(image, platform, 0.0, error=why) for platform in platforms]
+
+
+def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan:
+    """Point the Dockerfile at the published digest of each release image it reads."""
+    text = image.dockerfile_text
+    for name in image.needs:
+        done = published[name]
+        text = replace_image(text, name, f"{done.image.ref}@{done.digest}")
+    return replace(image, dockerfile_text=text)
+
+
 async def build_for_export(
     plan: Plan, settings: Settings, source: dagger.Directory, progress: Progress
 ) -> tuple[dict[str, list[Built]], Report]:
+    needing = [f"{i.image} reads {', '.join(i.needs)}" for i in plan.components if i.needs]
+    if needing:  # docker_build can only take other images from a registry
+        raise BadInput(
+            f"{'; '.join(needing)} at build time: release to a registry first, "
+            "or leave them out with --components"
+        )
     started = time.monotonic()
     builds = group(await build_all(plan, source, settings.concurrency, progress))
     report = new_report(plan, settings, time.monotonic() - started)

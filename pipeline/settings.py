@@ -108,6 +108,8 @@ def read_env_file(source: Path | None) -> tuple[dict[str, str], str | None]:
         return {}, None
     for name in (".env", ".env.example"):
         path = source / name
+        if path.exists() and not path.is_file():
+            raise BadInput(f"{path}: not a file")
         if path.is_file():
             try:
                 text = path.read_text(encoding="utf-8-sig")

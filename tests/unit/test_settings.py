@@ -214,3 +214,9 @@ def test_env_file_unreadable_names_file(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(BadInput, match=r"\.env: cannot read \(Permission denied\)"):
         load_settings(tmp_path, {}, {})
+
+
+def test_an_env_that_is_not_a_file_is_bad_input(tmp_path):
+    (tmp_path / ".env").mkdir()
+    with pytest.raises(BadInput, match=r"\.env: not a file"):
+        load_settings(tmp_path, {}, {})
