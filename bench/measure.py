@@ -1,0 +1,360 @@
+"""Every measurement of the benchmark, against the running lab; writes bench/results.json.
+
+Called by bench/run (which installs docker.io, starts a private dockerd and exports the lab's
+environment). Each figure is a ratio of two things measured in this same run:
+
+1. cold `release` of examples/mini-matrix (a cache-busted copy, see cold_input.py) against
+   the build.sh-style docker baseline (docker_baseline.py) on the same Dockerfiles;
+2. warm `release` (nothing changed) against the cold one;
+3. the Go image for linux/arm64 cross-compiled against fully emulated (go_cross_vs_qemu.py);
+4. `bundle create` bytes against the docker save tarballs of the same images;
+5. `bundle push` into an empty project against pushing again into the same project.
+
+Repetitions: BENCH_REPS (default 3, the median is the figure) for everything but the
+emulated Go build (over four minutes here), which runs once. A cold pair takes about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cold_input import make_cold_copy  # noqa: E402
+from docker_baseline import (  # noqa: E402
+    build_and_save,
+    classic_builder_attempt,
+    docker_env,
+    remove_images,
+    save_dependencies,
+)
+
+from pipeline.plan import resolve_plan  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "mini-matrix"
+OUT = ROOT / "bench" / "out"
+RESULTS = ROOT / "bench" / "results.json"
+PY = sys.executable
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def timed(cmd: list[str], name: str, **kwargs) -> tuple[float, str]:
+    """Run a command to completion (it must succeed); wall seconds and its stdout."""
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, **kwargs)
+    seconds = time.monotonic() - t0
+    (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    (OUT / "logs" / f"{name}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise SystemExit(
+            f"bench: {name} failed (exit {proc.returncode}); see bench/out/logs:\n{tail}"
+        )
+    log(f"{name}: {seconds:.1f}s")
+    return seconds, proc.stdout
+
+
+def release(source: Path, tag: str, registry: str, name: str) -> float:
+    seconds, _ = timed(
+        [
+            PY,
+            "-m",
+            "pipeline",
+            "release",
+            "--source",
+            str(source),
+            "--tag",
+            tag,
+            "--registry",
+            registry,
+            "--plain-http",
+            "--report-json",
+            str(OUT / f"{name}.json"),
+        ],
+        name,
+    )
+    return seconds
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def gzip_bytes(path: Path) -> int:
+    """Size of `gzip -6` of a file (what `docker save | gzip` would write), streamed."""
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    total = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(z.compress(chunk))
+    return total + len(z.flush())
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(int(mem.group(1)) / 2**20, 1) if mem else None,
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "kernel": platform.release(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def figure(
+    fid: str, title: str, a: tuple[str, float], b: tuple[str, float], unit: str, note: str
+) -> dict:
+    return {
+        "id": fid,
+        "title": title,
+        "unit": unit,
+        "a": {"what": a[0], "value": a[1]},
+        "b": {"what": b[0], "value": b[1]},
+        "ratio": round(a[1] / b[1], 3) if b[1] else None,
+        "note": note,
+    }
+
+
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dict:
+    """One cold docker baseline and one cold release, each on its own fresh copy and tag."""
+    out: dict = {"order": first}
+    for side in (first, "pipeline" if first == "docker" else "docker"):
+        rid = f"{run_id}-{n}{side[0]}"
+        tag = f"cold-{rid}"
+        src = OUT / f"src-cold-{n}{side[0]}"
+        stamped = make_cold_copy(EXAMPLE, src, rid)
+        load1 = Path("/proc/loadavg").read_text().split()[0]
+        log(f"1.{n} cold {side}: {len(stamped)} COPYed files stamped in {src.name}, tag {tag}")
+        if side == "docker":
+            _, plan = resolve_plan(src, os.environ, {"image_tag": tag})
+            shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)  # keep the last run's
+            run = build_and_save(plan, src, OUT / "docker", denv, log=log)
+            remove_images(plan, denv)  # saved already; the build cache stays
+            log(f"docker cold: {run.build_seconds:.1f}s builds + {run.save_seconds:.1f}s saves")
+            out["docker"] = {
+                "seconds": round(run.seconds, 2),
+                "build_seconds": round(run.build_seconds, 2),
+                "save_seconds": round(run.save_seconds, 2),
+                "save_bytes": run.bytes,
+                "loadavg_1min_before": load1,
+                "builds": run.builds,
+            }
+        else:
+            seconds = release(src, tag, registry, f"release-cold-{n}")
+            report = json.loads((OUT / f"release-cold-{n}.json").read_text())
+            out["pipeline"] = {
+                "seconds": round(seconds, 2),
+                "report_wall_seconds": round(report["wall_seconds"], 2),
+                "build_seconds": {
+                    f"{i['image']} {p['platform']}": p["seconds"]
+                    for i in report["images"]
+                    for p in i["platforms"]
+                },
+                "loadavg_1min_before": load1,
+                "source": str(src),
+                "tag": tag,
+            }
+    return out
+
+
+def main() -> None:
+    t_start = float(os.environ.get("BENCH_T0", time.time()))
+    registry_host = os.environ["LAB_REGISTRY"]
+    denv = docker_env(os.environ["BENCH_DOCKER_HOST"])
+    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    registry = f"{registry_host}/bench"
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "run_id": run_id,
+        "machine": machine(),
+        "versions": {
+            "dagger": os.environ.get("BENCH_DAGGER_VERSION", "?"),
+            "docker": os.environ.get("BENCH_DOCKER_VERSION", "?"),
+        },
+        "settings": {
+            "repetitions_short": REPS,
+            "release_target": f"{registry} (plain HTTP, the lab's registry)",
+        },
+        "measurements": {},
+        "problems": [],
+    }
+    m = results["measurements"]
+    _, warm_plan = resolve_plan(EXAMPLE, os.environ, {"image_tag": "bench-warmup"})
+
+    # Not timed: both builders get the base images (and warm caches of their own machinery).
+    log("warm-up (not timed): docker builds of the unmodified example, one pipeline release")
+    build_and_save(warm_plan, EXAMPLE, OUT / "docker-warmup", denv, log=lambda _m: None)
+    shutil.rmtree(OUT / "docker-warmup" / "save", ignore_errors=True)
+    release(EXAMPLE, "bench-warmup", registry, "release-warmup")
+    classic = classic_builder_attempt(warm_plan, EXAMPLE, OUT / "docker-classic", denv)
+    results["docker_classic_builder"] = classic
+    log(f"classic builder (DOCKER_BUILDKIT=0) on the backend Dockerfile: {classic}")
+
+    # 1. cold: REPS pairs (a cold run of either side is about half a minute here), the order
+    # alternating so that neither side always runs first.
+    pairs = [
+        cold_pair(n + 1, run_id, registry, denv, "docker" if n % 2 == 0 else "pipeline")
+        for n in range(REPS)
+    ]
+    m["cold_pairs"] = pairs
+    docker_s = [p["docker"]["seconds"] for p in pairs]
+    docker_build_s = [p["docker"]["build_seconds"] for p in pairs]
+    cold_runs = [p["pipeline"]["seconds"] for p in pairs]
+    cold_s = med(cold_runs)
+    stale = [
+        f"{b['image']} {b['platform']}: {t}"
+        for p in pairs
+        for b in p["docker"]["builds"]
+        for t in b["stale_cache_hits"]
+    ]
+    if stale:
+        results["problems"].append(
+            "docker cold builds hit a cache from before: " + "; ".join(stale)
+        )
+    last = pairs[-1]["pipeline"]
+    cold, tag = Path(last["source"]), last["tag"]
+    _, plan = resolve_plan(cold, os.environ, {"image_tag": tag, "private_registry": registry})
+    run_id = f"{run_id}-go"
+
+    # 2. warm: the same release again, nothing changed.
+    warm = [release(cold, tag, registry, f"release-warm-{i + 1}") for i in range(REPS)]
+    m["release_warm"] = {"runs": [round(s, 2) for s in warm], "median": med(warm)}
+
+    # 3. Go image for arm64: cross-compiled vs emulated.
+    log("3. Go image linux/arm64: cross-compiled (BUILDPLATFORM native) vs emulated (QEMU)")
+    _, out = timed(
+        [PY, "bench/go_cross_vs_qemu.py", str(cold), run_id, str(REPS), "1"], "go-cross-vs-qemu"
+    )
+    go = json.loads(out)
+    m["go_arm64"] = go
+    cross = [r["seconds"] for r in go["cross"]]
+    qemu = [r["seconds"] for r in go["qemu"]]
+    if {r["build_machine"] for r in go["cross"]} != {"x86_64"} or {
+        r["build_machine"] for r in go["qemu"]
+    } != {"aarch64"}:
+        results["problems"].append(f"go build stage ran on an unexpected machine: {go}")
+
+    # 4. bundle bytes vs docker save bytes.
+    log("4. bundle create (the last cold release's source and tag: the builds are cached)")
+    bundle = OUT / "bundle"
+    create = ["bundle", "create", "--source", str(cold), "--tag", tag, "--output", str(bundle)]
+    bundle_s, _ = timed([PY, "-m", "pipeline", *create], "bundle-create")
+    deps = save_dependencies(plan, OUT / "docker", denv)
+    images_bytes = pairs[-1]["docker"]["save_bytes"]  # bench/out/docker/save: the last run
+    deps_bytes = sum(d["bytes"] for d in deps)
+    gz = sum(gzip_bytes(p) for p in (OUT / "docker").glob("save*/*.tar"))
+    m["bundle"] = {"bytes": tree_bytes(bundle), "create_seconds_warm": round(bundle_s, 2)}
+    m["docker_save"] = {
+        "images_bytes": images_bytes,
+        "dependencies_bytes": deps_bytes,
+        "bytes": images_bytes + deps_bytes,
+        "gzip6_bytes": gz,
+        "dependencies": deps,
+    }
+
+    # 5. bundle push into an empty project, then again into the same one.
+    log("5. bundle push: empty project, then the same project again")
+    push = [PY, "-m", "pipeline", "bundle", "push", str(bundle), "--insecure-http", "--registry"]
+    empty, again, summaries = [], [], {}
+    for i in range(REPS):
+        project = f"{registry_host}/bench-{uuid.uuid4().hex[:12]}"
+        seconds, out = timed([*push, project], f"push-empty-{i + 1}")
+        empty.append(seconds)
+        summaries["empty"] = out.strip().splitlines()[-1]
+    for i in range(REPS):
+        seconds, out = timed([*push, project], f"push-again-{i + 1}")
+        again.append(seconds)
+        summaries["again"] = out.strip().splitlines()[-1]
+    m["push"] = {
+        "empty_runs": [round(s, 2) for s in empty],
+        "empty_median": med(empty),
+        "again_runs": [round(s, 2) for s in again],
+        "again_median": med(again),
+        "summaries": summaries,
+    }
+
+    results["figures"] = [
+        figure(
+            "cold_release_vs_docker",
+            "Cold release vs build.sh-style docker",
+            (f"pipeline release, cold: build + push + read back (median of {REPS})", cold_s),
+            (f"docker build x12 one by one + docker save x12 (median of {REPS})", med(docker_s)),
+            "s",
+            f"runs: pipeline {cold_runs} s, docker {docker_s} s; docker builds alone "
+            f"{med(docker_build_s)} s (median); docker cache hits from before the run: "
+            f"{len(stale)}",
+        ),
+        figure(
+            "warm_vs_cold_release",
+            "Warm release (nothing changed) vs cold release",
+            (f"release, warm (median of {len(warm)})", med(warm)),
+            (f"release, cold (median of {REPS})", cold_s),
+            "s",
+            "",
+        ),
+        figure(
+            "go_cross_vs_qemu",
+            "Go image linux/arm64: cross-compiled vs emulated",
+            (f"cross-compiled build stage (median of {len(cross)})", med(cross)),
+            (f"build stage under QEMU ({len(qemu)} run)", med(qemu)),
+            "s",
+            "backend target, one engine session, base images cached",
+        ),
+        figure(
+            "bundle_vs_docker_save",
+            "Offline bundle vs docker save tarballs",
+            (
+                "bundle create (OCI layout, 6 images + 2 dependencies, both arches)",
+                m["bundle"]["bytes"],
+            ),
+            (
+                "docker save per image per arch (6 images + 2 dependencies)",
+                images_bytes + deps_bytes,
+            ),
+            "bytes",
+            f"6 images only: {images_bytes / 1e6:.1f} MB; all saves gzip -6: {gz / 1e6:.1f} MB",
+        ),
+        figure(
+            "push_empty_vs_again",
+            "bundle push: empty project vs again",
+            (f"push into an empty project (median of {len(empty)})", med(empty)),
+            (f"push again, same project (median of {len(again)})", med(again)),
+            "s",
+            f"empty: {summaries['empty']}; again: {summaries['again']}",
+        ),
+    ]
+    results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    results["total_wall_seconds"] = round(time.time() - t_start, 1)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {RESULTS.relative_to(ROOT)}")
+    for path in (OUT / "docker" / "save", OUT / "docker" / "save-deps", bundle):
+        shutil.rmtree(path, ignore_errors=True)  # hundreds of MB; measured already
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""From bench/results.json: the table (stdout), bench/results.png and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS, PNG, MD = BENCH / "results.json", BENCH / "results.png", BENCH / "RESULTS.md"
+
+
+def human(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / 1e6:.1f} MB"
+    return f"{value:.1f} s"
+
+
+def table(results: dict) -> str:
+    rows = ["| # | figure | A | B | A / B |", "|---|---|---|---|---|"]
+    for n, f in enumerate(results["figures"], 1):
+        rows.append(
+            f"| {n} | {f['title']} | {f['a']['what']}: **{human(f['a']['value'], f['unit'])}** "
+            f"| {f['b']['what']}: **{human(f['b']['value'], f['unit'])}** | **{f['ratio']:.2f}** |"
+        )
+    return "\n".join(rows)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = results["figures"]
+    fig, ax = plt.subplots(figsize=(10, 0.9 * len(figs) + 1.6), dpi=110)
+    labels = [f"{n}. {f['title']}" for n, f in enumerate(figs, 1)]
+    ratios = [f["ratio"] for f in figs]
+    y = range(len(figs))[::-1]
+    ax.barh(list(y), ratios, color="#2a7ab9", height=0.6)
+    ax.set_xscale("log")
+    ax.axvline(1, color="black", linewidth=0.8)
+    ax.set_yticks(list(y), labels, fontsize=9)
+    ax.set_xlabel("ratio A / B (log scale; 1 = equal)")
+    lo, hi = min(ratios + [1]), max(ratios + [1])
+    ax.set_xlim(lo / 3, hi * 6)
+    for yi, f in zip(y, figs, strict=True):
+        text = (
+            f"{f['ratio']:.2f}  ({human(f['a']['value'], f['unit'])} / "
+            f"{human(f['b']['value'], f['unit'])})"
+        )
+        ax.text(f["ratio"] * 1.08, yi, text, va="center", fontsize=8.5)
+    m = results["machine"]
+    ax.set_title(
+        f"AI-Infra-Matrix pipeline benchmarks, {results['date']}\n"
+        f"{m['nproc']} CPUs, {m['memory_gib']} GiB, {m['cpu_model']}; Dagger "
+        f"{results['versions']['dagger']} vs docker.io {results['versions']['docker']}",
+        fontsize=9.5,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    s = results["measurements"]
+    last = s["cold_pairs"][-1]
+    docker_builds = ", ".join(
+        f"{b['image'].removeprefix('ai-infra-')} {b['platform'].split('/')[1]} {b['seconds']:.1f}"
+        for b in last["docker"]["builds"]
+    )
+    pipeline_builds = ", ".join(
+        f"{k.removeprefix('ai-infra-').replace('linux/', '')} {v:.1f}"
+        for k, v in last["pipeline"]["build_seconds"].items()
+    )
+    notes = [f"- {f['title']}: {f['note']}" for f in results["figures"] if f["note"]]
+    problems = [f"- {p}" for p in results["problems"]] or ["- none"]
+    reps = results["settings"]["repetitions_short"]
+    return "\n".join(
+        [
+            "# Benchmark results (last run of `bench/run`)",
+            "",
+            f"- date: {results['date']} (run `{results['run_id']}`), "
+            f"total wall time of `bench/run`: {results['total_wall_seconds'] / 60:.1f} min",
+            f"- machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB memory, "
+            f"kernel {m['kernel']}; load average {' '.join(m['loadavg_at_start'])} at the start, "
+            f"{' '.join(m['loadavg_at_end'])} at the end (other work shared the machine and the "
+            "engine)",
+            f"- Dagger engine {results['versions']['dagger']} (the lab's); Debian docker.io "
+            f"{results['versions']['docker']} with its bundled BuildKit (`DOCKER_BUILDKIT=1`)",
+            f"- repetitions: median of {reps} (figures 1, 2, 5 and the cross-compiled build); "
+            "the emulated Go build once",
+            "",
+            table(results),
+            "",
+            "![ratios](results.png)",
+            "",
+            "## Method",
+            "",
+            "- Cold (figure 1): each run gets its own copy of examples/mini-matrix in which every "
+            "file a Dockerfile COPYs has a comment line naming the run, and its own tag (every "
+            "Dockerfile passes `ARG VERSION` to its RUN steps), so no step of ours comes from a "
+            "cache; base images are in both builders' caches beforehand (an untimed warm-up "
+            "build on each side). The engine's cache is not pruned: it is shared with other work.",
+            f"- The pipeline's side is `release` to {results['settings']['release_target']}: "
+            "build, push, read back. The docker side is one `docker build --platform` per image "
+            "per arch, one after another, then one `docker save` per image per arch, with the "
+            "pipeline's own Dockerfile text and build arguments, on a private dockerd "
+            "(`--bridge=none --iptables=false`, builds with `--network host`, the lab's registry "
+            "as docker.io mirror). Pairs alternate which side runs first.",
+            "- Figure 3 builds the backend target for linux/arm64 in one engine session with "
+            "`pipeline.build.build_one`: BUILDPLATFORM native (the pipeline's way) or "
+            "linux/arm64 (go build under QEMU); each with its own VERSION.",
+            "- Figure 4 counts every file of the bundle directory; the docker side is the last "
+            "cold run's `docker save` tarballs plus `docker pull --platform` + `docker save` of "
+            "the two third-party images, per arch.",
+            "- Figure 5: `bundle push` of that bundle into a new project of the plain registry "
+            "(a new uuid each time), then again into the last one.",
+            "",
+            "## Notes",
+            "",
+            *notes,
+            f"- last docker cold run, seconds per build: {docker_builds}; saves "
+            f"{last['docker']['save_seconds']:.1f} s",
+            f"- last pipeline cold release, seconds per build (in parallel, up to 4 at once): "
+            f"{pipeline_builds}",
+            f"- classic docker builder (`DOCKER_BUILDKIT=0`) on the backend Dockerfile: "
+            f"`{results['docker_classic_builder']}`",
+            "",
+            "## Problems",
+            "",
+            *problems,
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    results = json.loads(RESULTS.read_text())
+    print(table(results))
+    chart(results, PNG)
+    MD.write_text(markdown(results))
+    print(
+        f"\nwrote {RESULTS.name}, {PNG.name}, {MD.name} in bench/; "
+        f"total wall time {results['total_wall_seconds'] / 60:.1f} min",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
