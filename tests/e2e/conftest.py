@@ -21,6 +21,15 @@ from pipeline.bundle.registry import RegistryClient
 ROOT = Path(__file__).resolve().parents[2]
 MINI_MATRIX = ROOT / "examples" / "mini-matrix"
 PLATFORMS = ("linux/amd64", "linux/arm64")
+# What a release of examples/mini-matrix publishes, in plan order.
+MINI_MATRIX_IMAGES = (
+    "ai-infra-archprobe",
+    "ai-infra-gateway",
+    "ai-infra-gitea",
+    "ai-infra-backend",
+    "ai-infra-backend-init",
+    "ai-infra-portal",
+)
 LAB_VARIABLES = (
     "LAB_REGISTRY",
     "LAB_SECURE_REGISTRY",
@@ -98,6 +107,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         cwd=ROOT,
         timeout=1800,
     )
+
+
+def release_to_lab(
+    lab: Lab, source: Path, project: str, report: Path, *extra: str
+) -> subprocess.CompletedProcess:
+    """`release` of `source` into a project of its own on the lab's TLS + auth registry."""
+    return run_cli(
+        "release", "--source", str(source), "--registry", f"{lab.secure_registry}/{project}",
+        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+        "--ca-cert", str(lab.ca_cert), "--report-json", str(report), *extra,
+    )  # fmt: skip
 
 
 def secure_auth(container: dagger.Container, lab: Lab) -> dagger.Container:

@@ -19,19 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MINI_MATRIX, PLATFORMS, ROOT, Lab, run_cli
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, run_cli
 
 from pipeline.bundle import oci
 
 TAG = "v0.3.8"
-RELEASE_IMAGES = (
-    "ai-infra-archprobe",
-    "ai-infra-gateway",
-    "ai-infra-gitea",
-    "ai-infra-backend",
-    "ai-infra-backend-init",
-    "ai-infra-portal",
-)
+RELEASE_IMAGES = MINI_MATRIX_IMAGES
 DEPENDENCY_REFS = ("busybox:1.36", "debian:bookworm-slim")
 ALL_REFS = tuple(f"{image}:{TAG}" for image in RELEASE_IMAGES) + DEPENDENCY_REFS
 _SUMMARY = re.compile(

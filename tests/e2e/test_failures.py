@@ -32,19 +32,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MINI_MATRIX, ROOT, Lab, run_cli
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, ROOT, Lab, release_to_lab, run_cli
 
 from pipeline.settings import is_secret, parse_env
 
 TAG = "v0.3.8"
-IMAGES = (
-    "ai-infra-archprobe",
-    "ai-infra-gateway",
-    "ai-infra-gitea",
-    "ai-infra-backend",
-    "ai-infra-backend-init",
-    "ai-infra-portal",
-)
+IMAGES = MINI_MATRIX_IMAGES
 # archprobe's RUN fails on arm64 only, after printing two lines the report must show.
 BROKEN_RUN = (
     'RUN echo "archprobe: checking $(uname -m)" && '
@@ -114,12 +107,7 @@ def broken_repo(tmp_path_factory) -> Path:
 def broken_release(lab: Lab, broken_repo: Path, tmp_path_factory):
     project = f"fail-{uuid.uuid4().hex[:10]}"
     report_path = tmp_path_factory.mktemp("report") / "report.json"
-    result = run_cli(
-        "release", "--source", str(broken_repo),
-        "--registry", f"{lab.secure_registry}/{project}",
-        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
-        "--ca-cert", str(lab.ca_cert), "--report-json", str(report_path),
-    )  # fmt: skip
+    result = release_to_lab(lab, broken_repo, project, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     return project, result, report
 

@@ -10,20 +10,13 @@ import json
 import tarfile
 
 import pytest
-from conftest import MINI_MATRIX, PLATFORMS, Lab, run_cli
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab
 from dagger import dag
 
 from pipeline.bundle import oci
 from pipeline.module import AiInfraMatrix
 
-IMAGES = (
-    "ai-infra-archprobe",
-    "ai-infra-gateway",
-    "ai-infra-gitea",
-    "ai-infra-backend",
-    "ai-infra-backend-init",
-    "ai-infra-portal",
-)
+IMAGES = MINI_MATRIX_IMAGES
 ELF_MACHINE = {"linux/amd64": 0x3E, "linux/arm64": 0xB7}  # e_machine: x86-64, AArch64
 
 
@@ -32,12 +25,7 @@ def released(lab: Lab, tmp_path_factory) -> tuple[str, dict]:
     """One release through the CLI door into a project of its own."""
     project = f"e2e-{tmp_path_factory.mktemp('r').name[-6:]}"
     report_path = tmp_path_factory.mktemp("report") / "report.json"
-    result = run_cli(
-        "release", "--source", str(MINI_MATRIX),
-        "--registry", f"{lab.secure_registry}/{project}",
-        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
-        "--ca-cert", str(lab.ca_cert), "--report-json", str(report_path),
-    )  # fmt: skip
+    result = release_to_lab(lab, MINI_MATRIX, project, report_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return project, json.loads(report_path.read_text())
 

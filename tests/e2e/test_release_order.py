@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import MINI_MATRIX, Lab, run_cli
+from conftest import MINI_MATRIX, Lab, release_to_lab, run_cli
 from test_release import platform_files
 
 NODE_DOCKERFILE = """\
@@ -30,12 +30,7 @@ def test_dependent_image_waits_for_and_uses_the_published_one(lab: Lab, tmp_path
     node = next(c for c in json.loads(plan.stdout)["components"] if c["name"] == "node")
     assert node["needs"] == ["ai-infra-gateway"]
 
-    result = run_cli(
-        "release", "--source", str(source), "--components", "node,gateway",
-        "--registry", f"{lab.secure_registry}/{project}", "--ca-cert", str(lab.ca_cert),
-        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
-        "--report-json", str(report_path),
-    )  # fmt: skip
+    result = release_to_lab(lab, source, project, report_path, "--components", "node,gateway")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stderr
     assert log.index("published") < log.index("building ai-infra-node")
