@@ -129,10 +129,15 @@ class AiInfraMatrix:
         components: Components = None,
         archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
     ) -> dagger.Directory:
-        """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS."""
+        """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
+
+        `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
+        """
         settings, the_plan = await self._plan(tag, registry, platforms, components)
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await offline.make_bundle(the_plan, settings, self.source, out, archive, progress)
-        return dag.current_module().workdir(scratch.name)
+        # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
+        # archive, the bundle folder and its archive side by side.
+        return dag.current_module().workdir(str(scratch if archive else out))
