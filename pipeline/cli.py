@@ -155,6 +155,8 @@ def export_cmd(
     settings, the_plan = resolve_plan(
         source, os.environ, overrides(tag, registry, platforms, components)
     )
+    if output.exists():
+        raise BadInput(f"--output {output} already exists: choose a new folder")
     report = anyio.run(local.cli_export, source, settings, the_plan, output, progress)
     typer.echo(report.to_markdown())
     if not report.ok:

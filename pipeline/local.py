@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -86,8 +87,20 @@ async def cli_export(
             tarballs, report = await offline.export_images(
                 plan, settings, host_source(source), progress
             )
-            await tarballs.export(str(output))
+            await export_whole(tarballs, output)
         return with_log_tails(report, plan, log, secret_values(source, os.environ))
+
+
+async def export_whole(directory: dagger.Directory, output: Path) -> None:
+    """Write under a temporary sibling, then rename: an interrupted export leaves nothing at
+    `output` that looks complete."""
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await directory.export(str(partial))
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def publish_timeout(env: Mapping[str, str]) -> float:
