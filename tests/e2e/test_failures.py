@@ -39,8 +39,9 @@ from pipeline.settings import is_secret, parse_env
 TAG = "v0.3.8"
 IMAGES = MINI_MATRIX_IMAGES
 # archprobe's RUN fails on arm64 only, after printing two lines the report must show.
+# Both lines on one stream: the engine's log may interleave stdout and stderr either way.
 BROKEN_RUN = (
-    'RUN echo "archprobe: checking $(uname -m)" && '
+    'RUN echo "archprobe: checking $(uname -m)" >&2 && '
     'echo "archprobe: aarch64 is not supported" >&2 && [ "$(uname -m)" != aarch64 ] && '
 )
 # A real .env (it wins over .env.example): the same build values, other secrets.
