@@ -139,6 +139,12 @@ def check_member(member: tarfile.TarInfo, root: Path) -> None:
         raise BundleError(f"refusing archive entry {name!r}: not a file or directory")
 
 
+# tarfile's extraction filters exist from Python 3.11.4 (Debian 12 ships 3.11.2); there,
+# check_member alone guards the write.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
     """Extract ``archive`` into the existing directory ``dest``; every entry is checked before
     anything is written, and tarfile's ``data`` filter guards the write as well."""
@@ -147,8 +153,8 @@ def safe_extract(archive: Path, dest: Path) -> None:
         for member in tar:
             check_member(member, root)
             try:
-                tar.extract(member, root, filter="data")
-            except tarfile.FilterError as exc:  # pragma: no cover - check_member is stricter
+                tar.extract(member, root, **_DATA_FILTER)
+            except _FILTER_ERRORS as exc:  # pragma: no cover - check_member is stricter
                 raise BundleError(f"refusing archive entry {member.name!r}: {exc}") from None
 
 
