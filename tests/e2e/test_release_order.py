@@ -9,6 +9,8 @@ import shutil
 from conftest import MINI_MATRIX, Lab, release_to_lab, run_cli
 from test_release import platform_files
 
+from pipeline.bundle import oci
+
 NODE_DOCKERFILE = """\
 ARG VERSION=dev
 FROM busybox:1.36
@@ -45,3 +47,27 @@ def test_dependent_image_waits_for_and_uses_the_published_one(lab: Lab, tmp_path
                      "--output", str(tmp_path / "out"))  # fmt: skip
     assert export.returncode == 2
     assert "ai-infra-node reads ai-infra-gateway" in export.stderr
+
+
+def test_per_arch_tags_when_asked(lab: Lab, tmp_path, unique):
+    """PIPELINE_PER_ARCH_TAGS=true: beside the index, <tag>-amd64 / <tag>-arm64 single images."""
+    project = f"arch-tags-{unique}"
+    result = run_cli(
+        "release", "--source", str(MINI_MATRIX), "--components", "gateway",
+        "--registry", f"{lab.secure_registry}/{project}", "--ca-cert", str(lab.ca_cert),
+        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+        env={"PIPELINE_PER_ARCH_TAGS": "true"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with lab.secure_client() as client:
+        index = json.loads(client.get_manifest(f"{project}/ai-infra-gateway", "v0.3.8")[0])
+        by_platform = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+        for arch in ("amd64", "arm64"):
+            body, media_type = client.get_manifest(f"{project}/ai-infra-gateway", f"v0.3.8-{arch}")
+            assert media_type == "application/vnd.oci.image.manifest.v1+json"
+            config = json.loads(body)["config"]["digest"]
+            assert (
+                json.loads(client.get_blob(f"{project}/ai-infra-gateway", config))["architecture"]
+                == arch
+            )
+            assert oci.digest_bytes(body) == by_platform[arch]
