@@ -10,7 +10,7 @@ import json
 import tarfile
 
 import pytest
-from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab, run_cli
 from dagger import dag
 
 from pipeline.bundle import oci
@@ -108,3 +108,16 @@ async def test_the_dagger_door_gives_the_cli_door_s_digests(released, lab: Lab, 
     door = json.loads(out)
     assert digests(door) == digests(report)
     assert all(d for d in digests(report).values())
+
+
+@pytest.mark.anyio
+async def test_the_dagger_door_plans_and_exports_like_the_cli(engine, tmp_path):
+    """The module reads the layout from a copy of the few files that describe it; its plan must
+    equal the CLI's, and its export must hold every image and dependency."""
+    module = AiInfraMatrix(source=dag.host().directory(str(MINI_MATRIX)))
+    cli = run_cli("plan", "--source", str(MINI_MATRIX), "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(await module.plan()) == json.loads(cli.stdout)
+    exported = await module.export(components="gateway,toolbox")
+    assert await exported.entries() == ["ai-infra-gateway.tar", "dependencies/"]
+    assert await exported.directory("dependencies").entries() == ["toolbox.tar"]
