@@ -5,15 +5,16 @@ no `.env`, since AI-Infra-Matrix makes one from the other) < the process environ
 as a Mapping: nothing else reads os.environ) < overrides (CLI or Dagger arguments; None means
 "not given"). Every bad value fails here with one line naming the setting.
 
-Pydantic (which pydantic-settings brings) does the typing and validation; the layering is ours,
-because pydantic-settings would read os.environ and a fixed dotenv path behind our back.
+pydantic-settings does the typing and validation with its sources cut down to the arguments
+load_settings passes: the layering is ours, so it never reads os.environ or a dotenv path.
 """
 
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import BadInput
 from pipeline.render import REGISTRY_RE, TAG_RE
@@ -127,10 +128,16 @@ def _split(value: object) -> object:
     return value
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Everything a run needs to know, resolved from defaults, `.env`, env and arguments."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_other_sources):
+        # Only what load_settings passes in: it layers .env, the environment (a Mapping) and
+        # arguments itself, so nothing here reads os.environ or a dotenv path behind our back.
+        return (init_settings,)
 
     image_tag: str = Field("latest", alias="IMAGE_TAG")
     private_registry: str | None = Field(None, alias="PRIVATE_REGISTRY")

@@ -220,3 +220,12 @@ def test_an_env_that_is_not_a_file_is_bad_input(tmp_path):
     (tmp_path / ".env").mkdir()
     with pytest.raises(BadInput, match=r"\.env: not a file"):
         load_settings(tmp_path, {}, {})
+
+
+def test_the_process_environment_is_read_only_through_the_mapping(monkeypatch):
+    """pydantic-settings must not read os.environ or a .env behind load_settings' back."""
+    monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
+    monkeypatch.setenv("PIPELINE_CONCURRENCY", "99")
+    settings = load_settings(None, {}, {})
+    assert (settings.image_tag, settings.concurrency) == ("latest", 4)
+    assert load_settings(None, {"IMAGE_TAG": "v9"}, {}).image_tag == "v9"
