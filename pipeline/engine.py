@@ -67,9 +67,10 @@ async def native_platform() -> str:
 def build_platform_args(native: str) -> dict[str, str]:
     """BUILDPLATFORM and its parts, set to the engine's platform.
 
-    Dagger 0.18-0.21 set $BUILDPLATFORM to the *target* platform in docker_build, so
-    `FROM --platform=$BUILDPLATFORM` stages would run under QEMU; passing them explicitly
-    restores the native build stage (the fix upstream is dagger/dagger#13571).
+    Dagger 0.21's docker_build sets $BUILDPLATFORM to the *target* platform, so
+    `FROM --platform=$BUILDPLATFORM` stages would run under QEMU (fixed upstream by
+    dagger/dagger#13571). Our pinned 0.18.10 does not (checked: without these args the arm64
+    backend's build stage still runs on x86_64); passing them keeps that true on either.
     """
     os_name, arch, *variant = native.split("/")
     return {
