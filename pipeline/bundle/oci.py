@@ -147,12 +147,6 @@ def loads(data: bytes, what: str) -> Any:
         raise BundleError(f"{what} is not valid JSON: {exc}") from None
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 # --- the layout's content graph ----------------------------------------------------------------
 @dataclass
 class Descriptor:
