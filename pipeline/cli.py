@@ -19,7 +19,8 @@ from pipeline import console
 from pipeline.bundle.archive import archive_path
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
-from pipeline.plan import resolve_plan
+from pipeline.plan import Plan, resolve_plan
+from pipeline.settings import Settings
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -71,6 +72,17 @@ def overrides(
     }
 
 
+def _resolve(
+    source: Path,
+    tag: str | None,
+    registry: str | None,
+    platforms: str | None,
+    components: str | None,
+) -> tuple[Settings, Plan]:
+    """Every command's first step: settings from .env, the environment and these options."""
+    return resolve_plan(source, os.environ, overrides(tag, registry, platforms, components))
+
+
 @app.command()
 def plan(
     source: Source,
@@ -81,7 +93,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show what would be built, from which Dockerfile, under which reference."""
-    _, the_plan = resolve_plan(source, os.environ, overrides(tag, registry, platforms, components))
+    _, the_plan = _resolve(source, tag, registry, platforms, components)
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
     else:
@@ -122,9 +134,7 @@ def release(
     """Build every image for every platform, publish one index each, print the report."""
     from pipeline import local
 
-    settings, the_plan = resolve_plan(
-        source, os.environ, overrides(tag, registry, platforms, components)
-    )
+    settings, the_plan = _resolve(source, tag, registry, platforms, components)
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
@@ -152,9 +162,7 @@ def export_cmd(
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
     from pipeline import local
 
-    settings, the_plan = resolve_plan(
-        source, os.environ, overrides(tag, registry, platforms, components)
-    )
+    settings, the_plan = _resolve(source, tag, registry, platforms, components)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     report = anyio.run(local.cli_export, source, settings, the_plan, output, progress)
@@ -180,9 +188,7 @@ def bundle_create(
 
     if archive not in (None, "tar", "tar.zst"):
         raise BadInput(f"--archive {archive!r}: use tar or tar.zst")
-    settings, the_plan = resolve_plan(
-        source, os.environ, overrides(tag, registry, platforms, components)
-    )
+    settings, the_plan = _resolve(source, tag, registry, platforms, components)
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
