@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,7 +74,10 @@ async def cli_release(
     secrets = secret_values(source, os.environ) | ({plaintext} if plaintext else set())
     with engine_log() as log:
         async with engine.session(log):
-            secret = dag.set_secret("registry-password", plaintext) if plaintext else None
+            # Named secrets are engine-wide at 0.18.10 (the name is the identity): a fixed
+            # name would hand one run's password to another run on the same engine.
+            name = f"registry-password-{uuid.uuid4().hex}"
+            secret = dag.set_secret(name, plaintext) if plaintext else None
             access = replace(access, password=secret)
             report = await release(plan, settings, host_source(source), access, progress, secrets)
         return with_log_tails(report, plan, log, secrets)
