@@ -4,6 +4,7 @@
 package lab
 
 import (
+	_ "github.com/dagger/dagger/cmd/codegen"
 	_ "github.com/dagger/dagger/cmd/dagger"
 	_ "github.com/dagger/dagger/cmd/dialstdio"
 	_ "github.com/dagger/dagger/cmd/dnsname"
