@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipeline.build import LOG_TAIL_LINES, dockerfile_path
 from pipeline.bundle.create import CreateResult
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.plan import Plan
-from pipeline.publish import PUBLISH_TIMEOUT, RegistryAccess
+from pipeline.publish import PUBLISH_TIMEOUT, RegistryAccess, run_secret
 from pipeline.release import Progress, release, secret_values
 from pipeline.report import Report, redact
 from pipeline.settings import Settings
@@ -70,14 +69,16 @@ async def cli_release(
     progress: Progress,
 ) -> Report:
     plaintext = password.read(os.environ) if password else None
-    access = RegistryAccess(username, None, ca_cert, plain_http, publish_timeout(os.environ))
+    access = RegistryAccess(
+        username=username,
+        ca_cert=ca_cert,
+        plain_http=plain_http,
+        timeout=publish_timeout(os.environ),
+    )
     secrets = secret_values(source, os.environ) | ({plaintext} if plaintext else set())
     with engine_log() as log:
         async with engine.session(log):
-            # Named secrets are engine-wide at 0.18.10 (the name is the identity): a fixed
-            # name would hand one run's password to another run on the same engine.
-            name = f"registry-password-{uuid.uuid4().hex}"
-            secret = dag.set_secret(name, plaintext) if plaintext else None
+            secret = run_secret(plaintext) if plaintext else None
             access = replace(access, password=secret)
             report = await release(plan, settings, host_source(source), access, progress, secrets)
         return with_log_tails(report, plan, log, secrets)

@@ -7,19 +7,21 @@ The layout is read from a copy of the few files that describe it (Dockerfiles, *
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import dagger
 from dagger import DefaultPath, Doc, dag, field, function, object_type
 
 from pipeline import offline
-from pipeline.errors import BuildFailed
+from pipeline.errors import BuildFailed, PipelineError
 from pipeline.plan import Plan, resolve_plan
-from pipeline.publish import RegistryAccess
+from pipeline.publish import RegistryAccess, run_secret
 from pipeline.release import release as release_core
 from pipeline.settings import Settings
 
@@ -43,6 +45,27 @@ Components = Annotated[str | None, Doc("Comma list of components to keep")]
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def one_line_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A PipelineError ends the call as the CLI door ends: one `error: ...` line (no Python
+    traceback in the engine log) and its exit code."""
+
+    @functools.wraps(fn)
+    async def door(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except PipelineError as err:
+            line = f"error: {' '.join(str(err).split())}"
+            print(line, file=sys.stderr, flush=True)
+            await dag.current_function_call().return_error(dag.error(line))
+            raise SystemExit(err.exit_code) from None
+
+    return door
 
 
 @object_type
@@ -69,6 +92,7 @@ class AiInfraMatrix:
         return resolve_plan(copy, {}, overrides)
 
     @function
+    @one_line_errors
     async def plan(
         self,
         tag: Tag = None,
@@ -81,6 +105,7 @@ class AiInfraMatrix:
         return json.dumps(the_plan.to_json(), indent=2)
 
     @function
+    @one_line_errors
     async def release(
         self,
         tag: Tag = None,
@@ -89,24 +114,25 @@ class AiInfraMatrix:
         components: Components = None,
         username: Annotated[str | None, Doc("Registry user")] = None,
         password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
-        ca_cert: Annotated[dagger.File | None, Doc("CA of the registry, for read-back")] = None,
-        plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
     ) -> str:
-        """Build every image for every platform, publish one index each; return the report."""
+        """Build every image for every platform, publish one index each; return the report.
+
+        The read-back goes through the engine: this code runs in a container that may not
+        reach the registry (a loopback or VPN-only one) that the engine pushes to.
+        """
         settings, the_plan = await self._plan(tag, registry, platforms, components)
-        ca_path = None
-        if ca_cert is not None:
-            ca_path = Path(tempfile.mkdtemp()) / "ca.crt"
-            await ca_cert.export(str(ca_path))
-        access = RegistryAccess(username, password, ca_path, plain_http)
+        if password is not None:  # its ID is the same in every run: see run_secret
+            password = run_secret(await password.plaintext())
+        access = RegistryAccess(username=username, password=password, through_engine=True)
         report = await release_core(the_plan, settings, self.source, access, progress)
-        text = json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
         if not report.ok:
-            raise BuildFailed(text)
-        return text
+            progress(report.to_markdown())
+            raise BuildFailed("release incomplete: " + "; ".join(report.failures))
+        return json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
 
     @function
+    @one_line_errors
     async def export(
         self,
         tag: Tag = None,
@@ -117,10 +143,12 @@ class AiInfraMatrix:
         settings, the_plan = await self._plan(tag, None, platforms, components)
         tarballs, report = await offline.export_images(the_plan, settings, self.source, progress)
         if not report.ok:
-            raise BuildFailed(report.to_markdown())
+            progress(report.to_markdown())
+            raise BuildFailed("export incomplete: " + "; ".join(report.failures))
         return tarballs
 
     @function
+    @one_line_errors
     async def offline_bundle(
         self,
         tag: Tag = None,

@@ -11,6 +11,7 @@ naming the registry, and a refused login is never retried.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ _TRANSIENT = re.compile(
 _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegistryAccess:
     """How to reach the release registry. The password stays a Dagger secret for the engine;
     its plaintext is read only to hand to the read-back client, and never printed."""
@@ -50,13 +51,17 @@ class RegistryAccess:
     timeout: float = PUBLISH_TIMEOUT
     tries: int = PUBLISH_TRIES
     backoff: float = PUBLISH_BACKOFF
+    # Read back through the engine rather than the registry API: inside `dagger call` the
+    # code runs in a container that cannot reach a registry only the engine reaches.
+    through_engine: bool = False
 
 
 @dataclass
 class Published:
     image: ImagePlan
     digest: str | None = None  # the index digest
-    platforms: dict[str, oci.PlatformManifest] = field(default_factory=dict)
+    # Every platform the registry's index holds; its manifest when read through the API.
+    platforms: dict[str, oci.PlatformManifest | None] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -70,9 +75,7 @@ async def publish_image(
     image: ImagePlan, builds: list[Built], access: RegistryAccess, per_arch_tags: bool
 ) -> Published:
     """Push the index (and per-arch tags when asked), then check what the registry holds."""
-    base = dag.container()
-    if access.username and access.password:
-        base = base.with_registry_auth(registry_host(image.ref), access.username, access.password)
+    base = authed(dag.container(), image.ref, access)
     variants = [b.container for b in builds if b.container is not None]
     try:
         address = await push(base, image.ref, variants, access)
@@ -83,15 +86,19 @@ async def publish_image(
     except PublishFailed as err:
         return Published(image, error=str(err))
     digest = address.rsplit("@", 1)[1]
-    password = await access.password.plaintext() if access.password else None
     try:
-        graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access, password)
+        if access.through_engine:
+            platforms = await read_back_through_engine(image.ref, digest, builds, access)
+        else:
+            password = await access.password.plaintext() if access.password else None
+            graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access, password)
+            platforms = dict(graph.platforms)
     except PipelineError as err:
         return Published(image, digest=digest, error=f"read-back failed: {err}")
     expected = {b.platform for b in builds}
-    missing = sorted(expected - set(graph.platforms))
+    missing = sorted(expected - set(platforms))
     error = f"registry index lacks {', '.join(missing)}" if missing else None
-    return Published(image, digest=digest, platforms=graph.platforms, error=error)
+    return Published(image, digest=digest, platforms=platforms, error=error)
 
 
 async def push(
@@ -156,3 +163,49 @@ def read_back(
             raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
         top = oci.Descriptor(media_type=media_type, digest=got, size=len(body))
         return oci.walk_image(top, lambda d: client.get_manifest(repository, d)[0], ref)
+
+
+def run_secret(plaintext: str) -> dagger.Secret:
+    """The registry password as a secret of this run alone.
+
+    At 0.18.10 a call's result is cached engine-wide by its ID, side effects included:
+    `with_registry_auth` registers the credential with the calling session only the first
+    time. A secret whose ID is the same in two runs (a fixed name, or `env:VAR` under
+    `dagger call`) left the second of two concurrent runs with no credential (HTTP 401).
+    """
+    return dag.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
+
+
+def authed(container: dagger.Container, ref: str, access: RegistryAccess) -> dagger.Container:
+    if access.username and access.password:
+        return container.with_registry_auth(registry_host(ref), access.username, access.password)
+    return container
+
+
+async def read_back_through_engine(
+    ref: str, digest: str, builds: list[Built], access: RegistryAccess
+) -> dict[str, None]:
+    """Resolve the tag once per platform as the engine pulls it: the registry must name the
+    pushed index and serve each platform from it. Gives no manifest details (no API for it)."""
+    found: dict[str, None] = {}
+    errors: list[str] = []
+
+    async def resolve(platform: str) -> None:
+        pulled = authed(dag.container(platform=dagger.Platform(platform)), ref, access).from_(ref)
+        try:
+            address, got = await pulled.image_ref(), str(await pulled.platform())
+        except dagger.QueryError as err:
+            if "no match for platform" not in str(err):  # else: the index lacks it
+                errors.append(push_error(registry_host(ref), " ".join(str(err).split()), None))
+            return
+        if not address.endswith(f"@{digest}"):
+            errors.append(f"{ref} is {address.rsplit('@', 1)[-1]} in the registry, not {digest}")
+        elif got == platform:
+            found[platform] = None
+
+    async with anyio.create_task_group() as group:
+        for built in builds:
+            group.start_soon(resolve, built.platform)
+    if errors:
+        raise PipelineError(errors[0])
+    return found

@@ -161,11 +161,12 @@ def image_row(
     if published is not None:
         row.digest, row.error = published.digest, published.error
     for b in builds:
-        manifest = published.platforms.get(b.platform) if published else None
+        in_index = published is not None and b.platform in published.platforms
+        manifest = published.platforms[b.platform] if in_index else None
         status = "build-failed" if not b.ok else "not-published"
         if b.ok and exported:
             status = "exported"
-        elif manifest is not None:
+        elif in_index:
             status = "published"
         row.platforms.append(
             PlatformRow(

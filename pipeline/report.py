@@ -76,6 +76,10 @@ class Report:
                     f"| {image.image} | {p.platform} | {p.status} | {digest} | "
                     f"{_size(p.size)} | {p.seconds:.1f} |"
                 )
+        published = [i for i in self.images if i.status == "published" and i.digest]
+        if published:
+            lines += ["", "Published indexes (pin these):", ""]
+            lines += [f"- `{i.ref}@{i.digest}`" for i in published]
         failed = [i for i in self.images if i.status == "failed"]
         for image in failed:
             lines += ["", f"### {image.image} failed", ""]

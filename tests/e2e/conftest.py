@@ -5,6 +5,7 @@ Without them these tests fail loudly; they never skip, so a CI that lost its eng
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import dagger
 import pytest
 from dagger import dag
 
+from pipeline.bundle import oci
 from pipeline.bundle.registry import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +135,20 @@ def marker_variants(text: str) -> list[dagger.Container]:
         .with_new_file("/marker", f"{text} {p}\n")
         for p in PLATFORMS
     ]
+
+
+@pytest.fixture(scope="session")
+def released(lab: Lab, tmp_path_factory) -> tuple[str, dict]:
+    """One release through the CLI door into a project of its own (tag v0.3.8)."""
+    project = f"e2e-{uuid.uuid4().hex[:6]}"
+    report_path = tmp_path_factory.mktemp("report") / "report.json"
+    result = release_to_lab(lab, MINI_MATRIX, project, report_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, json.loads(report_path.read_text())
+
+
+def published_manifests(lab: Lab, repository: str, tag: str) -> dict[str, str]:
+    """What the registry holds under a tag: platform -> manifest digest."""
+    with lab.secure_client() as client:
+        index = json.loads(client.get_manifest(repository, tag)[0])
+    return {oci.platform_of(m["platform"]): m["digest"] for m in index["manifests"]}

@@ -1,0 +1,136 @@
+"""The Dagger door as users run it: `dagger call` of this module on the engine.
+
+The module runs in a container of the engine, so everything it does over the network must
+work when the registry (here the lab's loopback one) is reachable by the engine alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import (
+    MINI_MATRIX,
+    MINI_MATRIX_IMAGES,
+    ROOT,
+    Lab,
+    published_manifests,
+    run_cli,
+)
+
+from pipeline.bundle import oci
+
+FUNCTIONS = ("export", "offline-bundle", "plan", "release")
+
+
+def dagger_cli() -> str:
+    """The CLI the SDK uses (the lab's build), else a `dagger` on PATH (a standard install)."""
+    found = os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN") or shutil.which("dagger")
+    assert found, "no dagger CLI: run scripts/test (it starts the lab) or install dagger"
+    return found
+
+
+def dagger(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [dagger_cli(), "--progress=plain", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def call(*args: str, source: Path = MINI_MATRIX) -> subprocess.CompletedProcess:
+    return dagger("call", "--source", str(source.relative_to(ROOT)), *args)
+
+
+def release_args(lab: Lab, project: str, tag: str) -> list[str]:
+    return [
+        "release", "--tag", tag, "--registry", f"{lab.secure_registry}/{project}",
+        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+    ]  # fmt: skip
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "error: " in line]
+
+
+def test_dagger_functions_lists_the_four_functions_with_their_docs():
+    result = dagger("functions")
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for name in FUNCTIONS:
+        assert name in listed, result.stdout
+        assert len(listed[name].split()) > 2, f"{name} has no description: {listed[name]}"
+
+
+def test_dagger_call_plan_equals_the_cli_plan():
+    door = call("plan")
+    cli = run_cli("plan", "--source", str(MINI_MATRIX), "--json")
+    assert door.returncode == 0, door.stderr[-3000:]
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(door.stdout) == json.loads(cli.stdout)
+
+
+def test_dagger_call_release_publishes_the_cli_door_s_digests(lab: Lab, released, unique):
+    """Against the TLS + auth registry on the engine's loopback: the module's container cannot
+    reach it, so publishing and the read-back both go through the engine."""
+    cli_project, _ = released
+    project = f"door-{unique}"
+    result = call(*release_args(lab, project, "v0.3.8"), "--json-report")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and [i["image"] for i in report["images"]] == list(MINI_MATRIX_IMAGES)
+    for row in report["images"]:
+        assert {p["status"] for p in row["platforms"]} == {"published"}, row
+        with lab.secure_client() as client:
+            body, _ = client.get_manifest(f"{project}/{row['image']}", "v0.3.8")
+        assert row["digest"] == oci.digest_bytes(body), row["image"]
+        # Per platform, not the index: Dagger 0.18.10 orders an index's manifests by Go map
+        # iteration (core/container.go, Publish), so equal content can give two index digests.
+        door = published_manifests(lab, f"{project}/{row['image']}", "v0.3.8")
+        cli = published_manifests(lab, f"{cli_project}/{row['image']}", "v0.3.8")
+        assert door == cli and len(door) == 2, row["image"]
+    assert lab.password not in result.stdout + result.stderr
+
+
+def test_dagger_call_offline_bundle_exports_a_bundle_that_verifies(tmp_path):
+    out = tmp_path / "bundle"
+    result = call("offline-bundle", "--tag", "v0.3.8", "export", "--path", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    inventory = json.loads((out / "inventory.json").read_text())
+    refs = {image["ref"] for image in inventory["images"]}
+    assert {f"{name}:v0.3.8" for name in MINI_MATRIX_IMAGES} <= refs, refs
+    verify = run_cli("bundle", "verify", str(out))
+    assert verify.returncode == 0, verify.stderr[-3000:]
+
+
+def test_bad_input_through_the_door_is_one_line_like_the_cli():
+    door = call("plan", "--tag", "bad tag!")
+    cli = run_cli("plan", "--source", str(MINI_MATRIX), "--tag", "bad tag!")
+    assert door.returncode != 0 and cli.returncode == 2
+    assert "Traceback" not in door.stderr
+    (cli_line,) = error_lines(cli)
+    assert any(cli_line in line for line in error_lines(door)), door.stderr[-3000:]
+
+
+def test_unknown_component_through_the_door_is_one_line():
+    door = call("plan", "--components", "nosuch")
+    assert door.returncode != 0 and "Traceback" not in door.stderr
+    assert any("nosuch" in line for line in error_lines(door)), door.stderr[-3000:]
+
+
+def test_wrong_password_through_the_door_is_one_line_and_never_shown(lab: Lab, unique):
+    wrong = f"wrong-{unique}"
+    result = subprocess.run(
+        [dagger_cli(), "--progress=plain", "call", "--source", "examples/mini-matrix",
+         *release_args(lab, f"door-{unique}", "v0.3.8"), "--components", "gateway"],
+        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+        env={**os.environ, "LAB_REGISTRY_PASSWORD": wrong},
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert any("refused the credentials" in line for line in error_lines(result)), result.stderr
+    assert wrong not in result.stdout + result.stderr
