@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TextIO
 from urllib.parse import urlsplit
 
+import anyio
 import dagger
+import psutil
 from dagger import dag
 
 from pipeline.errors import PipelineError
@@ -19,9 +22,20 @@ class EngineUnavailable(PipelineError):
     """No Dagger engine could be reached."""
 
 
+# A live engine answers a trivial query at once, even under load; a dead one fails it at
+# once (the session answers 502) and a stalled one (SIGSTOP, a cut tcp link) never does. So
+# a run ends at most STALL_BOUND (50 s) after the engine's last answer, not at the CI's
+# timeout; a run whose own call fails on a dead engine ends at once.
+PROBE_EVERY = 10.0
+PROBE_TIMEOUT = 15.0
+DEAD_AFTER = 2
+STALL_BOUND = DEAD_AFTER * (PROBE_EVERY + PROBE_TIMEOUT)
+
+
 @contextlib.asynccontextmanager
 async def session(log: TextIO | None = None) -> AsyncIterator[None]:
-    """One engine session for the whole run (every build, publish and export shares it).
+    """One engine session for the whole run (every build, publish and export shares it),
+    watched: when the engine stops answering, the run ends with EngineUnavailable.
 
     The SDK finds the engine itself: an enclosing `dagger run`/`dagger call` session, else
     the CLI named by _EXPERIMENTAL_DAGGER_CLI_BIN (the lab sets it), else it downloads one.
@@ -29,11 +43,89 @@ async def session(log: TextIO | None = None) -> AsyncIterator[None]:
     the only place the output of a failed Dockerfile step is found (see buildlog.py).
     """
     check_runner_host(os.environ)
+    watch = Watchdog()
     try:
         async with dagger.connection(dagger.Config(log_output=log)):
-            yield
+            try:
+                async with watch.watching():
+                    yield
+            except Exception:
+                if not await watch.engine_gone():
+                    raise
+            if watch.gone_since is not None:
+                # Its `dagger session` child would wait 300 s on the dead engine.
+                end_session_children()
     except dagger.ClientConnectionError as err:
         raise EngineUnavailable(f"cannot reach the Dagger engine: {err}") from None
+    except dagger.DaggerError:
+        if watch.gone_since is None:
+            raise
+    if watch.gone_since is not None:
+        raise EngineGone(watch.message())
+
+
+class EngineGone(EngineUnavailable):
+    """The engine answered at first, then stopped answering mid-run."""
+
+
+class Watchdog:
+    """Asks the engine for its version every PROBE_EVERY seconds; DEAD_AFTER failures in a
+    row (an error, or no answer within PROBE_TIMEOUT) mean the engine is gone."""
+
+    def __init__(self) -> None:
+        self.last_answer = time.time()
+        self.gone_since: float | None = None
+
+    async def probe(self) -> bool:
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT):
+                await dag.version()
+        except (TimeoutError, dagger.DaggerError):
+            return False
+        self.last_answer = time.time()
+        return True
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        """Probe while the body runs; cancel the body when the engine is gone."""
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self.run, group.cancel_scope)
+                try:
+                    yield
+                finally:
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as grouped:  # the body's own error, wrapped by the group
+            if len(grouped.exceptions) == 1:
+                raise grouped.exceptions[0] from None
+            raise
+
+    async def run(self, scope: anyio.CancelScope) -> None:
+        failures = 0
+        while failures < DEAD_AFTER:
+            await anyio.sleep(PROBE_EVERY)
+            failures = 0 if await self.probe() else failures + 1
+        self.gone_since = time.time()
+        scope.cancel()
+
+    async def engine_gone(self) -> bool:
+        """After the run failed: was it because the engine went away?"""
+        if self.gone_since is None and not await self.probe():
+            self.gone_since = time.time()
+        return self.gone_since is not None
+
+    def message(self) -> str:
+        host = os.environ.get(RUNNER_HOST) or "the configured engine"
+        last = time.strftime("%H:%M:%S", time.localtime(self.last_answer))
+        return f"the Dagger engine at {host} stopped answering (last answer at {last})"
+
+
+def end_session_children() -> None:
+    """Kill the `dagger session` processes this process started (the SDK's engine session)."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "session" in child.cmdline():
+                child.kill()
 
 
 RUNNER_HOST = "_EXPERIMENTAL_DAGGER_RUNNER_HOST"

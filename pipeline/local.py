@@ -20,8 +20,8 @@ from pipeline.build import LOG_TAIL_LINES, dockerfile_path
 from pipeline.bundle.create import CreateResult
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.plan import Plan
-from pipeline.publish import PUBLISH_TIMEOUT, RegistryAccess, run_secret
-from pipeline.release import Progress, release, secret_values
+from pipeline.publish import PUBLISH_TIMEOUT, Published, RegistryAccess, run_secret
+from pipeline.release import Progress, published_so_far, release, secret_values
 from pipeline.report import Report, redact
 from pipeline.settings import Settings
 
@@ -76,11 +76,16 @@ async def cli_release(
         timeout=publish_timeout(os.environ),
     )
     secrets = secret_values(source, os.environ) | ({plaintext} if plaintext else set())
+    published: dict[str, Published] = {}
     with engine_log() as log:
-        async with engine.session(log):
-            secret = run_secret(plaintext) if plaintext else None
-            access = replace(access, password=secret)
-            report = await release(plan, settings, host_source(source), access, progress, secrets)
+        try:
+            async with engine.session(log):
+                access = replace(access, password=run_secret(plaintext) if plaintext else None)
+                report = await release(
+                    plan, settings, host_source(source), access, progress, secrets, published
+                )
+        except engine.EngineGone as err:
+            raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
         return with_log_tails(report, plan, log, secrets)
 
 

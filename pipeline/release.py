@@ -46,6 +46,7 @@ async def release(
     access: RegistryAccess,
     progress: Progress,
     secrets: set[str] = frozenset(),
+    published: dict[str, Published] | None = None,
 ) -> Report:
     """Build everything, publish each image whose every platform built, report all of it.
 
@@ -56,7 +57,7 @@ async def release(
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
     started = time.monotonic()
     builds: dict[str, list[Built]] = {}
-    published: dict[str, Published] = {}
+    published = {} if published is None else published  # the caller's, to tell what got out
 
     async def publish(image: ImagePlan) -> None:
         progress(f"publishing {image.ref}")
@@ -79,6 +80,13 @@ async def release(
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], published.get(image.image)))
     return redacted(report, secrets)
+
+
+def published_so_far(plan: Plan, published: Mapping[str, Published]) -> str:
+    """For a run cut short: which images reached the registry and which did not."""
+    done = [i.ref for i in plan.components if i.image in published and not published[i.image].error]
+    rest = [i.image for i in plan.components if i.ref not in done]
+    return f"published: {', '.join(done) or 'nothing'}; not published: {', '.join(rest) or 'none'}"
 
 
 def blocked_by(image: ImagePlan, published: Mapping[str, Published]) -> list[str]:

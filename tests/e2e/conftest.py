@@ -84,9 +84,10 @@ def lab() -> Lab:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def engine(lab: Lab):
-    """One engine session for the engine tests, as the pipeline itself uses one."""
+    """One engine session per test module, as the pipeline itself uses one per run (per
+    module, not per session: test_faults.py restarts the engine)."""
     try:
         async with dagger.connection(dagger.Config()):
             yield

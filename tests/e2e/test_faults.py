@@ -1,0 +1,169 @@
+"""Faults in the middle of a run: the engine killed or stalled, the registry restarted.
+
+Each ends within a stated bound with one line saying what failed and what was published,
+and the lab is running again afterwards (these tests stop and restart its processes, so
+they need the lab's pid files: LAB_HOME).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import MINI_MATRIX, PLATFORMS, ROOT, Lab, published_manifests
+from test_failures import _NeverAnswers, one_error, serving
+
+from pipeline import engine
+
+# The watchdog's bound from the last answer (engine.py), plus one probe interval (the fault
+# may come just after an answer) and the time to tidy up.
+ENGINE_BOUND = engine.STALL_BOUND + engine.PROBE_EVERY + 10
+
+
+def lab_home() -> Path:
+    home = os.environ.get("LAB_HOME")
+    if not home:
+        pytest.fail("fault tests stop and restart the lab's processes: they need LAB_HOME")
+    return Path(home)
+
+
+def lab_pid(name: str) -> int:
+    return int((lab_home() / f"{name}.pid").read_text())
+
+
+def lab_up() -> None:
+    """Start whatever of the lab is not running (the engine keeps its cache on disk)."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "lab"), "up"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture
+def restores_lab():
+    yield
+    for pid_name in ("engine", "registry-secure"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(lab_pid(pid_name), signal.SIGCONT)  # a stalled one
+    lab_up()
+
+
+def release_command(registry: str, tag: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pipeline", "release", "--source", str(MINI_MATRIX),
+        "--tag", tag, "--registry", registry, *extra,
+    ]  # fmt: skip
+
+
+def secure(lab: Lab) -> list[str]:
+    return [
+        "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+        "--ca-cert", str(lab.ca_cert),
+    ]  # fmt: skip
+
+
+def run_with_fault(
+    command: list[str], when: str, fault: Callable[[], None]
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `command`; when a progress line contains `when`, apply `fault` (once). Returns the
+    result and the seconds from the fault to the end."""
+    proc = subprocess.Popen(
+        command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    lines: list[str] = []
+    faulted: list[float] = []
+
+    def watch() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if when in line and not faulted:
+                faulted.append(time.monotonic())
+                fault()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    try:
+        out = proc.stdout.read()
+        proc.wait(timeout=900)
+    finally:
+        proc.kill()
+    reader.join(timeout=10)
+    assert faulted, f"never saw {when!r}:\n{''.join(lines)[-3000:]}"
+    result = subprocess.CompletedProcess(command, proc.returncode, out, "".join(lines))
+    return result, time.monotonic() - faulted[0]
+
+
+def kill_engine() -> None:
+    os.kill(lab_pid("engine"), signal.SIGKILL)
+
+
+def stall_engine() -> None:
+    os.kill(lab_pid("engine"), signal.SIGSTOP)
+
+
+def assert_engine_line(result: subprocess.CompletedProcess, seconds: float) -> str:
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    line = one_error(result)
+    assert "the Dagger engine at" in line and "stopped answering" in line, line
+    assert seconds < ENGINE_BOUND, (seconds, line)
+    print(f"\nended {seconds:.1f}s after the fault: {line}")
+    return line
+
+
+def test_engine_killed_mid_build_ends_in_bound_then_a_rerun_succeeds(
+    lab: Lab, unique: str, restores_lab
+):
+    """Go builds of a new tag take tens of seconds: the kill lands while they run."""
+    registry, tag = f"{lab.secure_registry}/faults-{unique}", f"kb-{unique}"
+    command = release_command(registry, tag, "--components", "backend", *secure(lab))
+    result, seconds = run_with_fault(command, "building ai-infra-backend", kill_engine)
+    line = assert_engine_line(result, seconds)
+    assert "published: nothing" in line and "ai-infra-backend-init" in line
+    lab_up()
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(published_manifests(lab, f"faults-{unique}/ai-infra-backend", tag)) == set(PLATFORMS)
+
+
+def test_engine_stalled_mid_build_ends_in_bound(lab: Lab, unique: str, restores_lab):
+    """SIGSTOP: the socket still accepts, nothing answers; only the watchdog can tell."""
+    registry, tag = f"{lab.secure_registry}/faults-{unique}", f"sb-{unique}"
+    command = release_command(registry, tag, "--components", "backend", *secure(lab))
+    result, seconds = run_with_fault(command, "building ai-infra-backend", stall_engine)
+    assert_engine_line(result, seconds)
+
+
+def test_engine_killed_mid_publish_ends_in_bound(lab: Lab, unique: str, restores_lab):
+    """A registry that never answers holds the publish open while the engine dies."""
+    with serving(_NeverAnswers) as server:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        command = release_command(f"{host}/slow", f"kp-{unique}", "--components", "gateway",
+                                  "--plain-http")  # fmt: skip
+        result, seconds = run_with_fault(command, "publishing", kill_engine)
+    line = assert_engine_line(result, seconds)
+    assert "published: nothing; not published: ai-infra-gateway" in line
+
+
+def restart_secure_registry() -> None:
+    pid = lab_pid("registry-secure")
+    os.killpg(pid, signal.SIGKILL)
+    threading.Timer(1.5, lab_up).start()
+
+
+def test_registry_restarted_mid_push_is_retried_and_all_published(lab: Lab, unique: str):
+    registry, tag = f"{lab.secure_registry}/faults-{unique}", f"rr-{unique}"
+    command = release_command(registry, tag, *secure(lab))
+    result, _ = run_with_fault(command, "publishing", restart_secure_registry)
+    time.sleep(3)  # the restart timer, if the release won the race
+    assert result.returncode == 0, result.stderr[-3000:]
+    for image in ("ai-infra-gateway", "ai-infra-backend", "ai-infra-portal"):
+        assert set(published_manifests(lab, f"faults-{unique}/{image}", tag)) == set(PLATFORMS)
