@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MINI_MATRIX, PLATFORMS, ROOT, Lab, published_manifests
-from test_failures import _NeverAnswers, one_error, serving
+from test_bundle import assert_registry_matches_inventory, push_command, run_push
+from test_failures import _NeverAnswers, error_lines, one_error, serving
 
 from pipeline import engine
 
@@ -71,13 +72,17 @@ def secure(lab: Lab) -> list[str]:
 
 
 def run_with_fault(
-    command: list[str], when: str, fault: Callable[[], None]
+    command: list[str], when: str, fault: Callable[[], None], stdin: str | None = None
 ) -> tuple[subprocess.CompletedProcess, float]:
     """Run `command`; when a progress line contains `when`, apply `fault` (once). Returns the
     result and the seconds from the fault to the end."""
     proc = subprocess.Popen(
-        command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE if stdin is not None else None,
+    )  # fmt: skip
+    if stdin is not None:
+        proc.stdin.write(stdin + "\n")
+        proc.stdin.close()
     lines: list[str] = []
     faulted: list[float] = []
 
@@ -99,6 +104,10 @@ def run_with_fault(
     assert faulted, f"never saw {when!r}:\n{''.join(lines)[-3000:]}"
     result = subprocess.CompletedProcess(command, proc.returncode, out, "".join(lines))
     return result, time.monotonic() - faulted[0]
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    return (result.stdout.strip().splitlines() or [""])[-1] or error_lines(result.stderr)[-1]
 
 
 def kill_engine() -> None:
@@ -167,3 +176,26 @@ def test_registry_restarted_mid_push_is_retried_and_all_published(lab: Lab, uniq
     assert result.returncode == 0, result.stderr[-3000:]
     for image in ("ai-infra-gateway", "ai-infra-backend", "ai-infra-portal"):
         assert set(published_manifests(lab, f"faults-{unique}/{image}", tag)) == set(PLATFORMS)
+
+
+def test_bundle_push_across_a_registry_restart_resumes(lab: Lab, unique: str, tmp_path: Path):
+    """The registry goes away as the push starts and is back 1.5 s later: the push either
+    rides it out on its retries or fails with one line; then a rerun completes it, and a
+    third push finds everything there."""
+    output, project = tmp_path / "bundle", f"faults-{unique}"
+    made = subprocess.run(
+        [sys.executable, "-m", "pipeline", "bundle", "create", "--source", str(MINI_MATRIX),
+         "--components", "gateway,portal", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    command = push_command(output, lab, project)
+    first, _ = run_with_fault(command, "push to", restart_secure_registry, stdin=lab.password)
+    time.sleep(3)  # the restart timer
+    print(f"\nfirst push across the restart: exit {first.returncode}, {one_line(first)}")
+    if first.returncode != 0:
+        assert len(error_lines(first.stderr)) == 1, first.stderr[-3000:]
+        assert run_push(output, lab, project).returncode == 0
+    assert_registry_matches_inventory(lab, project, output)
+    again = run_push(output, lab, project)
+    assert again.returncode == 0 and " 0 blobs uploaded" in again.stdout, again.stdout
