@@ -7,7 +7,7 @@ either a container or the tail of its log, and the caller decides what may be pu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -87,10 +87,21 @@ async def build_one(
     return Built(image, platform, time.monotonic() - started, container=container)
 
 
+ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
+
+
 async def build_all(
-    plan: Plan, source: dagger.Directory, concurrency: int, progress: Progress
+    plan: Plan,
+    source: dagger.Directory,
+    concurrency: int,
+    progress: Progress,
+    image_done: ImageDone | None = None,
 ) -> list[Built]:
-    """Every image x platform, at most `concurrency` solves at once, in plan order."""
+    """Every image x platform, at most `concurrency` solves at once, in plan order.
+
+    `image_done` runs as soon as the last platform of an image has finished (built or not),
+    while the other builds go on: a release publishes there, so pushing overlaps building.
+    """
     native = await native_platform()
     context = build_context(source)
     limiter = anyio.CapacityLimiter(concurrency)
@@ -107,6 +118,9 @@ async def build_all(
         done += 1
         mark = "ok" if built.ok else "FAILED"
         progress(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
+        mine = [b for b in results if b is not None and b.image.image == image.image]
+        if image_done is not None and len(mine) == len(plan.platforms):
+            await image_done(image, mine)
 
     async with anyio.create_task_group() as group:
         for slot, (image, platform) in enumerate(jobs):

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-import anyio
 import dagger
 from dagger import dag
 
@@ -59,9 +58,11 @@ async def release(
     builds: dict[str, list[Built]] = {}
     published = {} if published is None else published  # the caller's, to tell what got out
 
-    async def publish(image: ImagePlan) -> None:
+    async def publish(image: ImagePlan, built: list[Built]) -> None:
+        if not all(b.ok for b in built):
+            return  # never an index that lacks a platform
         progress(f"publishing {image.ref}")
-        result = await publish_image(image, builds[image.image], access, settings.per_arch_tags)
+        result = await publish_image(image, built, access, settings.per_arch_tags)
         published[image.image] = result
         progress(f"{'published' if not result.error else 'FAILED'} {image.ref}")
 
@@ -70,12 +71,8 @@ async def release(
         for image in wave:
             if blocked_by(image, published):
                 builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
-        builds |= group(await build_all(replace(plan, components=tuple(ready)), source,
-                                        settings.concurrency, progress))  # fmt: skip
-        async with anyio.create_task_group() as tasks:
-            for image in ready:
-                if all(b.ok for b in builds[image.image]):
-                    tasks.start_soon(publish, image)
+        wave_plan = replace(plan, components=tuple(ready))
+        builds |= group(await build_all(wave_plan, source, settings.concurrency, progress, publish))
     report = new_report(plan, settings, time.monotonic() - started)
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], published.get(image.image)))
