@@ -8,13 +8,16 @@ they need the lab's pid files: LAB_HOME).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,12 +43,16 @@ def lab_pid(name: str) -> int:
     return int((lab_home() / f"{name}.pid").read_text())
 
 
-def lab_up() -> None:
-    """Start whatever of the lab is not running (the engine keeps its cache on disk)."""
+def lab_script(*args: str) -> None:
     result = subprocess.run(
-        [str(ROOT / "scripts" / "lab"), "up"], capture_output=True, text=True, timeout=300
+        [str(ROOT / "scripts" / "lab"), *args], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def lab_up() -> None:
+    """Start whatever of the lab is not running (the engine keeps its cache on disk)."""
+    lab_script("up")
 
 
 @pytest.fixture
@@ -72,12 +79,16 @@ def secure(lab: Lab) -> list[str]:
 
 
 def run_with_fault(
-    command: list[str], when: str, fault: Callable[[], None], stdin: str | None = None
+    command: list[str],
+    when: str,
+    fault: Callable[[], None],
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess, float]:
     """Run `command`; when a progress line contains `when`, apply `fault` (once). Returns the
     result and the seconds from the fault to the end."""
     proc = subprocess.Popen(
-        command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         stdin=subprocess.PIPE if stdin is not None else None,
     )  # fmt: skip
     if stdin is not None:
@@ -199,3 +210,61 @@ def test_bundle_push_across_a_registry_restart_resumes(lab: Lab, unique: str, tm
     assert_registry_matches_inventory(lab, project, output)
     again = run_push(output, lab, project)
     assert again.returncode == 0 and " 0 blobs uploaded" in again.stdout, again.stdout
+
+
+# --- extra engines of the lab's: one reached over tcp, one with a small state directory ----------
+@contextlib.contextmanager
+def extra_engine(name: str, addr: str, tmpfs_size: str | None = None) -> Iterator[dict[str, str]]:
+    """`scripts/lab engine-up` with a state directory of its own; the environment that points
+    the CLI door at it. Stopped and removed afterwards."""
+    root = lab_home() / f"engine-{name}"
+    root.mkdir(exist_ok=True)
+    if tmpfs_size:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={tmpfs_size}", "tmpfs", str(root)],
+                       check=True)  # fmt: skip
+    try:
+        lab_script("engine-up", name, addr, str(root))
+        yield {**os.environ, engine.RUNNER_HOST: addr}
+    finally:
+        lab_script("engine-down", name)
+        if tmpfs_size:
+            subprocess.run(["umount", str(root)], check=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_engine_over_tcp_killed_mid_build_ends_in_bound(lab: Lab, unique: str):
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    with extra_engine("tcp", addr) as env:
+        registry, tag = f"{lab.secure_registry}/faults-{unique}", f"kt-{unique}"
+        command = release_command(registry, tag, "--components", "backend", *secure(lab))
+        kill = lambda: os.kill(lab_pid("engine-tcp"), signal.SIGKILL)  # noqa: E731
+        result, seconds = run_with_fault(command, "building ai-infra-backend", kill, env=env)
+    line = assert_engine_line(result, seconds)
+    assert addr in line and "published: nothing" in line
+
+
+def test_engine_out_of_disk_names_the_failed_build_and_publishes_the_rest(
+    lab: Lab, unique: str, tmp_path: Path
+):
+    """300 MB of state: busybox fits, the Go toolchain image does not."""
+    report = tmp_path / "report.json"
+    with extra_engine("tiny", "unix:///run/dagger/engine-tiny.sock", "300m") as env:
+        registry, tag = f"{lab.secure_registry}/faults-{unique}", f"disk-{unique}"
+        command = release_command(registry, tag, "--components", "gateway,backend",
+                                  *secure(lab), "--report-json", str(report))  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=900)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert one_error(result).startswith("error: release incomplete: ai-infra-backend")
+    rows = {row["image"]: row for row in json.loads(report.read_text())["images"]}
+    assert rows["ai-infra-gateway"]["status"] == "published"
+    for image in ("ai-infra-backend", "ai-infra-backend-init"):
+        assert rows[image]["status"] == "failed"
+        assert all("no space left on device" in p["error"] for p in rows[image]["platforms"])
+    assert set(published_manifests(lab, f"faults-{unique}/ai-infra-gateway", tag)) == set(PLATFORMS)
