@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TextIO
 from urllib.parse import urlsplit
 
@@ -171,3 +171,20 @@ def build_platform_args(native: str) -> dict[str, str]:
         "BUILDARCH": arch,
         "BUILDVARIANT": variant[0] if variant else "",
     }
+
+
+# A tiny image the engine can run `nproc` in; pulled once, then cached by the engine.
+CPU_PROBE_IMAGE = "busybox:1.36"
+FALLBACK_CONCURRENCY = 4
+
+
+async def default_concurrency(progress: Callable[[str], None]) -> int:
+    """Builds at once when PIPELINE_CONCURRENCY is unset: the engine's CPU count (not this
+    host's: the engine may be remote), at least 2, since builds also wait on pulls."""
+    try:
+        found = await dag.container().from_(CPU_PROBE_IMAGE).with_exec(["nproc"]).stdout()
+        return max(2, int(found.strip()))
+    except (dagger.DaggerError, ValueError) as err:
+        reason = " ".join(str(err).split())[:200]
+        progress(f"could not count the engine's CPUs ({reason}): {FALLBACK_CONCURRENCY} at once")
+        return FALLBACK_CONCURRENCY

@@ -16,6 +16,7 @@ from dagger import dag
 
 from pipeline.build import Built, build_all
 from pipeline.dockerfile import replace_image
+from pipeline.engine import default_concurrency
 from pipeline.errors import BadInput
 from pipeline.plan import ImagePlan, Plan, waves
 from pipeline.publish import Published, RegistryAccess, publish_image
@@ -55,6 +56,7 @@ async def release(
     if not plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
     started = time.monotonic()
+    concurrency = settings.concurrency or await default_concurrency(progress)
     builds: dict[str, list[Built]] = {}
     published = {} if published is None else published  # the caller's, to tell what got out
 
@@ -72,8 +74,8 @@ async def release(
             if blocked_by(image, published):
                 builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
         wave_plan = replace(plan, components=tuple(ready))
-        builds |= group(await build_all(wave_plan, source, settings.concurrency, progress, publish))
-    report = new_report(plan, settings, time.monotonic() - started)
+        builds |= group(await build_all(wave_plan, source, concurrency, progress, publish))
+    report = new_report(plan, concurrency, time.monotonic() - started)
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], published.get(image.image)))
     return redacted(report, secrets)
@@ -115,8 +117,9 @@ async def build_for_export(
             "or leave them out with --components"
         )
     started = time.monotonic()
-    builds = group(await build_all(plan, source, settings.concurrency, progress))
-    report = new_report(plan, settings, time.monotonic() - started)
+    concurrency = settings.concurrency or await default_concurrency(progress)
+    builds = group(await build_all(plan, source, concurrency, progress))
+    report = new_report(plan, concurrency, time.monotonic() - started)
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], None, exported=True))
     return builds, report
@@ -146,12 +149,12 @@ def dependency_tarballs(plan: Plan) -> dagger.Directory:
     return out
 
 
-def new_report(plan: Plan, settings: Settings, seconds: float) -> Report:
+def new_report(plan: Plan, concurrency: int, seconds: float) -> Report:
     return Report(
         tag=plan.tag,
         registry=plan.registry,
         platforms=list(plan.platforms),
-        concurrency=settings.concurrency,
+        concurrency=concurrency,
         wall_seconds=seconds,
         dependencies=[d.image for d in plan.dependencies],
         skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],

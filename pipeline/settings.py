@@ -20,6 +20,7 @@ from pipeline.errors import BadInput
 from pipeline.render import REGISTRY_RE, TAG_RE
 
 KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 
 # Python field name -> the env name AI-Infra-Matrix (or this pipeline) uses.
@@ -142,7 +143,8 @@ class Settings(BaseSettings):
     image_tag: str = Field("latest", alias="IMAGE_TAG")
     private_registry: str | None = Field(None, alias="PRIVATE_REGISTRY")
     target_platforms: tuple[str, ...] = Field(DEFAULT_PLATFORMS, alias="TARGET_PLATFORMS")
-    concurrency: int = Field(4, ge=1, alias="PIPELINE_CONCURRENCY")
+    # None: as many as the engine has CPUs (engine.default_concurrency), found at run time.
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, alias="PIPELINE_CONCURRENCY")
     per_arch_tags: bool = Field(False, alias="PIPELINE_PER_ARCH_TAGS")
     components: tuple[str, ...] | None = Field(None, alias="PIPELINE_COMPONENTS")
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.

@@ -254,7 +254,7 @@ def test_engine_out_of_disk_names_the_failed_build_and_publishes_the_rest(
 ):
     """300 MB of state: busybox fits, the Go toolchain image does not."""
     report = tmp_path / "report.json"
-    with extra_engine("tiny", "unix:///run/dagger/engine-tiny.sock", "300m") as env:
+    with extra_engine("tiny", f"unix://{lab_home()}/engine-tiny.sock", "300m") as env:
         registry, tag = f"{lab.secure_registry}/faults-{unique}", f"disk-{unique}"
         command = release_command(registry, tag, "--components", "gateway,backend",
                                   *secure(lab), "--report-json", str(report))  # fmt: skip

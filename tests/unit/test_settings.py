@@ -17,7 +17,7 @@ def test_defaults_without_source():
     assert s.image_tag == "latest"
     assert s.private_registry is None
     assert s.target_platforms == DEFAULT_PLATFORMS
-    assert (s.concurrency, s.per_arch_tags, s.components) == (4, False, None)
+    assert (s.concurrency, s.per_arch_tags, s.components) == (None, False, None)
     assert s.build_values == {} and s.env_file is None
 
 
@@ -74,6 +74,7 @@ def test_env_wins_over_env_example(tmp_path: Path):
         ({"TARGET_PLATFORMS": " , "}, "TARGET_PLATFORMS"),
         ({"PIPELINE_CONCURRENCY": "0"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_CONCURRENCY": "two"}, "PIPELINE_CONCURRENCY"),
+        ({"PIPELINE_CONCURRENCY": "1000000000"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_PER_ARCH_TAGS": "maybe"}, "PIPELINE_PER_ARCH_TAGS"),
     ],
 )
@@ -227,5 +228,5 @@ def test_the_process_environment_is_read_only_through_the_mapping(monkeypatch):
     monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
     monkeypatch.setenv("PIPELINE_CONCURRENCY", "99")
     settings = load_settings(None, {}, {})
-    assert (settings.image_tag, settings.concurrency) == ("latest", 4)
+    assert (settings.image_tag, settings.concurrency) == ("latest", None)
     assert load_settings(None, {"IMAGE_TAG": "v9"}, {}).image_tag == "v9"
