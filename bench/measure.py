@@ -8,7 +8,11 @@ environment). Each figure is a ratio of two things measured in this same run:
 2. warm `release` (nothing changed) against the cold one;
 3. the Go image for linux/arm64 cross-compiled against fully emulated (go_cross_vs_qemu.py);
 4. `bundle create` bytes against the docker save tarballs of the same images;
-5. `bundle push` into an empty project against pushing again into the same project.
+5. `bundle push` into an empty project against pushing again into the same project;
+6. a release after one component changed against the docker baseline doing the same (every
+   `docker build` again, cached but one, and every `docker save`);
+7. the cold release against a lower bound from the same run: the engine's busy CPU seconds
+   during it divided by the CPUs, plus the time its bytes take to push (figure 5's rate).
 
 Repetitions: BENCH_REPS (default 3, the median is the figure) for everything but the
 emulated Go build (over four minutes here), which runs once. A cold pair takes about a minute.
@@ -93,6 +97,19 @@ def release(source: Path, tag: str, registry: str, name: str) -> float:
     return seconds
 
 
+def engine_cpu_seconds() -> float:
+    """User + system CPU of the lab's engine and its reaped children (runc, every build step)."""
+    pid = (Path(os.environ["LAB_HOME"]) / "engine.pid").read_text().strip()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def change_one_component(source: Path, n: int) -> None:
+    """A new line in one file gateway COPYs: only that image rebuilds."""
+    with (source / "src" / "gateway" / "www" / "index.html").open("a") as page:
+        page.write(f"<!-- change {n} -->\n")
+
+
 def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -154,6 +171,7 @@ def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dic
             run = build_and_save(plan, src, OUT / "docker", denv, log=log)
             remove_images(plan, denv)  # saved already; the build cache stays
             log(f"docker cold: {run.build_seconds:.1f}s builds + {run.save_seconds:.1f}s saves")
+            out["docker_tag"] = tag
             out["docker"] = {
                 "seconds": round(run.seconds, 2),
                 "build_seconds": round(run.build_seconds, 2),
@@ -163,10 +181,14 @@ def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dic
                 "builds": run.builds,
             }
         else:
+            cpu0 = engine_cpu_seconds()
             seconds = release(src, tag, registry, f"release-cold-{n}")
+            cpu = engine_cpu_seconds() - cpu0
             report = json.loads((OUT / f"release-cold-{n}.json").read_text())
             out["pipeline"] = {
                 "seconds": round(seconds, 2),
+                "engine_cpu_seconds": round(cpu, 2),
+                "bytes": sum(p["size"] or 0 for i in report["images"] for p in i["platforms"]),
                 "report_wall_seconds": round(report["wall_seconds"], 2),
                 "build_seconds": {
                     f"{i['image']} {p['platform']}": p["seconds"]
@@ -245,6 +267,24 @@ def main() -> None:
     warm = [release(cold, tag, registry, f"release-warm-{i + 1}") for i in range(REPS)]
     m["release_warm"] = {"runs": [round(s, 2) for s in warm], "median": med(warm)}
 
+    # 6. one component changed: the docker baseline on its last cold copy, the pipeline on its.
+    docker_src = OUT / f"src-cold-{REPS}d"
+    _, docker_plan = resolve_plan(docker_src, os.environ, {"image_tag": pairs[-1]["docker_tag"]})
+    one_docker, one_release = [], []
+    for i in range(REPS):
+        change_one_component(docker_src, i)
+        shutil.rmtree(OUT / "docker-one" / "save", ignore_errors=True)
+        run = build_and_save(docker_plan, docker_src, OUT / "docker-one", denv, log=lambda _m: None)
+        one_docker.append(run.seconds)
+        log(f"6. docker, one component changed: {run.seconds:.1f}s")
+        change_one_component(cold, i)
+        one_release.append(release(cold, tag, registry, f"release-one-changed-{i + 1}"))
+    m["one_changed"] = {
+        "docker_runs": [round(s, 2) for s in one_docker],
+        "release_runs": [round(s, 2) for s in one_release],
+    }
+    shutil.rmtree(OUT / "docker-one" / "save", ignore_errors=True)
+
     # 3. Go image for arm64: cross-compiled vs emulated.
     log("3. Go image linux/arm64: cross-compiled (BUILDPLATFORM native) vs emulated (QEMU)")
     _, out = timed(
@@ -298,6 +338,11 @@ def main() -> None:
         "summaries": summaries,
     }
 
+    push_rate = m["bundle"]["bytes"] / med(empty)  # bytes per second into an empty project
+    bounds = [
+        p["pipeline"]["engine_cpu_seconds"] / os.cpu_count() + p["pipeline"]["bytes"] / push_rate
+        for p in pairs
+    ]
     results["figures"] = [
         figure(
             "cold_release_vs_docker",
@@ -346,6 +391,24 @@ def main() -> None:
             (f"push again, same project (median of {len(again)})", med(again)),
             "s",
             f"empty: {summaries['empty']}; again: {summaries['again']}",
+        ),
+        figure(
+            "one_changed_vs_docker",
+            "Release after one component changed vs build.sh-style docker",
+            (f"release, gateway changed (median of {REPS})", med(one_release)),
+            (f"docker build x12 (cache) + docker save x12 (median of {REPS})", med(one_docker)),
+            "s",
+            f"runs: pipeline {m['one_changed']['release_runs']} s, "
+            f"docker {m['one_changed']['docker_runs']} s",
+        ),
+        figure(
+            "cold_vs_lower_bound",
+            "Cold release vs its lower bound",
+            (f"release, cold (median of {REPS})", cold_s),
+            ("engine CPU s / CPUs + push of its bytes at figure 5's rate", med(bounds)),
+            "s",
+            f"engine CPU seconds {[p['pipeline']['engine_cpu_seconds'] for p in pairs]} on "
+            f"{os.cpu_count()} CPUs; push rate {push_rate / 1e6:.1f} MB/s",
         ),
     ]
     results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
