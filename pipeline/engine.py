@@ -52,15 +52,15 @@ async def session(log: TextIO | None = None) -> AsyncIterator[None]:
             except Exception:
                 if not await watch.engine_gone():
                     raise
-            if watch.gone_since is not None:
+            if watch.gone:
                 # Its `dagger session` child would wait 300 s on the dead engine.
                 end_session_children()
     except dagger.ClientConnectionError as err:
         raise EngineUnavailable(f"cannot reach the Dagger engine: {err}") from None
     except dagger.DaggerError:
-        if watch.gone_since is None:
+        if not watch.gone:
             raise
-    if watch.gone_since is not None:
+    if watch.gone:
         raise EngineGone(watch.message())
 
 
@@ -74,7 +74,7 @@ class Watchdog:
 
     def __init__(self) -> None:
         self.last_answer = time.time()
-        self.gone_since: float | None = None
+        self.gone = False
 
     async def probe(self) -> bool:
         try:
@@ -105,14 +105,14 @@ class Watchdog:
         while failures < DEAD_AFTER:
             await anyio.sleep(PROBE_EVERY)
             failures = 0 if await self.probe() else failures + 1
-        self.gone_since = time.time()
+        self.gone = True
         scope.cancel()
 
     async def engine_gone(self) -> bool:
         """After the run failed: was it because the engine went away?"""
-        if self.gone_since is None and not await self.probe():
-            self.gone_since = time.time()
-        return self.gone_since is not None
+        if not self.gone and not await self.probe():
+            self.gone = True
+        return self.gone
 
     def message(self) -> str:
         host = os.environ.get(RUNNER_HOST) or "the configured engine"

@@ -42,7 +42,8 @@ _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 @dataclass(frozen=True, kw_only=True)
 class RegistryAccess:
     """How to reach the release registry. The password stays a Dagger secret for the engine;
-    its plaintext is read only to hand to the read-back client, and never printed."""
+    its plaintext is read only for the registry API read-back and to name it per run
+    (run_secret), and never printed."""
 
     username: str | None = None
     password: dagger.Secret | None = None
