@@ -26,14 +26,14 @@ from dagger import dag
 
 from pipeline.build import build_context, build_one
 from pipeline.engine import native_platform, session
-from pipeline.local import host_source
+from pipeline.host import checkout
 from pipeline.plan import resolve_plan
 
 TARGET = "linux/arm64"
 
 
 async def main(source: Path, run_id: str, cross_reps: int, qemu_reps: int) -> dict:
-    _, plan = resolve_plan(source, {}, {"image_tag": f"go-{run_id}"})
+    plan = resolve_plan(source, {}, {"image_tag": f"go-{run_id}"})
     image = next(i for i in plan.components if i.image == "ai-infra-backend")
     golang = image.build_args.get("GOLANG_IMAGE", "golang:1.19-bookworm")
     busybox = f"busybox:{image.build_args.get('BUSYBOX_VERSION', '1.36')}"
@@ -44,7 +44,7 @@ async def main(source: Path, run_id: str, cross_reps: int, qemu_reps: int) -> di
         for platform in {native, TARGET}:  # base images in the cache: not what we time
             await dag.container(platform=dagger.Platform(platform)).from_(golang).sync()
         await dag.container(platform=dagger.Platform(TARGET)).from_(busybox).sync()
-        context = build_context(host_source(source))
+        context = build_context(checkout(source)())
         for kind, build_platform, reps in (
             ("cross", native, cross_reps),
             ("qemu", TARGET, qemu_reps),

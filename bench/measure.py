@@ -166,7 +166,7 @@ def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dic
         load1 = Path("/proc/loadavg").read_text().split()[0]
         log(f"1.{n} cold {side}: {len(stamped)} COPYed files stamped in {src.name}, tag {tag}")
         if side == "docker":
-            _, plan = resolve_plan(src, os.environ, {"image_tag": tag})
+            plan = resolve_plan(src, os.environ, {"image_tag": tag})
             shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)  # keep the last run's
             run = build_and_save(plan, src, OUT / "docker", denv, log=log)
             remove_images(plan, denv)  # saved already; the build cache stays
@@ -226,7 +226,7 @@ def main() -> None:
         "problems": [],
     }
     m = results["measurements"]
-    _, warm_plan = resolve_plan(EXAMPLE, os.environ, {"image_tag": "bench-warmup"})
+    warm_plan = resolve_plan(EXAMPLE, os.environ, {"image_tag": "bench-warmup"})
 
     # Not timed: both builders get the base images (and warm caches of their own machinery).
     log("warm-up (not timed): docker builds of the unmodified example, one pipeline release")
@@ -260,7 +260,7 @@ def main() -> None:
         )
     last = pairs[-1]["pipeline"]
     cold, tag = Path(last["source"]), last["tag"]
-    _, plan = resolve_plan(cold, os.environ, {"image_tag": tag, "private_registry": registry})
+    plan = resolve_plan(cold, os.environ, {"image_tag": tag, "private_registry": registry})
     run_id = f"{run_id}-go"
 
     # 2. warm: the same release again, nothing changed.
@@ -269,7 +269,7 @@ def main() -> None:
 
     # 6. one component changed: the docker baseline on its last cold copy, the pipeline on its.
     docker_src = OUT / f"src-cold-{REPS}d"
-    _, docker_plan = resolve_plan(docker_src, os.environ, {"image_tag": pairs[-1]["docker_tag"]})
+    docker_plan = resolve_plan(docker_src, os.environ, {"image_tag": pairs[-1]["docker_tag"]})
     one_docker, one_release = [], []
     for i in range(REPS):
         change_one_component(docker_src, i)

@@ -1,4 +1,4 @@
-"""Build every image of a plan for every platform in one engine session, in parallel.
+"""Build every image of a plan for every platform, in parallel, in one engine session.
 
 A build that fails does not stop the others: each image x platform ends as a Built with
 either a container or the tail of its log, and the caller decides what may be published.
@@ -7,14 +7,15 @@ either a container or the tail of its log, and the caller decides what may be pu
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 import dagger
 
 from pipeline.engine import build_platform_args, native_platform
-from pipeline.plan import ImagePlan, Plan
+from pipeline.events import Events
+from pipeline.plan import ImagePlan
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.
@@ -34,7 +35,9 @@ class Built:
         return self.container is not None
 
 
-Progress = Callable[[str], None]
+# One image for one platform; the engine's is `engine_builder`, tests pass fakes.
+BuildOne = Callable[[ImagePlan, str], Awaitable[Built]]
+ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
 
 
 def build_context(source: dagger.Directory) -> dagger.Directory:
@@ -87,14 +90,23 @@ async def build_one(
     return Built(image, platform, time.monotonic() - started, container=container)
 
 
-ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
+async def engine_builder(source: dagger.Directory) -> BuildOne:
+    """Builds from the checkout in the engine; $BUILDPLATFORM stages on the engine's own."""
+    native = await native_platform()
+    context = build_context(source)
+
+    async def build(image: ImagePlan, platform: str) -> Built:
+        return await build_one(context, image, platform, native)
+
+    return build
 
 
 async def build_all(
-    plan: Plan,
-    source: dagger.Directory,
+    images: Sequence[ImagePlan],
+    platforms: Sequence[str],
+    build: BuildOne,
     concurrency: int,
-    progress: Progress,
+    events: Events,
     image_done: ImageDone | None = None,
 ) -> list[Built]:
     """Every image x platform, at most `concurrency` solves at once, in plan order.
@@ -102,24 +114,22 @@ async def build_all(
     `image_done` runs as soon as the last platform of an image has finished (built or not),
     while the other builds go on: a release publishes there, so pushing overlaps building.
     """
-    native = await native_platform()
-    context = build_context(source)
     limiter = anyio.CapacityLimiter(concurrency)
-    jobs = [(image, platform) for image in plan.components for platform in plan.platforms]
+    jobs = [(image, platform) for image in images for platform in platforms]
     results: list[Built | None] = [None] * len(jobs)
     done = 0
 
     async def run(slot: int, image: ImagePlan, platform: str) -> None:
         nonlocal done
         async with limiter:
-            progress(f"building {image.image} for {platform}")
-            built = await build_one(context, image, platform, native)
+            events.note(f"building {image.image} for {platform}")
+            built = await build(image, platform)
         results[slot] = built
         done += 1
         mark = "ok" if built.ok else "FAILED"
-        progress(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
+        events.note(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
         mine = [b for b in results if b is not None and b.image.image == image.image]
-        if image_done is not None and len(mine) == len(plan.platforms):
+        if image_done is not None and len(mine) == len(platforms):
             await image_done(image, mine)
 
     async with anyio.create_task_group() as group:

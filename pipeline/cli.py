@@ -7,7 +7,6 @@ its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -15,12 +14,12 @@ from typing import Annotated
 import anyio
 import typer
 
-from pipeline import console
-from pipeline.bundle.archive import archive_path
+from pipeline import console, host
+from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
+from pipeline.events import Events, printer
 from pipeline.plan import Plan, resolve_plan
-from pipeline.settings import Settings
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -78,7 +77,7 @@ def _resolve(
     registry: str | None,
     platforms: str | None,
     components: str | None,
-) -> tuple[Settings, Plan]:
+) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
     return resolve_plan(source, os.environ, overrides(tag, registry, platforms, components))
 
@@ -93,7 +92,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show what would be built, from which Dockerfile, under which reference."""
-    _, the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components)
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
     else:
@@ -114,8 +113,8 @@ ReportJson = Annotated[
 ]
 
 
-def progress(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+def events() -> Events:
+    return Events(printer(sys.stderr, clock=True))
 
 
 @app.command()
@@ -132,19 +131,24 @@ def release(
     report_json: ReportJson = None,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
-    from pipeline import local
+    from pipeline.publish import RegistryAccess
+    from pipeline.release import release as release_core
 
-    settings, the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components)
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
     if ca_cert is not None and not ca_cert.is_file():
         raise BadInput(f"--ca-cert {ca_cert}: no such file")
-    spec = local.PasswordSpec.parse(password) if password else None
-    report = anyio.run(
-        local.cli_release, source, settings, the_plan, username, spec, ca_cert, plain_http, progress
+    spec = host.PasswordSpec.parse(password) if password else None
+    access = RegistryAccess(
+        username=username,
+        password=spec.read(os.environ) if spec else None,
+        ca_cert=ca_cert,
+        plain_http=plain_http,
     )
-    local.write_report(report, report_json, os.environ)
+    report = anyio.run(release_core, the_plan, host.checkout(source), access, events())
+    host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed("release incomplete: " + "; ".join(report.failures))
@@ -160,12 +164,14 @@ def export_cmd(
     components: Components = None,
 ) -> None:
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
-    from pipeline import local
+    from pipeline.export import export_images
 
-    settings, the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
-    report = anyio.run(local.cli_export, source, settings, the_plan, output, progress)
+    report = anyio.run(
+        export_images, the_plan, host.checkout(source), host.folder(output), events()
+    )
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed("export incomplete: " + "; ".join(report.failures))
@@ -184,15 +190,14 @@ def bundle_create(
     ] = None,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
-    from pipeline import local
+    from pipeline.export import export_bundle
 
-    if archive not in (None, "tar", "tar.zst"):
-        raise BadInput(f"--archive {archive!r}: use tar or tar.zst")
-    settings, the_plan = _resolve(source, tag, registry, platforms, components)
+    check_archive_format(archive)
+    the_plan = _resolve(source, tag, registry, platforms, components)
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
-    result = anyio.run(local.cli_bundle, source, settings, the_plan, output, archive, progress)
+    result = anyio.run(export_bundle, the_plan, host.checkout(source), output, archive, events())
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
         f"{result.total_bytes / 1e6:.1f} MB"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TextIO
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import anyio
@@ -16,6 +17,7 @@ import psutil
 from dagger import dag
 
 from pipeline.errors import PipelineError
+from pipeline.events import Events
 
 
 class EngineUnavailable(PipelineError):
@@ -32,36 +34,61 @@ DEAD_AFTER = 2
 STALL_BOUND = DEAD_AFTER * (PROBE_EVERY + PROBE_TIMEOUT)
 
 
-@contextlib.asynccontextmanager
-async def session(log: TextIO | None = None) -> AsyncIterator[None]:
-    """One engine session for the whole run (every build, publish and export shares it),
-    watched: when the engine stops answering, the run ends with EngineUnavailable.
+@dataclass
+class EngineLog:
+    """The engine's plain progress of one session, complete once the session has ended: what
+    failed Dockerfile steps printed is found only there (buildlog.py)."""
 
-    The SDK finds the engine itself: an enclosing `dagger run`/`dagger call` session, else
-    the CLI named by _EXPERIMENTAL_DAGGER_CLI_BIN (the lab sets it), else it downloads one.
-    `log` (a real file: it becomes the CLI's stderr) receives the engine's plain progress,
-    the only place the output of a failed Dockerfile step is found (see buildlog.py).
+    text: str = ""
+
+
+# What a door hands the core: how to be in an engine session, and how to reach the checkout
+# from inside it (a host directory can only be named once connected).
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[EngineLog]]
+Source = Callable[[], dagger.Directory]
+
+
+@contextlib.asynccontextmanager
+async def session() -> AsyncIterator[EngineLog]:
+    """One engine session for the whole run (every build, publish and export shares it),
+    watched: when the engine stops answering, the run ends with EngineGone.
+
+    The SDK finds the engine itself: an enclosing `dagger run` session, else the CLI named by
+    _EXPERIMENTAL_DAGGER_CLI_BIN (the lab sets it), else it downloads one.
     """
     check_runner_host(os.environ)
     watch = Watchdog()
-    try:
-        async with dagger.connection(dagger.Config(log_output=log)):
-            try:
-                async with watch.watching():
-                    yield
-            except Exception:
-                if not await watch.engine_gone():
-                    raise
-            if watch.gone:
-                # Its `dagger session` child would wait 300 s on the dead engine.
-                end_session_children()
-    except dagger.ClientConnectionError as err:
-        raise EngineUnavailable(f"cannot reach the Dagger engine: {err}") from None
-    except dagger.DaggerError:
-        if not watch.gone:
-            raise
+    log = EngineLog()
+    # A real file: it becomes the CLI's stderr.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as file:
+        try:
+            async with dagger.connection(dagger.Config(log_output=file)):
+                try:
+                    async with watch.watching():
+                        yield log
+                except Exception:
+                    if not await watch.engine_gone():
+                        raise
+                if watch.gone:
+                    # Its `dagger session` child would wait 300 s on the dead engine.
+                    end_session_children()
+        except dagger.ClientConnectionError as err:
+            raise EngineUnavailable(f"cannot reach the Dagger engine: {err}") from None
+        except dagger.DaggerError:
+            if not watch.gone:
+                raise
+        finally:
+            file.seek(0)
+            log.text = file.read()
     if watch.gone:
         raise EngineGone(watch.message())
+
+
+@contextlib.asynccontextmanager
+async def joined() -> AsyncIterator[EngineLog]:
+    """Inside `dagger call`: the module is already connected, and the CLI that runs it owns
+    the progress (so no log to read failed steps from)."""
+    yield EngineLog()
 
 
 class EngineGone(EngineUnavailable):
@@ -69,8 +96,7 @@ class EngineGone(EngineUnavailable):
 
 
 class Watchdog:
-    """Asks the engine for its version every PROBE_EVERY seconds; DEAD_AFTER failures in a
-    row (an error, or no answer within PROBE_TIMEOUT) mean the engine is gone."""
+    """Probes the engine while a run goes on (see PROBE_EVERY)."""
 
     def __init__(self) -> None:
         self.last_answer = time.time()
@@ -178,7 +204,7 @@ CPU_PROBE_IMAGE = "busybox:1.36"
 FALLBACK_CONCURRENCY = 4
 
 
-async def default_concurrency(progress: Callable[[str], None]) -> int:
+async def default_concurrency(events: Events) -> int:
     """Builds at once when PIPELINE_CONCURRENCY is unset: the engine's CPU count (not this
     host's: the engine may be remote), at least 2, since builds also wait on pulls."""
     try:
@@ -186,5 +212,5 @@ async def default_concurrency(progress: Callable[[str], None]) -> int:
         return max(2, int(found.strip()))
     except (dagger.DaggerError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]
-        progress(f"could not count the engine's CPUs ({reason}): {FALLBACK_CONCURRENCY} at once")
+        events.note(f"could not count the engine's CPUs ({reason}): {FALLBACK_CONCURRENCY} at once")
         return FALLBACK_CONCURRENCY

@@ -2,7 +2,8 @@
 
 Each function only translates its arguments into a call of the same core the CLI calls.
 The layout is read from a copy of the few files that describe it (Dockerfiles, *.conf,
-.env), so discovery and planning run exactly as on a local checkout.
+.env), so discovery and planning run exactly as on a local checkout; a call is one function,
+so that copy is made once per call.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Annotated, ParamSpec, TypeVar
 import dagger
 from dagger import DefaultPath, Doc, dag, field, function, object_type
 
-from pipeline import offline
+from pipeline import engine
 from pipeline.errors import BuildFailed, PipelineError
+from pipeline.events import Events, printer
+from pipeline.export import export_bundle, export_images
 from pipeline.plan import Plan, resolve_plan
-from pipeline.publish import RegistryAccess, run_secret
+from pipeline.publish import RegistryAccess
 from pipeline.release import release as release_core
-from pipeline.settings import Settings
 
 # The files discovery and planning read; everything else stays in the engine.
 LAYOUT_FILES = [
@@ -43,8 +45,8 @@ Platforms = Annotated[str | None, Doc("Comma list, e.g. linux/amd64,linux/arm64"
 Components = Annotated[str | None, Doc("Comma list of components to keep")]
 
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def events() -> Events:
+    return Events(printer(sys.stderr))
 
 
 P = ParamSpec("P")
@@ -78,7 +80,7 @@ class AiInfraMatrix:
 
     async def _plan(
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
-    ) -> tuple[Settings, Plan]:
+    ) -> Plan:
         copy = Path(tempfile.mkdtemp(prefix="layout-"))
         await (
             dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
@@ -101,7 +103,7 @@ class AiInfraMatrix:
         components: Components = None,
     ) -> str:
         """What would be built, as JSON (build args by name only)."""
-        _, the_plan = await self._plan(tag, registry, platforms, components)
+        the_plan = await self._plan(tag, registry, platforms, components)
         return json.dumps(the_plan.to_json(), indent=2)
 
     @function
@@ -121,13 +123,17 @@ class AiInfraMatrix:
         The read-back goes through the engine: this code runs in a container that may not
         reach the registry (a loopback or VPN-only one) that the engine pushes to.
         """
-        settings, the_plan = await self._plan(tag, registry, platforms, components)
-        if password is not None:  # its ID is the same in every run: see run_secret
-            password = run_secret(await password.plaintext())
-        access = RegistryAccess(username=username, password=password, through_engine=True)
-        report = await release_core(the_plan, settings, self.source, access, progress)
+        the_plan = await self._plan(tag, registry, platforms, components)
+        access = RegistryAccess(
+            username=username,
+            password=await password.plaintext() if password else None,
+            through_engine=True,
+        )
+        report = await release_core(
+            the_plan, lambda: self.source, access, events(), connect=engine.joined
+        )
         if not report.ok:
-            progress(report.to_markdown())
+            events().note(report.to_markdown())
             raise BuildFailed("release incomplete: " + "; ".join(report.failures))
         return json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
 
@@ -140,12 +146,19 @@ class AiInfraMatrix:
         components: Components = None,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
-        settings, the_plan = await self._plan(tag, None, platforms, components)
-        tarballs, report = await offline.export_images(the_plan, settings, self.source, progress)
+        the_plan = await self._plan(tag, None, platforms, components)
+        tarballs: list[dagger.Directory] = []
+
+        async def keep(directory: dagger.Directory) -> None:
+            tarballs.append(directory)
+
+        report = await export_images(
+            the_plan, lambda: self.source, keep, events(), connect=engine.joined
+        )
         if not report.ok:
-            progress(report.to_markdown())
+            events().note(report.to_markdown())
             raise BuildFailed("export incomplete: " + "; ".join(report.failures))
-        return tarballs
+        return tarballs[0]
 
     @function
     @one_line_errors
@@ -161,11 +174,13 @@ class AiInfraMatrix:
 
         `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
         """
-        settings, the_plan = await self._plan(tag, registry, platforms, components)
+        the_plan = await self._plan(tag, registry, platforms, components)
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
-        await offline.make_bundle(the_plan, settings, self.source, out, archive, progress)
+        await export_bundle(
+            the_plan, lambda: self.source, out, archive, events(), connect=engine.joined
+        )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.
         return dag.current_module().workdir(str(scratch if archive else out))

@@ -5,14 +5,14 @@ same thing and tests check it directly.
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import dockerfile
 from pipeline.errors import BadInput
 from pipeline.layout import Component, Dependency, Layout, discover, read_text
 from pipeline.render import is_reference, render, unset
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import PUBLISH_TIMEOUT, Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ class Plan:
     components: tuple[ImagePlan, ...]  # foundation first, then dependent; each sorted
     dependencies: tuple[DependencyPlan, ...]
     skipped: tuple[Skipped, ...]
+    # How to run it, resolved once with the rest (see Settings); None: the engine's CPUs.
+    concurrency: int | None = None
+    per_arch_tags: bool = False
+    publish_timeout: float = PUBLISH_TIMEOUT
+    # Values no report may show; never printed (repr) nor in to_json.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -99,6 +105,10 @@ def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
         components=images,
         dependencies=dependencies,
         skipped=skipped,
+        concurrency=settings.concurrency,
+        per_arch_tags=settings.per_arch_tags,
+        publish_timeout=settings.publish_timeout,
+        secrets=settings.secret_values,
     )
 
 
@@ -145,14 +155,12 @@ def waves(images: Sequence[ImagePlan]) -> list[list[ImagePlan]]:
     return order
 
 
-def resolve_plan(
-    source: Path, env: Mapping[str, str], overrides: Mapping[str, object]
-) -> tuple[Settings, Plan]:
+def resolve_plan(source: Path, env: Mapping[str, str], overrides: Mapping[str, object]) -> Plan:
     """The one entry both doors call: settings, then layout, then plan."""
     if not source.is_dir():
         raise BadInput(f"{source}: source directory does not exist")
     settings = load_settings(source, env, overrides)
-    return settings, make_plan(discover(source), settings, source)
+    return make_plan(discover(source), settings, source)
 
 
 def _selection(layout: Layout, names: tuple[str, ...] | None) -> set[str]:

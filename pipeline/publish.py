@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -24,12 +24,10 @@ from pipeline.bundle import oci
 from pipeline.bundle.registry import RegistryClient
 from pipeline.errors import PipelineError, PublishFailed
 from pipeline.plan import ImagePlan
+from pipeline.settings import PUBLISH_TIMEOUT
 
 PUBLISH_TRIES = 3
 PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
-# Per try, for the whole push of one image (every layer): generous, since a slow link is not
-# a dead one; PIPELINE_PUBLISH_TIMEOUT lowers it (the tests use a registry that never answers).
-PUBLISH_TIMEOUT = 1800.0
 
 # BuildKit's texts for failures worth another try: it has retried a few itself by then.
 _TRANSIENT = re.compile(
@@ -41,20 +39,25 @@ _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 
 @dataclass(frozen=True, kw_only=True)
 class RegistryAccess:
-    """How to reach the release registry. The password stays a Dagger secret for the engine;
-    its plaintext is read only for the registry API read-back and to name it per run
-    (run_secret), and never printed."""
+    """How to reach the release registry. The engine gets the password as a Dagger secret of
+    this run (`in_session`); the plaintext serves the registry API read-back, never a print."""
 
     username: str | None = None
-    password: dagger.Secret | None = None
+    password: str | None = field(default=None, repr=False)
     ca_cert: Path | None = None  # for the read-back; the engine has its own trust config
     plain_http: bool = False
-    timeout: float = PUBLISH_TIMEOUT
-    tries: int = PUBLISH_TRIES
-    backoff: float = PUBLISH_BACKOFF
     # Read back through the engine rather than the registry API: inside `dagger call` the
     # code runs in a container that cannot reach a registry only the engine reaches.
     through_engine: bool = False
+    timeout: float = PUBLISH_TIMEOUT
+    tries: int = PUBLISH_TRIES
+    backoff: float = PUBLISH_BACKOFF
+    secret: dagger.Secret | None = field(default=None, repr=False)
+
+    def in_session(self, timeout: float) -> RegistryAccess:
+        """For this run, inside its engine session: the password as its secret."""
+        secret = run_secret(self.password) if self.password else None
+        return replace(self, secret=secret, timeout=timeout)
 
 
 @dataclass
@@ -91,8 +94,9 @@ async def publish_image(
         if access.through_engine:
             platforms = await read_back_through_engine(image.ref, digest, builds, access)
         else:
-            password = await access.password.plaintext() if access.password else None
-            graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access, password)
+            graph = await anyio.to_thread.run_sync(
+                read_back, image.ref, digest, access, access.password
+            )
             platforms = dict(graph.platforms)
     except PipelineError as err:
         return Published(image, digest=digest, error=f"read-back failed: {err}")
@@ -178,8 +182,8 @@ def run_secret(plaintext: str) -> dagger.Secret:
 
 
 def authed(container: dagger.Container, ref: str, access: RegistryAccess) -> dagger.Container:
-    if access.username and access.password:
-        return container.with_registry_auth(registry_host(ref), access.username, access.password)
+    if access.username and access.secret:
+        return container.with_registry_auth(registry_host(ref), access.username, access.secret)
     return container
 
 

@@ -1,35 +1,104 @@
-"""The core both doors call: build a plan, then publish and/or export it, and report.
+"""The release step both doors run: build every image, publish each one whose every platform
+built, report all of it.
 
-Data flows one way: plan -> builds (containers) -> publish | export -> report. Nothing here
-parses arguments or prints for people; the doors do that.
+`release` opens the session and hands the engine's build and publish to `publish_release`,
+the orchestration, which tests run with fakes (tests/e2e run the real ones).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import dagger
-from dagger import dag
 
-from pipeline.build import Built, build_all
+from pipeline import engine
+from pipeline.build import BuildOne, Built, build_all, engine_builder
 from pipeline.dockerfile import replace_image
-from pipeline.engine import default_concurrency
 from pipeline.errors import BadInput
+from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan, waves
 from pipeline.publish import Published, RegistryAccess, publish_image
-from pipeline.report import ImageRow, PlatformRow, Report, redact
-from pipeline.settings import Settings, is_secret, read_env_file
+from pipeline.report import Report, finished, image_row, new_report, published_so_far
 
-Progress = Callable[[str], None]
+PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
 
 
-def secret_values(source: Path | None, env: Mapping[str, str]) -> set[str]:
-    """Values of secret-looking keys in .env and the environment, to redact from reports."""
-    file_values, _ = read_env_file(source)
-    return {v for layer in (file_values, env) for k, v in layer.items() if is_secret(k) and v}
+@dataclass(frozen=True)
+class ReleaseSteps:
+    """What the orchestration asks of the engine."""
+
+    build: BuildOne
+    publish: PublishOne
+    concurrency: int
+
+
+async def release(
+    plan: Plan,
+    source: engine.Source,
+    access: RegistryAccess,
+    events: Events,
+    connect: engine.Connect = engine.session,
+) -> Report:
+    """The release of `plan`; a run cut short by the engine says what got out before."""
+    if not plan.registry:
+        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    published: dict[str, Published] = {}
+    try:
+        async with connect() as log:
+            run_access = access.in_session(plan.publish_timeout)
+            steps = await engine_steps(plan, source(), run_access, events)
+            report = await publish_release(plan, steps, events, published)
+    except engine.EngineGone as err:
+        raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
+    secrets = plan.secrets | ({access.password} if access.password else set())
+    return finished(report, plan, log, secrets)
+
+
+async def engine_steps(
+    plan: Plan, source: dagger.Directory, access: RegistryAccess, events: Events
+) -> ReleaseSteps:
+    async def publish(image: ImagePlan, built: list[Built]) -> Published:
+        return await publish_image(image, built, access, plan.per_arch_tags)
+
+    concurrency = plan.concurrency or await engine.default_concurrency(events)
+    return ReleaseSteps(await engine_builder(source), publish, concurrency)
+
+
+async def publish_release(
+    plan: Plan,
+    steps: ReleaseSteps,
+    events: Events,
+    published: dict[str, Published],
+) -> Report:
+    """Images run in waves (usually one): an image that reads another release image (FROM,
+    COPY --from) is built after that one is published, against its exact digest. Each image
+    is published as soon as its platforms are built; `published` fills as images get out."""
+    started = time.monotonic()
+    builds: dict[str, list[Built]] = {}
+
+    async def publish(image: ImagePlan, built: list[Built]) -> None:
+        if not all(b.ok for b in built):
+            return  # never an index that lacks a platform
+        events.note(f"publishing {image.ref}")
+        result = await steps.publish(image, built)
+        published[image.image] = result
+        events.note(f"{'published' if not result.error else 'FAILED'} {image.ref}")
+
+    for wave in waves(plan.components):
+        ready = [pin_needs(i, published) for i in wave if not blocked_by(i, published)]
+        for image in wave:
+            if blocked_by(image, published):
+                builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
+        done = await build_all(
+            ready, plan.platforms, steps.build, steps.concurrency, events, publish
+        )
+        builds |= group(done)
+    report = new_report(plan, steps.concurrency, time.monotonic() - started)
+    for image in plan.components:
+        report.images.append(image_row(image, builds[image.image], published.get(image.image)))
+    return report
 
 
 def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
@@ -37,55 +106,6 @@ def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
     for built in builds:
         by_image.setdefault(built.image.image, []).append(built)
     return by_image
-
-
-async def release(
-    plan: Plan,
-    settings: Settings,
-    source: dagger.Directory,
-    access: RegistryAccess,
-    progress: Progress,
-    secrets: set[str] = frozenset(),
-    published: dict[str, Published] | None = None,
-) -> Report:
-    """Build everything, publish each image whose every platform built, report all of it.
-
-    Images run in waves (usually one): an image that reads another release image (FROM,
-    COPY --from) is built after that one is published, against its exact digest.
-    """
-    if not plan.registry:
-        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
-    started = time.monotonic()
-    concurrency = settings.concurrency or await default_concurrency(progress)
-    builds: dict[str, list[Built]] = {}
-    published = {} if published is None else published  # the caller's, to tell what got out
-
-    async def publish(image: ImagePlan, built: list[Built]) -> None:
-        if not all(b.ok for b in built):
-            return  # never an index that lacks a platform
-        progress(f"publishing {image.ref}")
-        result = await publish_image(image, built, access, settings.per_arch_tags)
-        published[image.image] = result
-        progress(f"{'published' if not result.error else 'FAILED'} {image.ref}")
-
-    for wave in waves(plan.components):
-        ready = [pin_needs(i, published) for i in wave if not blocked_by(i, published)]
-        for image in wave:
-            if blocked_by(image, published):
-                builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
-        wave_plan = replace(plan, components=tuple(ready))
-        builds |= group(await build_all(wave_plan, source, concurrency, progress, publish))
-    report = new_report(plan, concurrency, time.monotonic() - started)
-    for image in plan.components:
-        report.images.append(image_row(image, builds[image.image], published.get(image.image)))
-    return redacted(report, secrets)
-
-
-def published_so_far(plan: Plan, published: Mapping[str, Published]) -> str:
-    """For a run cut short: which images reached the registry and which did not."""
-    done = [i.ref for i in plan.components if i.image in published and not published[i.image].error]
-    rest = [i.image for i in plan.components if i.ref not in done]
-    return f"published: {', '.join(done) or 'nothing'}; not published: {', '.join(rest) or 'none'}"
 
 
 def blocked_by(image: ImagePlan, published: Mapping[str, Published]) -> list[str]:
@@ -105,99 +125,3 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
         done = published[name]
         text = replace_image(text, name, f"{done.image.ref}@{done.digest}")
     return replace(image, dockerfile_text=text)
-
-
-async def build_for_export(
-    plan: Plan, settings: Settings, source: dagger.Directory, progress: Progress
-) -> tuple[dict[str, list[Built]], Report]:
-    needing = [f"{i.image} reads {', '.join(i.needs)}" for i in plan.components if i.needs]
-    if needing:  # docker_build can only take other images from a registry
-        raise BadInput(
-            f"{'; '.join(needing)} at build time: release to a registry first, "
-            "or leave them out with --components"
-        )
-    started = time.monotonic()
-    concurrency = settings.concurrency or await default_concurrency(progress)
-    builds = group(await build_all(plan, source, concurrency, progress))
-    report = new_report(plan, concurrency, time.monotonic() - started)
-    for image in plan.components:
-        report.images.append(image_row(image, builds[image.image], None, exported=True))
-    return builds, report
-
-
-def image_tarballs(plan: Plan, builds: dict[str, list[Built]]) -> dagger.Directory:
-    """One multi-platform OCI tarball per fully built image: <image>.tar."""
-    out = dag.directory()
-    for image in plan.components:
-        variants = [b.container for b in builds[image.image] if b.container is not None]
-        if len(variants) == len(plan.platforms):
-            tarball = dag.container().as_tarball(platform_variants=variants)
-            out = out.with_file(f"{image.image}.tar", tarball)
-    return out
-
-
-def dependency_tarballs(plan: Plan) -> dagger.Directory:
-    """Third-party images (dependency.conf), pulled for every release platform."""
-    out = dag.directory()
-    for dep in plan.dependencies:
-        variants = [
-            dag.container(platform=dagger.Platform(p)).from_(dep.image) for p in plan.platforms
-        ]
-        out = out.with_file(
-            f"{dep.name}.tar", dag.container().as_tarball(platform_variants=variants)
-        )
-    return out
-
-
-def new_report(plan: Plan, concurrency: int, seconds: float) -> Report:
-    return Report(
-        tag=plan.tag,
-        registry=plan.registry,
-        platforms=list(plan.platforms),
-        concurrency=concurrency,
-        wall_seconds=seconds,
-        dependencies=[d.image for d in plan.dependencies],
-        skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
-    )
-
-
-def image_row(
-    image: ImagePlan, builds: list[Built], published: Published | None, exported: bool = False
-) -> ImageRow:
-    built_all = all(b.ok for b in builds)
-    row = ImageRow(image=image.image, ref=image.ref, status="failed")
-    if published is not None:
-        row.digest, row.error = published.digest, published.error
-    for b in builds:
-        in_index = published is not None and b.platform in published.platforms
-        manifest = published.platforms[b.platform] if in_index else None
-        status = "build-failed" if not b.ok else "not-published"
-        if b.ok and exported:
-            status = "exported"
-        elif in_index:
-            status = "published"
-        row.platforms.append(
-            PlatformRow(
-                platform=b.platform,
-                status=status,
-                seconds=round(b.seconds, 1),
-                digest=manifest.descriptor.digest if manifest else None,
-                size=manifest.total_bytes if manifest else None,
-                error=b.error,
-            )
-        )
-    if built_all and exported:
-        row.status = "exported"
-    elif built_all and published is not None and not published.error:
-        row.status = "published"
-    elif built_all and published is None:
-        row.error = "not published"
-    return row
-
-
-def redacted(report: Report, secrets: set[str]) -> Report:
-    for image in report.images:
-        image.error = redact(image.error, secrets)
-        for p in image.platforms:
-            p.error = redact(p.error, secrets)
-    return report

@@ -1,18 +1,34 @@
 """The release report: every image x platform with digest, size and build time, as JSON for
-machines and a Markdown table for people (and $GITHUB_STEP_SUMMARY)."""
+machines and a Markdown table for people (and $GITHUB_STEP_SUMMARY); and its assembly from
+what the builds and publishes returned."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+from pipeline import buildlog
+from pipeline.build import LOG_TAIL_LINES, Built, dockerfile_path
+from pipeline.engine import EngineLog
+from pipeline.plan import ImagePlan, Plan
+from pipeline.publish import Published
 
 REDACTED = "***"
+
+
+class Status(StrEnum):
+    PUBLISHED = "published"
+    EXPORTED = "exported"
+    FAILED = "failed"  # an image: not (every platform) out
+    BUILD_FAILED = "build-failed"  # a platform
+    NOT_PUBLISHED = "not-published"  # a platform that built, of an image that did not get out
 
 
 @dataclass
 class PlatformRow:
     platform: str
-    status: str  # published | build-failed | not-published | exported
+    status: Status
     seconds: float
     digest: str | None = None
     size: int | None = None
@@ -23,7 +39,7 @@ class PlatformRow:
 class ImageRow:
     image: str
     ref: str
-    status: str  # published | failed | exported
+    status: Status
     digest: str | None = None
     error: str | None = None
     platforms: list[PlatformRow] = field(default_factory=list)
@@ -42,7 +58,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(row.status != "failed" for row in self.images)
+        return all(row.status != Status.FAILED for row in self.images)
 
     @property
     def failures(self) -> list[str]:
@@ -50,8 +66,8 @@ class Report:
         every image the same way, and the error line should say so once."""
         by_what: dict[str, list[str]] = {}
         for image in self.images:
-            bad = [p.platform for p in image.platforms if p.status == "build-failed"]
-            if image.status == "failed":
+            bad = [p.platform for p in image.platforms if p.status == Status.BUILD_FAILED]
+            if image.status == Status.FAILED:
                 what = f"build failed for {', '.join(bad)}" if bad else str(image.error)
                 by_what.setdefault(what, []).append(image.image)
         return [f"{', '.join(images)}: {what}" for what, images in by_what.items()]
@@ -76,11 +92,11 @@ class Report:
                     f"| {image.image} | {p.platform} | {p.status} | {digest} | "
                     f"{_size(p.size)} | {p.seconds:.1f} |"
                 )
-        published = [i for i in self.images if i.status == "published" and i.digest]
+        published = [i for i in self.images if i.status == Status.PUBLISHED and i.digest]
         if published:
             lines += ["", "Published indexes (pin these):", ""]
             lines += [f"- `{i.ref}@{i.digest}`" for i in published]
-        failed = [i for i in self.images if i.status == "failed"]
+        failed = [i for i in self.images if i.status == Status.FAILED]
         for image in failed:
             lines += ["", f"### {image.image} failed", ""]
             for p in image.platforms:
@@ -105,3 +121,77 @@ def redact(text: str | None, secrets: Iterable[str]) -> str | None:
         if len(value) >= 4:  # shorter values would blank out ordinary words
             text = text.replace(value, REDACTED)
     return text
+
+
+def new_report(plan: Plan, concurrency: int, seconds: float) -> Report:
+    return Report(
+        tag=plan.tag,
+        registry=plan.registry,
+        platforms=list(plan.platforms),
+        concurrency=concurrency,
+        wall_seconds=seconds,
+        dependencies=[d.image for d in plan.dependencies],
+        skipped=[{"name": s.name, "reason": s.reason} for s in plan.skipped],
+    )
+
+
+def image_row(
+    image: ImagePlan, builds: list[Built], published: Published | None, exported: bool = False
+) -> ImageRow:
+    built_all = all(b.ok for b in builds)
+    row = ImageRow(image=image.image, ref=image.ref, status=Status.FAILED)
+    if published is not None:
+        row.digest, row.error = published.digest, published.error
+    row.platforms = [platform_row(b, published, exported) for b in builds]
+    if built_all and exported:
+        row.status = Status.EXPORTED
+    elif built_all and published is not None and not published.error:
+        row.status = Status.PUBLISHED
+    elif built_all and published is None:
+        row.error = "not published"
+    return row
+
+
+def platform_row(built: Built, published: Published | None, exported: bool) -> PlatformRow:
+    in_index = published is not None and built.platform in published.platforms
+    manifest = published.platforms[built.platform] if in_index else None
+    status = Status.BUILD_FAILED if not built.ok else Status.NOT_PUBLISHED
+    if built.ok and exported:
+        status = Status.EXPORTED
+    elif in_index:
+        status = Status.PUBLISHED
+    return PlatformRow(
+        platform=built.platform,
+        status=status,
+        seconds=round(built.seconds, 1),
+        digest=manifest.descriptor.digest if manifest else None,
+        size=manifest.total_bytes if manifest else None,
+        error=built.error,
+    )
+
+
+def finished(report: Report, plan: Plan, log: EngineLog, secrets: Iterable[str]) -> Report:
+    """The last touches once the session is over: what failed steps printed (from the
+    engine's log, above BuildKit's one-line message), and no secret anywhere."""
+    images = {image.image: image for image in plan.components}
+    for row in report.images:
+        for p in row.platforms:
+            if p.status == Status.BUILD_FAILED and row.image in images:
+                p.error = _with_tail(p.error, log.text, images[row.image], p.platform)
+            p.error = redact(p.error, secrets)
+        row.error = redact(row.error, secrets)
+    return report
+
+
+def _with_tail(error: str | None, log: str, image: ImagePlan, platform: str) -> str | None:
+    tail = buildlog.failed_step_output(
+        log, dockerfile_path(image), platform, image.target, LOG_TAIL_LINES
+    )
+    return "\n".join([*tail, error or ""]).strip() if tail else error
+
+
+def published_so_far(plan: Plan, published: Mapping[str, Published]) -> str:
+    """For a run cut short: which images reached the registry and which did not."""
+    done = [i.ref for i in plan.components if i.image in published and not published[i.image].error]
+    rest = [i.image for i in plan.components if i.ref not in done]
+    return f"published: {', '.join(done) or 'nothing'}; not published: {', '.join(rest) or 'none'}"

@@ -5,22 +5,25 @@ no `.env`, since AI-Infra-Matrix makes one from the other) < the process environ
 as a Mapping: nothing else reads os.environ) < overrides (CLI or Dagger arguments; None means
 "not given"). Every bad value fails here with one line naming the setting.
 
-pydantic-settings does the typing and validation with its sources cut down to the arguments
-load_settings passes: the layering is ours, so it never reads os.environ or a dotenv path.
+A plain pydantic model does the typing and validation; the layering is ours (load_settings),
+so nothing reads os.environ or a dotenv path behind the caller's back.
 """
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import BadInput
 from pipeline.render import REGISTRY_RE, TAG_RE
 
 KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
 MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for
+# Seconds one publish try may take for a whole image: generous, since a slow link is not a
+# dead one (the tests lower it against a registry that never answers).
+PUBLISH_TIMEOUT = 1800.0
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
 
 # Python field name -> the env name AI-Infra-Matrix (or this pipeline) uses.
@@ -31,6 +34,7 @@ ENV_NAMES = {
     "concurrency": "PIPELINE_CONCURRENCY",
     "per_arch_tags": "PIPELINE_PER_ARCH_TAGS",
     "components": "PIPELINE_COMPONENTS",
+    "publish_timeout": "PIPELINE_PUBLISH_TIMEOUT",
 }
 
 # Keys that may reach a build (as a template value or a declared ARG). Everything else in
@@ -129,16 +133,10 @@ def _split(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything a run needs to know, resolved from defaults, `.env`, env and arguments."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, **_other_sources):
-        # Only what load_settings passes in: it layers .env, the environment (a Mapping) and
-        # arguments itself, so nothing here reads os.environ or a dotenv path behind our back.
-        return (init_settings,)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     image_tag: str = Field("latest", alias="IMAGE_TAG")
     private_registry: str | None = Field(None, alias="PRIVATE_REGISTRY")
@@ -147,11 +145,16 @@ class Settings(BaseSettings):
     concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY, alias="PIPELINE_CONCURRENCY")
     per_arch_tags: bool = Field(False, alias="PIPELINE_PER_ARCH_TAGS")
     components: tuple[str, ...] | None = Field(None, alias="PIPELINE_COMPONENTS")
+    publish_timeout: float = Field(
+        PUBLISH_TIMEOUT, gt=0, allow_inf_nan=False, alias="PIPELINE_PUBLISH_TIMEOUT"
+    )
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.
     build_values: dict[str, str] = Field(default_factory=dict)
     # Names (never values) of keys found but kept out of builds, for clearer errors.
     withheld: tuple[str, ...] = ()
     env_file: str | None = None
+    # Values of secret-looking keys (.env and environment): redacted from every report.
+    secret_values: frozenset[str] = Field(frozenset(), repr=False)
 
     @field_validator("image_tag")
     @classmethod
@@ -194,42 +197,57 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(value)) or None
 
 
+@dataclass
+class _Layers:
+    """The layers merged: settings input with each key's origin, and every raw value."""
+
+    merged: dict[str, object] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    env_file: str | None = None
+
+
 def _layers(
     source: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
-) -> tuple[dict[str, object], dict[str, str], dict[str, str], str | None]:
-    """Merge the layers; return settings input, each key's origin, build values, env file."""
+) -> _Layers:
     file_values, env_file = read_env_file(source)
-    merged: dict[str, object] = {}
-    origins: dict[str, str] = {}
-    raw: dict[str, str] = {}
+    layers = _Layers(env_file=env_file)
     for origin, layer in ((env_file or "", file_values), ("environment", env)):
-        raw.update(layer)
+        layers.raw.update(layer)
+        # A file value the environment shadows is still redacted: a build log may show it.
+        layers.secrets |= {v for k, v in layer.items() if is_secret(k) and v}
         for key in ENV_NAMES.values():
             if key in layer:
-                merged[key], origins[key] = layer[key], origin
+                layers.merged[key], layers.origins[key] = layer[key], origin
     for key, value in overrides.items():
         name = ENV_NAMES.get(key, key)
         if name not in ENV_NAMES.values():
             raise BadInput(f"unknown setting {key!r}; known: {', '.join(ENV_NAMES)}")
         if value is not None:
-            merged[name], origins[name] = value, "arguments"
-    return merged, origins, raw, env_file
+            layers.merged[name], layers.origins[name] = value, "arguments"
+    return layers
 
 
 def load_settings(
     source: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
 ) -> Settings:
     """Resolve and validate every setting; bad input raises BadInput with one line."""
-    merged, origins, raw, env_file = _layers(source, env, overrides)
-    build = {k: v for k, v in raw.items() if is_build_key(k)}
+    layers = _layers(source, env, overrides)
+    build = {k: v for k, v in layers.raw.items() if is_build_key(k)}
     settings_keys = set(ENV_NAMES.values())
-    withheld = tuple(sorted(k for k in raw if k not in build and k not in settings_keys))
+    withheld = tuple(sorted(k for k in layers.raw if k not in build and k not in settings_keys))
     try:
-        return Settings(**merged, build_values=build, withheld=withheld, env_file=env_file)
+        return Settings(
+            **layers.merged,
+            build_values=build,
+            withheld=withheld,
+            env_file=layers.env_file,
+            secret_values=frozenset(layers.secrets),
+        )
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0])
         message = error["msg"].removeprefix("Value error, ")
-        raise BadInput(
-            f"{name}={merged.get(name)!r} (from {origins.get(name, 'defaults')}): {message}"
-        ) from None
+        origin = layers.origins.get(name, "defaults")
+        raise BadInput(f"{name}={layers.merged.get(name)!r} (from {origin}): {message}") from None

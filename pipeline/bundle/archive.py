@@ -23,10 +23,15 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_LEVEL = 3  # layers are gzip already: a higher level costs time and saves little
 
 
+def check_archive_format(fmt: str | None) -> None:
+    """None (no archive) or one of FORMATS; checked before any build."""
+    if fmt is not None and fmt not in FORMATS:
+        raise BadInput(f"unknown archive format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+
+
 def archive_path(output: Path, fmt: str) -> Path:
     """``/x/bundle`` + ``tar.zst`` → ``/x/bundle.tar.zst``."""
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown archive format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_archive_format(fmt)
     return output.with_name(output.name + FORMATS[fmt])
 
 
@@ -44,8 +49,7 @@ def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
     Entries are sorted and carry fixed owners and ``mtime``, so the same bundle gives the same
     archive bytes.
     """
-    if fmt not in FORMATS:
-        raise BadInput(f"unknown archive format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_archive_format(fmt)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     try:
         with tmp.open("wb") as raw:

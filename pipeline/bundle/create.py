@@ -7,6 +7,7 @@ complete, so an interrupted run never leaves a bundle that looks finished.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,3 +252,37 @@ def _put_in_place(partial: Path, output: Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         old.unlink(missing_ok=True)
+
+
+def remove_stale(output: Path) -> list[Path]:
+    """Remove what a killed run (SIGKILL, power loss: no cleanup ran) left beside `output`:
+    its scratch tarballs and the bundle and archive it had not finished, all named
+    `.<name>[.tar[.zst]].<partial|tarballs>-<pid>...`. Only a dead pid's; never `output`, nor
+    `.<name>.old-<pid>` (during a replace, that can be the only complete bundle left)."""
+    name = re.escape(output.name)
+    pattern = re.compile(rf"\.{name}(\.tar|\.tar\.zst)?\.(partial|tarballs)-(\d+)(-.*)?")
+    removed = []
+    if not output.parent.is_dir():
+        return removed
+    for entry in sorted(output.parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None or _running(int(match.group(3))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

@@ -14,11 +14,13 @@ import dagger
 import pytest
 from dagger._exceptions import QueryErrorValue
 
-from pipeline import cli, engine, local, offline
+from pipeline import cli, engine
 from pipeline.buildlog import failed_step_output
+from pipeline.bundle.create import remove_stale
 from pipeline.errors import BadInput, PublishFailed
 from pipeline.publish import RegistryAccess, push, push_error
 from pipeline.report import ImageRow, PlatformRow, Report
+from pipeline.settings import PUBLISH_TIMEOUT, load_settings
 
 # The shape of Dagger 0.18's plain progress (colours as it prints them), trimmed from a real
 # run: archprobe fails on arm64; backend's shared build stage fails under the `backend` build
@@ -205,19 +207,19 @@ def test_stale_leftovers_of_dead_runs_are_removed(tmp_path: Path):
             path.write_bytes(b"half an archive")
         else:
             (path / "blobs").mkdir(parents=True)
-    removed = offline.remove_stale(output)
+    removed = remove_stale(output)
     assert sorted(p.name for p in removed) == sorted(n for n, gone in names.items() if gone)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         n for n, gone in names.items() if not gone
     )
 
 
-@pytest.mark.parametrize("text", ["soon", "0", "-5", "nan"])
+@pytest.mark.parametrize("text", ["soon", "0", "-5", "nan", "inf"])
 def test_publish_timeout_must_be_positive_seconds(text: str):
     with pytest.raises(BadInput, match="PIPELINE_PUBLISH_TIMEOUT"):
-        local.publish_timeout({"PIPELINE_PUBLISH_TIMEOUT": text})
-    assert local.publish_timeout({"PIPELINE_PUBLISH_TIMEOUT": "2.5"}) == 2.5
-    assert local.publish_timeout({}) == local.PUBLISH_TIMEOUT
+        load_settings(None, {"PIPELINE_PUBLISH_TIMEOUT": text}, {})
+    assert load_settings(None, {"PIPELINE_PUBLISH_TIMEOUT": "2.5"}, {}).publish_timeout == 2.5
+    assert load_settings(None, {}, {}).publish_timeout == PUBLISH_TIMEOUT
 
 
 def test_a_missing_engine_socket_fails_fast():

@@ -11,7 +11,7 @@ from pipeline.settings import load_settings
 
 
 def plan_for(root: Path, env=None, **overrides):
-    return resolve_plan(root, env or {}, overrides)[1]
+    return resolve_plan(root, env or {}, overrides)
 
 
 def by_image(plan):

@@ -224,7 +224,7 @@ def test_an_env_that_is_not_a_file_is_bad_input(tmp_path):
 
 
 def test_the_process_environment_is_read_only_through_the_mapping(monkeypatch):
-    """pydantic-settings must not read os.environ or a .env behind load_settings' back."""
+    """Settings must not read os.environ or a .env behind load_settings' back."""
     monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
     monkeypatch.setenv("PIPELINE_CONCURRENCY", "99")
     settings = load_settings(None, {}, {})

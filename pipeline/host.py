@@ -1,0 +1,77 @@
+"""The CLI door's host adapter: what it takes from this machine (the checkout, the registry
+password) and writes back to it (exported folders, the JSON report, the job summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagger
+from dagger import dag
+
+from pipeline import engine
+from pipeline.errors import BadInput
+from pipeline.export import Deliver
+from pipeline.report import Report
+
+# What the engine may upload from the checkout; .env never leaves the host.
+SOURCE_EXCLUDES = [".env", ".git", "**/node_modules"]
+
+
+@dataclass(frozen=True)
+class PasswordSpec:
+    """`env:VAR` or `file:PATH`, as Dagger's own CLI takes secrets: never the value itself."""
+
+    kind: str
+    where: str
+
+    @classmethod
+    def parse(cls, text: str) -> PasswordSpec:
+        kind, _, where = text.partition(":")
+        if kind not in ("env", "file") or not where:
+            raise BadInput("--password takes env:VAR or file:PATH, never the password itself")
+        return cls(kind, where)
+
+    def read(self, env: Mapping[str, str]) -> str:
+        if self.kind == "env":
+            if not env.get(self.where):
+                raise BadInput(f"--password env:{self.where}: the variable is not set")
+            return env[self.where]
+        try:
+            return Path(self.where).read_text().strip()
+        except OSError as err:
+            raise BadInput(f"--password file:{self.where}: {err.strerror}") from None
+
+
+def checkout(path: Path) -> engine.Source:
+    """The checkout as the engine sees it (named once the session is open)."""
+    return lambda: dag.host().directory(str(path.resolve()), exclude=SOURCE_EXCLUDES)
+
+
+def folder(output: Path) -> Deliver:
+    """Write an engine directory at `output`: under a temporary sibling, then renamed, so an
+    interrupted export leaves nothing at `output` that looks complete."""
+
+    async def deliver(directory: dagger.Directory) -> None:
+        partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await directory.export(str(partial))
+            partial.rename(output)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    return deliver
+
+
+def write_report(report: Report, path: Path | None, env: Mapping[str, str]) -> None:
+    """The JSON report where asked, and the Markdown table in the GitHub job summary."""
+    if path is not None:
+        path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if env.get("GITHUB_STEP_SUMMARY"):
+        with open(env["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(report.to_markdown())

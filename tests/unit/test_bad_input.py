@@ -1,0 +1,147 @@
+"""Bad input through the CLI's entry point, with no engine to reach: each case ends in one
+`error:` line and exit 2 before any build (contacting the engine would fail with exit 1,
+starting a process fails the test), and the control case shows that good input does go for
+the engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.settings import ENV_NAMES
+
+MINI_MATRIX = Path(__file__).resolve().parents[2] / "examples" / "mini-matrix"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    def run(*args: str, env: dict[str, str]) -> Result:
+        for name in [*ENV_NAMES.values(), "PIPELINE_DEBUG"]:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return Result(info.value.code or 0, out, err)
+
+    return run
+
+
+def one_error(result: Result) -> str:
+    """The run's single `error: ...` line, which must also be the last line of stderr."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip().splitlines()[-1] == lines[0]
+    return lines[0]
+
+
+NO_ENGINE = {"_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///nonexistent"}
+
+
+def copy_of(tmp_path: Path, change) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(MINI_MATRIX, repo)
+    change(repo)
+    return repo
+
+
+def _no_backend_dockerfile(repo: Path) -> None:
+    (repo / "src/backend/Dockerfile").unlink()
+
+
+def _no_portal_version(repo: Path) -> None:
+    text = (repo / ".env.example").read_text()
+    (repo / ".env").write_text(re.sub(r"(?m)^PORTAL_VERSION=.*\n", "", text))
+
+
+def _env_not_utf8(repo: Path) -> None:
+    (repo / ".env").write_bytes(b"IMAGE_TAG=v1\nPOSTGRES_PASSWORD=\xff\xfe-Secr3t\n")
+
+
+BAD_INPUT = {
+    "unknown component": (
+        None, ["release", "--components", "gatewy"], "PIPELINE_COMPONENTS: unknown 'gatewy'",
+    ),
+    "malformed tag": (None, ["release", "--tag", "v1/../x"], "IMAGE_TAG='v1/../x'"),
+    "unknown platform": (
+        None, ["release", "--platforms", "linux/amd64,linux/s390x"], "unknown platform 'linux/s3",
+    ),
+    "missing Dockerfile": (
+        _no_backend_dockerfile, ["release"],
+        "src/backend/build-targets.conf names images but src/backend has no Dockerfile",
+    ),
+    "missing template variable": (
+        _no_portal_version, ["release"],
+        "src/portal/Dockerfile.tpl: template variable PORTAL_VERSION has no value",
+    ),
+    "unreadable .env": (_env_not_utf8, ["release"], ".env: cannot read (not UTF-8)"),
+    "no registry": (None, ["release", "--registry", ""], "release needs a registry"),
+    "malformed registry": (None, ["release", "--registry", "https://h/p"], "PRIVATE_REGISTRY="),
+    "password as a value": (None, ["release", "--password", "hunter2"], "--password takes env:"),
+    "password variable unset": (
+        None, ["release", "--password", "env:NO_SUCH_VARIABLE"], "env:NO_SUCH_VARIABLE",
+    ),
+    "missing CA": (None, ["release", "--ca-cert", "/nonexistent/ca.crt"], "--ca-cert"),
+    "bad publish timeout": (None, ["release", "--tag", "v1"], "PIPELINE_PUBLISH_TIMEOUT='soon'"),
+    "bundle: unknown component": (
+        None, ["bundle", "create", "--components", "nope"], "unknown 'nope'",
+    ),
+    "bundle: malformed tag": (None, ["bundle", "create", "--tag", "-x"], "IMAGE_TAG='-x'"),
+    "bundle: archive format": (
+        None, ["bundle", "create", "--archive", "zip"], "unknown archive format 'zip'",
+    ),
+    "bundle: missing template variable": (
+        _no_portal_version, ["bundle", "create"], "PORTAL_VERSION has no value",
+    ),
+    "bundle: output exists": (None, ["bundle", "create", "--output", "{tmp}"], "already exists"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: Path, run_cli):
+    change, args, expected = BAD_INPUT[case]
+    source = copy_of(tmp_path, change) if change else MINI_MATRIX
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    where = ["--source", str(source)]
+    if args[0] == "release" and "--registry" not in args:
+        where += ["--registry", "127.0.0.1:5000/bad-input"]
+    if args[:2] == ["bundle", "create"] and "--output" not in args:
+        where += ["--output", str(tmp_path / "out" / "bundle")]
+    env = dict(NO_ENGINE)
+    if case == "bad publish timeout":
+        env["PIPELINE_PUBLISH_TIMEOUT"] = "soon"
+    result = run_cli(*args, *where, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = one_error(result)
+    assert expected in line
+    assert result.stderr.count("\n") == 1  # nothing else: no build, no engine
+    assert "Secr3t" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_8_good_input_does_reach_for_the_engine(run_cli):
+    """The control for the cases above: with no engine, good input fails with exit 1 (quickly,
+    rather than the CLI retrying a missing socket for ever)."""
+    started = time.monotonic()
+    result = run_cli(
+        "release", "--source", str(MINI_MATRIX), "--registry", "127.0.0.1:5000/x", env=NO_ENGINE
+    )
+    assert result.returncode == 1
+    assert one_error(result) == (
+        "error: cannot reach the Dagger engine at unix:///nonexistent (No such file or directory)"
+    )
+    assert time.monotonic() - started < 30

@@ -1,0 +1,224 @@
+"""The release orchestration with the engine faked at its boundary (build one image for one
+platform, publish one image; both run for real in tests/e2e): when images are published,
+what a failure blocks, how dependents are pinned, and what the report says and hides."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import anyio
+import pytest
+
+from pipeline import engine, release
+from pipeline.build import Built
+from pipeline.engine import EngineLog
+from pipeline.errors import BadInput
+from pipeline.events import Events
+from pipeline.plan import ImagePlan, Plan
+from pipeline.publish import Published, RegistryAccess
+from pipeline.report import Status
+
+PLATFORMS = ("linux/amd64", "linux/arm64")
+DIGEST = "sha256:" + "d" * 64
+
+
+def image(name: str, text: str = "FROM busybox\n", needs: tuple[str, ...] = ()) -> ImagePlan:
+    return ImagePlan(
+        name=name.removeprefix("ai-infra-"), image=name, ref=f"h:5000/p/{name}:v1",
+        dockerfile=f"src/{name}/Dockerfile", dockerfile_text=text, target=None,
+        phase="dependent", build_args={}, uses_build_platform=False, needs=needs,
+    )  # fmt: skip
+
+
+def plan_of(*images: ImagePlan, secrets: frozenset[str] = frozenset()) -> Plan:
+    return Plan(
+        tag="v1", platforms=PLATFORMS, registry="h:5000/p", components=images,
+        dependencies=(), skipped=(), secrets=secrets,
+    )  # fmt: skip
+
+
+class FakeEngine:
+    """Builds and publishes in memory; `fail` names what fails: `image` (every platform),
+    `image platform`, or `publish image`."""
+
+    def __init__(self, seconds: dict[str, float] | None = None, fail: set[str] = frozenset()):
+        self.seconds = seconds or {}
+        self.fail = fail
+        self.log: list[str] = []
+        self.built_from: dict[str, str] = {}  # image -> the Dockerfile text it was built from
+
+    async def build(self, img: ImagePlan, platform: str) -> Built:
+        await anyio.sleep(self.seconds.get(img.image, 0.0))
+        self.log.append(f"built {img.image} {platform}")
+        self.built_from[img.image] = img.dockerfile_text
+        if {img.image, f"{img.image} {platform}"} & self.fail:
+            return Built(img, platform, 0.5, error=f"exit 1 in {img.image} on {platform}")
+        return Built(img, platform, 0.5, container=object())
+
+    async def publish(self, img: ImagePlan, builds: list[Built]) -> Published:
+        self.log.append(f"publish {img.image}")
+        if f"publish {img.image}" in self.fail:
+            return Published(img, error="registry h:5000: HTTP 500 Internal Server Error")
+        return Published(img, digest=DIGEST, platforms=dict.fromkeys(PLATFORMS))
+
+    def steps(self, concurrency: int = 4) -> release.ReleaseSteps:
+        return release.ReleaseSteps(self.build, self.publish, concurrency)
+
+
+async def run(plan: Plan, fake: FakeEngine, published: dict | None = None):
+    published = {} if published is None else published
+    return await release.publish_release(plan, fake.steps(), Events(), published)
+
+
+@pytest.mark.anyio
+async def test_each_image_is_published_once_built_while_others_build():
+    fake = FakeEngine(seconds={"ai-infra-slow": 0.3}, fail={"ai-infra-broken linux/arm64"})
+    plan = plan_of(image("ai-infra-slow"), image("ai-infra-fast"), image("ai-infra-broken"))
+    report = await run(plan, fake)
+    log = fake.log
+    assert log.index("publish ai-infra-fast") < log.index("built ai-infra-slow linux/amd64")
+    assert "publish ai-infra-slow" in log
+    assert "publish ai-infra-broken" not in log  # a platform failed: no index
+    assert {row.image: row.status for row in report.images} == {
+        "ai-infra-slow": Status.PUBLISHED,
+        "ai-infra-fast": Status.PUBLISHED,
+        "ai-infra-broken": Status.FAILED,
+    }
+    broken = next(r for r in report.images if r.image == "ai-infra-broken")
+    assert [(p.platform, p.status) for p in broken.platforms] == [
+        ("linux/amd64", Status.NOT_PUBLISHED),
+        ("linux/arm64", Status.BUILD_FAILED),
+    ]
+    assert report.failures == ["ai-infra-broken: build failed for linux/arm64"]
+    assert not report.ok
+
+
+@pytest.mark.anyio
+async def test_a_dependent_is_built_from_the_published_digest_of_what_it_reads():
+    base = image("ai-infra-base")
+    app = image(
+        "ai-infra-app", "FROM ai-infra-base:v1 AS b\nFROM busybox\n", needs=("ai-infra-base",)
+    )
+    fake = FakeEngine()
+    report = await run(plan_of(base, app), fake)
+    assert fake.log.index("publish ai-infra-base") < fake.log.index(
+        "built ai-infra-app linux/amd64"
+    )
+    assert fake.built_from["ai-infra-app"].startswith(f"FROM h:5000/p/ai-infra-base:v1@{DIGEST}")
+    assert report.ok and [r.status for r in report.images] == [Status.PUBLISHED] * 2
+
+
+@pytest.mark.anyio
+async def test_a_dependent_of_an_image_that_did_not_get_out_is_not_built():
+    base = image("ai-infra-base")
+    app = image("ai-infra-app", "FROM ai-infra-base:v1\n", needs=("ai-infra-base",))
+    fake = FakeEngine(fail={"publish ai-infra-base"})
+    published: dict[str, Published] = {}
+    report = await run(plan_of(base, app), fake, published)
+    assert not any("ai-infra-app" in line for line in fake.log)
+    rows = {r.image: r for r in report.images}
+    assert rows["ai-infra-base"].error == "registry h:5000: HTTP 500 Internal Server Error"
+    assert [p.error for p in rows["ai-infra-app"].platforms] == [
+        "not built: it reads ai-infra-base, which was not published"
+    ] * 2
+    assert rows["ai-infra-app"].status == Status.FAILED
+    assert set(published) == {"ai-infra-base"}  # the caller sees what was tried
+
+
+def fake_connect(text: str = ""):
+    @contextlib.asynccontextmanager
+    async def connect():
+        log = EngineLog()
+        yield log
+        log.text = text  # complete only once the session is over, as the real one
+
+    return connect
+
+
+@pytest.fixture
+def fake_engine(monkeypatch) -> FakeEngine:
+    fake = FakeEngine(fail={"ai-infra-leaky linux/arm64"})
+
+    async def engine_steps(plan, source, access, events):
+        # The password reaches the engine as a secret of this run; the timeout is the plan's.
+        assert access.secret is not None and access.timeout == plan.publish_timeout
+        return fake.steps()
+
+    monkeypatch.setattr(release, "engine_steps", engine_steps)
+    return fake
+
+
+# The engine's plain progress as buildlog.py reads it: the failed step printed a secret.
+LEAKY_LOG = """\
+1  : Directory.dockerBuild(dockerfile: "src/ai-infra-leaky/Dockerfile", platform: "linux/arm64"): Container!
+2  : ┆ [2/2] RUN env && false
+2  : ┆ [0.2s] | POSTGRES_PASSWORD=pg-Secr3t-value
+2  : ┆ [0.2s] | token hunter2-pass
+2  : ┆ [2/2] RUN env && false ERROR [0.3s]
+2  : ┆ ! process "/bin/sh -c env && false" did not complete successfully: exit code: 1
+"""  # noqa: E501
+
+
+@pytest.mark.anyio
+async def test_release_adds_the_failed_steps_output_and_redacts_every_secret(fake_engine):
+    plan = plan_of(image("ai-infra-leaky"), secrets=frozenset({"pg-Secr3t-value"}))
+    access = RegistryAccess(username="u", password="hunter2-pass", timeout=1.0)
+    report = await release.release(
+        plan, lambda: None, access, Events(), connect=fake_connect(LEAKY_LOG)
+    )
+    arm64 = report.images[0].platforms[1]
+    assert arm64.status == Status.BUILD_FAILED
+    assert arm64.error.splitlines() == [
+        "POSTGRES_PASSWORD=***",
+        "token ***",
+        "exit 1 in ai-infra-leaky on linux/arm64",
+    ]
+    assert "Secr3t" not in report.to_markdown() and "hunter2" not in str(report.to_json())
+
+
+@pytest.mark.anyio
+async def test_release_without_a_registry_is_bad_input_before_the_engine():
+    plan = plan_of(image("ai-infra-a"))
+    plan = dataclasses.replace(plan, registry=None)
+
+    def no_engine():
+        raise AssertionError("the engine was contacted")
+
+    with pytest.raises(BadInput, match="release needs a registry"):
+        await release.release(plan, lambda: None, RegistryAccess(), Events(), connect=no_engine)
+
+
+@pytest.mark.anyio
+async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
+    fake = FakeEngine(seconds={"ai-infra-slow": 5.0})
+
+    async def engine_steps(plan, source, access, events):
+        return fake.steps()
+
+    orchestrate = release.publish_release
+
+    async def gone_after_fast_is_out(plan, steps, events, published):
+        async with anyio.create_task_group() as group:
+            group.start_soon(orchestrate, plan, steps, events, published)
+            while "ai-infra-fast" not in published:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+        raise engine.EngineGone("the Dagger engine at unix:///x stopped answering")
+
+    monkeypatch.setattr(release, "engine_steps", engine_steps)
+    monkeypatch.setattr(release, "publish_release", gone_after_fast_is_out)
+    with pytest.raises(engine.EngineGone) as caught:
+        await release.release(
+            plan_of(image("ai-infra-fast"), image("ai-infra-slow")), lambda: None,
+            RegistryAccess(), Events(), connect=fake_connect(),
+        )  # fmt: skip
+    assert str(caught.value) == (
+        "the Dagger engine at unix:///x stopped answering; "
+        "published: h:5000/p/ai-infra-fast:v1; not published: ai-infra-slow"
+    )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
