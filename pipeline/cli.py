@@ -20,6 +20,7 @@ from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
 from pipeline.plan import Plan, resolve_plan
+from pipeline.settings import door_overrides
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -59,18 +60,6 @@ def _root(
     del debug
 
 
-def overrides(
-    tag: str | None, registry: str | None, platforms: str | None, components: str | None
-) -> dict[str, object]:
-    """CLI options as load_settings overrides (None: not given, lower layers decide)."""
-    return {
-        "image_tag": tag,
-        "private_registry": registry,
-        "target_platforms": platforms,
-        "components": components,
-    }
-
-
 def _resolve(
     source: Path,
     tag: str | None,
@@ -79,7 +68,7 @@ def _resolve(
     components: str | None,
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
-    return resolve_plan(source, os.environ, overrides(tag, registry, platforms, components))
+    return resolve_plan(source, os.environ, door_overrides(tag, registry, platforms, components))
 
 
 @app.command()

@@ -26,6 +26,7 @@ from pipeline.export import export_bundle, export_images
 from pipeline.plan import Plan, resolve_plan
 from pipeline.publish import RegistryAccess
 from pipeline.release import release as release_core
+from pipeline.settings import door_overrides
 
 # The files discovery and planning read; everything else stays in the engine.
 LAYOUT_FILES = [
@@ -85,13 +86,7 @@ class AiInfraMatrix:
         await (
             dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
         )
-        overrides = {
-            "image_tag": tag,
-            "private_registry": registry,
-            "target_platforms": platforms,
-            "components": components,
-        }
-        return resolve_plan(copy, {}, overrides)
+        return resolve_plan(copy, {}, door_overrides(tag, registry, platforms, components))
 
     @function
     @one_line_errors

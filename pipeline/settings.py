@@ -126,6 +126,18 @@ def read_env_file(source: Path | None) -> tuple[dict[str, str], str | None]:
     return {}, None
 
 
+def door_overrides(
+    tag: str | None, registry: str | None, platforms: str | None, components: str | None
+) -> dict[str, object]:
+    """The options both doors take, as load_settings overrides (None: not given)."""
+    return {
+        "image_tag": tag,
+        "private_registry": registry,
+        "target_platforms": platforms,
+        "components": components,
+    }
+
+
 def _split(value: object) -> object:
     """Comma lists arrive as a string (env) or a sequence (arguments)."""
     if isinstance(value, str):
