@@ -8,10 +8,15 @@ are dropped even inside a continuation, and heredoc bodies (`RUN <<EOF`) are not
 import re
 import shlex
 
+from pipeline.oci.reference import image_name
+
 _DIRECTIVE = re.compile(r"#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
 _HEREDOC = re.compile(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BUILD_PLATFORM = re.compile(r"--platform=[\"']?\$(?:\{BUILDPLATFORM\}|BUILDPLATFORM\b)")
+# The image a FROM reads (after its --options) and the source of a COPY --from=.
+_FROM_IMAGE = re.compile(r"^(\s*FROM\s+(?:--\S+\s+)*)(\S+)", re.IGNORECASE)
+_COPY_FROM = re.compile(r"(--from=)(\S+)")
 
 
 def _escape_char(lines: list[str]) -> str:
@@ -115,19 +120,18 @@ def image_references(text: str) -> list[str]:
     return [ref for ref in refs if not ref.isdigit()]  # --from=0 names a stage by index
 
 
-def image_name(ref: str) -> str:
-    """`host/project/ai-infra-x:${VERSION}` -> `ai-infra-x`."""
-    return ref.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
-
-
 def replace_image(text: str, name: str, new_ref: str) -> str:
     """Point every FROM / COPY --from of image `name` (any registry, any tag) at `new_ref`."""
-    token = re.compile(
-        r"(?<![^\s=])(?:[^\s=]*/)?" + re.escape(name) + r"(?::[^\s@]+)?(?:@\S+)?(?=\s|$)"
-    )
+
+    def swap(match: re.Match[str]) -> str:
+        return match[1] + (new_ref if image_name(match[2]) == name else match[2])
+
     out = []
     for line in text.splitlines(keepends=True):
-        if re.match(r"\s*(FROM|COPY)\s", line, re.IGNORECASE):
-            line = token.sub(new_ref, line)
+        keyword = line.split(None, 1)[0].upper() if line.strip() else ""
+        if keyword == "FROM":
+            line = _FROM_IMAGE.sub(swap, line, count=1)
+        elif keyword == "COPY":
+            line = _COPY_FROM.sub(swap, line)
         out.append(line)
     return "".join(out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import BadInput
-from pipeline.render import is_image_name
+from pipeline.oci.reference import is_image_name
 from pipeline.settings import parse_env
 
 PHASES = ("foundation", "dependent")

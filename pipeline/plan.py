@@ -11,7 +11,8 @@ from pathlib import Path
 from pipeline import dockerfile
 from pipeline.errors import BadInput
 from pipeline.layout import Component, Dependency, Layout, discover, read_text
-from pipeline.render import is_reference, render, unset
+from pipeline.oci.reference import image_name, is_reference
+from pipeline.render import render, unset
 from pipeline.settings import PUBLISH_TIMEOUT, Settings, load_settings
 
 
@@ -118,7 +119,7 @@ def _with_needs(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
     needs = {
         i.image: tuple(
             sorted(
-                {dockerfile.image_name(r) for r in dockerfile.image_references(i.dockerfile_text)}
+                {image_name(r) for r in dockerfile.image_references(i.dockerfile_text)}
                 & names - {i.image}
             )
         )

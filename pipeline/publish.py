@@ -20,9 +20,12 @@ import dagger
 from dagger import dag
 
 from pipeline.build import Built
-from pipeline.bundle import oci
-from pipeline.bundle.registry import RegistryClient
 from pipeline.errors import PipelineError, PublishFailed
+from pipeline.oci import layout
+from pipeline.oci.errors import refusal
+from pipeline.oci.reference import parse_tagged, registry_host
+from pipeline.oci.registry import RegistryClient
+from pipeline.oci.retry import GaveUp, Transient, retry_async
 from pipeline.plan import ImagePlan
 from pipeline.settings import PUBLISH_TIMEOUT
 
@@ -65,14 +68,8 @@ class Published:
     image: ImagePlan
     digest: str | None = None  # the index digest
     # Every platform the registry's index holds; its manifest when read through the API.
-    platforms: dict[str, oci.PlatformManifest | None] = field(default_factory=dict)
+    platforms: dict[str, layout.PlatformManifest | None] = field(default_factory=dict)
     error: str | None = None
-
-
-def registry_host(ref: str) -> str:
-    first = ref.split("/", 1)[0]
-    looks_like_host = "/" in ref and ("." in first or ":" in first or first == "localhost")
-    return first if looks_like_host else "docker.io"
 
 
 async def publish_image(
@@ -111,37 +108,35 @@ async def push(
 ) -> str:
     """Publish with bounded retries; the address (ref@digest) or PublishFailed, one line."""
     host = registry_host(ref)
-    tries = max(access.tries, 1)
-    for attempt in range(1, tries + 1):
+
+    async def attempt() -> str:
         try:
             with anyio.fail_after(access.timeout):
                 return await base.publish(ref, platform_variants=variants)
         except TimeoutError:
-            reason = f"no answer within {access.timeout:g}s"
+            raise Transient(f"no answer within {access.timeout:g}s") from None
         except dagger.QueryError as err:
             text = " ".join(str(err).split())
+            line = push_error(host, text, access.username)
             if not _TRANSIENT.search(text):
-                raise PublishFailed(push_error(host, text, access.username)) from None
-            reason = push_error(host, text, access.username).removeprefix(f"registry {host}: ")
-        if attempt < tries:
-            await anyio.sleep(access.backoff * 2 ** (attempt - 1))
-    raise PublishFailed(f"registry {host}: {reason} (gave up after {tries} tries)")
+                raise PublishFailed(line) from None
+            raise Transient(line.removeprefix(f"registry {host}: ")) from None
+
+    try:
+        return await retry_async(attempt, tries=access.tries, backoff=access.backoff)
+    except GaveUp as err:
+        raise PublishFailed(
+            f"registry {host}: {err.last} (gave up after {err.tries} tries)"
+        ) from None
 
 
 def push_error(host: str, text: str, username: str | None) -> str:
     """BuildKit's error (`failed to push ...: unexpected status from HEAD request to <url>:
     401 Unauthorized`) as one short line that names the registry and never a URL."""
     statuses = _STATUS.findall(text)
-    code = int(statuses[-1][0]) if statuses else None
-    if code == 401 and username:
-        return f"registry {host} refused the credentials of user {username!r} (HTTP 401)"
-    if code == 401:
-        return f"registry {host} requires a login (HTTP 401): pass --username and --password"
-    if code == 403:
-        who = f"user {username!r}" if username else "anonymous access"
-        return f"registry {host} denies {who} the right to push (HTTP 403)"
     if statuses:
-        return f"registry {host}: HTTP {code} {statuses[-1][1].strip()}"
+        code, reason = statuses[-1]
+        return refusal(host, int(code), username, detail=f" {reason.strip()}")
     for words in ("connection refused", "connection reset", "i/o timeout", "no such host"):
         if words in text:
             return f"registry {host}: {words}"
@@ -150,24 +145,22 @@ def push_error(host: str, text: str, username: str | None) -> str:
 
 def read_back(
     ref: str, digest: str, access: RegistryAccess, password: str | None
-) -> oci.ImageGraph:
+) -> layout.ImageGraph:
     """Fetch the tag's index through the registry API and walk it to every platform manifest."""
-    reference = oci.parse_reference(ref)
-    host = registry_host(ref)
-    repository = reference.repository.removeprefix(f"{host}/")
+    reference = parse_tagged(ref)
     with RegistryClient(
-        host,
+        reference.registry,
         username=access.username,
         password=password,
         ca_cert=access.ca_cert,
         insecure_http=access.plain_http,
     ) as client:
-        body, media_type = client.get_manifest(repository, reference.tag)
-        got = oci.digest_bytes(body)
+        body, media_type = client.get_manifest(reference.path, reference.tag)
+        got = layout.digest_bytes(body)
         if got != digest:
             raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
-        top = oci.Descriptor(media_type=media_type, digest=got, size=len(body))
-        return oci.walk_image(top, lambda d: client.get_manifest(repository, d)[0], ref)
+        top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
+        return layout.walk_image(top, lambda d: client.get_manifest(reference.path, d)[0], ref)
 
 
 def run_secret(plaintext: str) -> dagger.Secret:

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import BadInput
-from pipeline.render import REGISTRY_RE, TAG_RE
+from pipeline.oci.reference import REGISTRY_RE, TAG_RE
 
 KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
 MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for

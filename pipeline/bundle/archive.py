@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from pipeline.bundle import oci
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci.layout import iter_files
 
 FORMATS = {"tar": ".tar", "tar.zst": ".tar.zst"}
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -70,7 +70,7 @@ def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
 
 
 def _write_tar(root: Path, fileobj: BinaryIO, mtime: int) -> None:
-    files = list(oci.iter_files(root))
+    files = list(iter_files(root))
     dirs = sorted({str(p) for f in files for p in PurePosixPath(f).parents if str(p) != "."})
     with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted([*dirs, *files]):

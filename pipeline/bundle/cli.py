@@ -17,6 +17,7 @@ from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci.errors import LoginRequired, UntrustedCertificate
 
 app = typer.Typer(
     name="bundle",
@@ -74,15 +75,20 @@ def push(
     """Push every image, all platforms, digests unchanged; a rerun uploads only what is
     missing."""
     password = read_password(password_stdin, username)
-    report = push_bundle(
-        bundle,
-        registry,
-        username=username,
-        password=password,
-        ca_cert=ca_cert,
-        insecure_http=insecure_http,
-        progress=StderrBar(),
-    )
+    try:
+        report = push_bundle(
+            bundle,
+            registry,
+            username=username,
+            password=password,
+            ca_cert=ca_cert,
+            insecure_http=insecure_http,
+            progress=StderrBar(),
+        )
+    except LoginRequired as err:  # core errors name no flag: this door adds its own
+        raise BundleError(f"{err}: pass --username and --password-stdin") from None
+    except UntrustedCertificate as err:
+        raise BundleError(f"{err}: pass the CA that signed it with --ca-cert") from None
     for image in report.images:
         typer.echo(f"{image.target}@{image.digest} ({', '.join(image.platforms)})")
     typer.echo(report.summary())

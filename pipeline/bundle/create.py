@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.bundle import oci
 from pipeline.bundle.archive import archive_path, write_archive
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
+from pipeline.oci.reference import parse_tagged
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def create_bundle(
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        (partial / oci.BLOBS_DIR / oci.ALGORITHM).mkdir(parents=True)
+        (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
         graphs = [_walk(image) for image in images]
         _require_platforms(images, graphs, wanted)
         digests = _copy_blobs(partial, images, graphs)
@@ -90,7 +91,7 @@ def _check_arguments(
     if not platforms:
         raise BadInput("a bundle needs at least one platform")
     try:
-        wanted = list(dict.fromkeys(oci.normalize_platform(p) for p in platforms))
+        wanted = list(dict.fromkeys(layout.normalize_platform(p) for p in platforms))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     for field in ("name", "ref"):
@@ -102,7 +103,7 @@ def _check_arguments(
             seen.add(value)
     for image in images:
         try:
-            ref = oci.parse_reference(image.ref)
+            ref = parse_tagged(image.ref)
         except ValueError as exc:
             raise BadInput(f"image {image.name}: {exc}") from None
         if ref.tag != image.tag:
@@ -120,28 +121,28 @@ def _check_arguments(
 
 @dataclass
 class _Walked:
-    graph: oci.ImageGraph
+    graph: layout.ImageGraph
     top_raw: dict[str, Any]
 
 
 def _read_blob(src: LayoutSource):
-    return lambda digest: src.read(oci.blob_relpath(digest))
+    return lambda digest: src.read(layout.blob_relpath(digest))
 
 
 def _walk(image: BundleImage) -> _Walked:
     with open_source(image.source) as src:
         top = _top_descriptor(src, image)
-        graph = oci.walk_image(top, _read_blob(src), f"image {image.name} ({src.label})")
+        graph = layout.walk_image(top, _read_blob(src), f"image {image.name} ({src.label})")
     return _Walked(graph=graph, top_raw=top.raw)
 
 
-def _top_descriptor(src: LayoutSource, image: BundleImage) -> oci.Descriptor:
-    where = f"{src.label}: {oci.INDEX_FILE}"
-    doc = oci.loads(src.read(oci.INDEX_FILE), where)
-    entries = [oci.Descriptor.parse(m, where) for m in doc.get("manifests") or []]
+def _top_descriptor(src: LayoutSource, image: BundleImage) -> layout.Descriptor:
+    where = f"{src.label}: {layout.INDEX_FILE}"
+    doc = layout.loads(src.read(layout.INDEX_FILE), where)
+    entries = [layout.Descriptor.parse(m, where) for m in doc.get("manifests") or []]
     if len(entries) > 1:  # a layout holding several images: take the one named like ours
         names = {image.ref, image.tag}
-        entries = [e for e in entries if e.annotations.get(oci.ANNOTATION_REF_NAME) in names]
+        entries = [e for e in entries if e.annotations.get(layout.ANNOTATION_REF_NAME) in names]
     if len(entries) != 1:
         raise BundleError(f"image {image.name}: {where} must name exactly one image")
     return entries[0]
@@ -169,7 +170,7 @@ def _copy_blobs(
         with open_source(image.source) as src:
             for desc in w.graph.ordered:
                 if desc.digest not in stored:
-                    copy_blob(src, desc, oci.blob_path(root, desc.digest))
+                    copy_blob(src, desc, layout.blob_path(root, desc.digest))
                     stored[desc.digest] = desc.size
     return stored
 
@@ -187,35 +188,37 @@ def _write_metadata(
         annotations = {
             k: v
             for k, v in (w.top_raw.get("annotations") or {}).items()
-            if k not in (oci.ANNOTATION_REF_NAME, oci.ANNOTATION_CONTAINERD_NAME)
+            if k not in (layout.ANNOTATION_REF_NAME, layout.ANNOTATION_CONTAINERD_NAME)
         }
-        annotations[oci.ANNOTATION_REF_NAME] = image.ref
-        annotations[oci.ANNOTATION_CONTAINERD_NAME] = image.ref
+        annotations[layout.ANNOTATION_REF_NAME] = image.ref
+        annotations[layout.ANNOTATION_CONTAINERD_NAME] = image.ref
         entries.append({**w.top_raw, "annotations": annotations})
         inventory_images.append(inventory_entry(image.name, image.ref, image.tag, w.graph))
 
-    (root / oci.LAYOUT_FILE).write_bytes(oci.dumps({"imageLayoutVersion": oci.LAYOUT_VERSION}))
-    (root / oci.INDEX_FILE).write_bytes(
-        oci.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": entries})
+    (root / layout.LAYOUT_FILE).write_bytes(
+        layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})
+    )
+    (root / layout.INDEX_FILE).write_bytes(
+        layout.dumps({"schemaVersion": 2, "mediaType": layout.OCI_INDEX, "manifests": entries})
     )
     inventory = {
-        "schema": oci.INVENTORY_SCHEMA,
+        "schema": layout.INVENTORY_SCHEMA,
         "platforms": list(wanted),
         "images": inventory_images,
         "blobs": {"count": len(digests), "bytes": sum(digests.values())},
     }
-    (root / oci.INVENTORY_FILE).write_bytes(oci.dumps(inventory))
+    (root / layout.INVENTORY_FILE).write_bytes(layout.dumps(inventory))
 
     # Blobs were hashed while copied, so their sums are their digests.
-    sums = {oci.blob_relpath(d): oci.split_digest(d)[1] for d in digests}
-    for name in (oci.LAYOUT_FILE, oci.INDEX_FILE, oci.INVENTORY_FILE):
-        sums[name] = oci.split_digest(oci.hash_file(root / name)[0])[1]
-    (root / oci.CHECKSUMS_FILE).write_text(
+    sums = {layout.blob_relpath(d): layout.split_digest(d)[1] for d in digests}
+    for name in (layout.LAYOUT_FILE, layout.INDEX_FILE, layout.INVENTORY_FILE):
+        sums[name] = layout.split_digest(layout.hash_file(root / name)[0])[1]
+    (root / layout.CHECKSUMS_FILE).write_text(
         "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
     )
 
 
-def inventory_entry(name: str, ref: str, tag: str, graph: oci.ImageGraph) -> dict[str, Any]:
+def inventory_entry(name: str, ref: str, tag: str, graph: layout.ImageGraph) -> dict[str, Any]:
     """One image of ``inventory.json``; verify rebuilds it from the layout to compare."""
     return {
         "name": name,

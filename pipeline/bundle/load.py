@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bundle import oci
 from pipeline.bundle.archive import as_plain_tar, open_bundle
 from pipeline.bundle.verify import verify_layout
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
 
 RUNTIMES = ("containerd", "docker")
 DEFAULT_NAMESPACE = "k8s.io"  # the namespace the kubelet's CRI uses
@@ -59,7 +59,7 @@ def load_bundle(
     load_command(into, Path("-"), namespace)  # reject a wrong runtime before any work
     with open_bundle(path) as root:
         verify_layout(root, None, label=path).raise_if_failed()
-        refs = [d.annotations[oci.ANNOTATION_REF_NAME] for d in oci.read_index(root)]
+        refs = [d.annotations[layout.ANNOTATION_REF_NAME] for d in layout.read_index(root)]
         with as_plain_tar(path, root) as archive:
             command = load_command(into, archive, namespace)
             if which(command[0]) is None:

@@ -3,8 +3,8 @@ unchanged: blobs first (skipping those the registry has, so a rerun after an int
 uploads only what is missing), then each platform manifest by digest, then the index under
 its tag.
 
-Registry client: plain httpx (already a dependency through dagger-io), in registry.py, rather
-than a library. Checked against what a push needs:
+Registry client: plain httpx (already a dependency through dagger-io), in
+pipeline/oci/registry.py, rather than a library. Checked against what a push needs:
 - oras-py 0.2.x: re-encodes manifests (``json=``, so digests can change), sends every manifest
   as an OCI *image manifest* and validates it against that schema (an image index fails), and
   reads each blob whole into memory before its PUT.
@@ -25,12 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.bundle import oci
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.progress import Progress
-from pipeline.bundle.registry import RegistryClient, RegistryTarget
 from pipeline.bundle.verify import verify_layout
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
+from pipeline.oci.reference import RegistryTarget, parse_tagged
+from pipeline.oci.registry import RegistryClient
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def push_bundle(
     exist for tests."""
     target = RegistryTarget.parse(registry)
     if (username is None) != (password is None):
-        raise BadInput("give both a username and a password (--password-stdin), or neither")
+        raise BadInput("give both a username and a password, or neither")
     with open_bundle(path) as root:
         verify_layout(root, None, label=path).raise_if_failed()
         images = _plan(root, target)
@@ -103,18 +104,18 @@ class _Planned:
     ref: str
     repository: str
     tag: str
-    graph: oci.ImageGraph
+    graph: layout.ImageGraph
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     planned = []
-    for top in oci.read_index(root):
-        ref = top.annotations[oci.ANNOTATION_REF_NAME]  # verify checked it is there
+    for top in layout.read_index(root):
+        ref = top.annotations[layout.ANNOTATION_REF_NAME]  # verify checked it is there
         try:
-            parsed = oci.parse_reference(ref)
+            parsed = parse_tagged(ref)
         except ValueError as exc:
             raise BundleError(f"bundle image {ref}: {exc}") from None
-        graph = oci.walk_image(top, lambda d: oci.blob_path(root, d).read_bytes(), ref)
+        graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
         planned.append(_Planned(ref, target.repository(parsed.name), parsed.tag, graph))
     return planned
 
@@ -141,7 +142,7 @@ def _push(
                 report.blobs_skipped += 1
                 advance(desc.size)
             else:
-                blob = oci.blob_path(root, desc.digest)
+                blob = layout.blob_path(root, desc.digest)
                 mount_from = present.get(desc.digest)
                 uploaded = client.upload_blob(
                     repo,
@@ -161,7 +162,7 @@ def _push(
         for desc in image.graph.ordered:  # children before parents; the top goes last, by tag
             if not (desc.is_index or desc.is_manifest):
                 continue
-            body = oci.blob_path(root, desc.digest).read_bytes()
+            body = layout.blob_path(root, desc.digest).read_bytes()
             reference = image.tag if desc is image.graph.top else desc.digest
             got = client.put_manifest(repo, reference, desc.media_type, body)
             if got != desc.digest:  # pragma: no cover - verify checked the bytes

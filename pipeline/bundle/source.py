@@ -12,8 +12,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from pipeline.bundle import oci
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
 
 
 class LayoutSource(Protocol):
@@ -119,9 +119,9 @@ class open_source(AbstractContextManager[LayoutSource]):  # noqa: N801 - used li
             self._source = TarSource(path)
         else:
             raise BadInput(f"image source {path} does not exist")
-        if not self._source.exists(oci.INDEX_FILE):
+        if not self._source.exists(layout.INDEX_FILE):
             self._source.close()
-            raise BundleError(f"{path}: not an OCI layout ({oci.INDEX_FILE} is missing)")
+            raise BundleError(f"{path}: not an OCI layout ({layout.INDEX_FILE} is missing)")
 
     def __enter__(self) -> LayoutSource:
         return self._source
@@ -130,18 +130,18 @@ class open_source(AbstractContextManager[LayoutSource]):  # noqa: N801 - used li
         self._source.close()
 
 
-def copy_blob(source: LayoutSource, desc: oci.Descriptor, dest: Path) -> None:
+def copy_blob(source: LayoutSource, desc: layout.Descriptor, dest: Path) -> None:
     """Copy (or hard-link) one blob to ``dest``, checking its size and digest on the way."""
-    relpath = oci.blob_relpath(desc.digest)
+    relpath = layout.blob_relpath(desc.digest)
     if not source.exists(relpath):
         raise BundleError(f"{source.label}: blob {desc.digest} is missing")
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
         if source.link_into(relpath, tmp):
-            digest, size = oci.hash_file(tmp)
+            digest, size = layout.hash_file(tmp)
         else:
             with source.open(relpath) as src, tmp.open("wb") as out:
-                digest, size = oci.hash_stream(src, out)
+                digest, size = layout.hash_stream(src, out)
         if size != desc.size:
             raise BundleError(
                 f"{source.label}: blob {desc.digest} has {size} bytes, its descriptor says "

@@ -14,10 +14,11 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.bundle import oci
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_entry
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
+from pipeline.oci.reference import parse_tagged
 
 
 class Status(StrEnum):
@@ -96,6 +97,8 @@ def verify_layout(
 
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+# One image as walked: its top, the platforms it has, its graph (None if a blob is damaged).
+_Walked = tuple[layout.Descriptor, set[str], layout.ImageGraph | None]
 
 
 class _Verifier:
@@ -121,21 +124,19 @@ class _Verifier:
                     "platform",
                     "list",
                     Status.INVALID,
-                    f"no platforms given and none in {oci.INVENTORY_FILE}",
+                    f"no platforms given and none in {layout.INVENTORY_FILE}",
                 )
         try:
-            wanted = [oci.normalize_platform(p) for p in platforms]
+            wanted = [layout.normalize_platform(p) for p in platforms]
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        found: dict[str, tuple[oci.Descriptor, set[str], bool]] = {}
-        for ref, top in images:
-            found[ref] = self._walk_image(ref, top)
+        found = {ref: self._walk_image(ref, top) for ref, top in images}
         self._emit_blob_results()
-        for ref, (_top, have, intact) in found.items():
+        for ref, (_top, have, graph) in found.items():
             for platform in wanted:
                 status = Status.OK if platform in have else Status.PLATFORM_MISSING
                 detail = "" if status is Status.OK else f"has {', '.join(sorted(have)) or 'none'}"
-                if status is not Status.OK and not intact:
+                if status is not Status.OK and graph is None:
                     detail += " (some of its blobs are damaged, see above)"
                 self._add(
                     "platform",
@@ -157,83 +158,99 @@ class _Verifier:
 
     # --- metadata -----------------------------------------------------------------------------
     def _check_layout_file(self) -> None:
-        path = self.root / oci.LAYOUT_FILE
+        path = self.root / layout.LAYOUT_FILE
         if not path.is_file():
-            self._add("layout", oci.LAYOUT_FILE, Status.MISSING, file=oci.LAYOUT_FILE)
+            self._add("layout", layout.LAYOUT_FILE, Status.MISSING, file=layout.LAYOUT_FILE)
             return
         try:
-            version = oci.loads(path.read_bytes(), oci.LAYOUT_FILE).get("imageLayoutVersion")
+            version = layout.loads(path.read_bytes(), layout.LAYOUT_FILE).get("imageLayoutVersion")
         except (BundleError, AttributeError) as exc:
-            self._add("layout", oci.LAYOUT_FILE, Status.INVALID, str(exc), file=oci.LAYOUT_FILE)
+            self._add(
+                "layout", layout.LAYOUT_FILE, Status.INVALID, str(exc), file=layout.LAYOUT_FILE
+            )
             return
-        status = Status.OK if version == oci.LAYOUT_VERSION else Status.INVALID
+        status = Status.OK if version == layout.LAYOUT_VERSION else Status.INVALID
         detail = "" if status is Status.OK else f"imageLayoutVersion is {version!r}"
-        self._add("layout", oci.LAYOUT_FILE, status, detail, file=oci.LAYOUT_FILE)
+        self._add("layout", layout.LAYOUT_FILE, status, detail, file=layout.LAYOUT_FILE)
 
     def _read_inventory(self) -> dict[str, Any] | None:
-        path = self.root / oci.INVENTORY_FILE
+        path = self.root / layout.INVENTORY_FILE
         if not path.is_file():
-            self._add("inventory", oci.INVENTORY_FILE, Status.MISSING, file=oci.INVENTORY_FILE)
+            self._add(
+                "inventory", layout.INVENTORY_FILE, Status.MISSING, file=layout.INVENTORY_FILE
+            )
             return None
         try:
-            doc = oci.loads(path.read_bytes(), oci.INVENTORY_FILE)
+            doc = layout.loads(path.read_bytes(), layout.INVENTORY_FILE)
             if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-                raise BundleError(f"{oci.INVENTORY_FILE} has no list of images")
+                raise BundleError(f"{layout.INVENTORY_FILE} has no list of images")
         except BundleError as exc:
             self._add(
-                "inventory", oci.INVENTORY_FILE, Status.INVALID, str(exc), file=oci.INVENTORY_FILE
+                "inventory",
+                layout.INVENTORY_FILE,
+                Status.INVALID,
+                str(exc),
+                file=layout.INVENTORY_FILE,
             )
             return None
         return doc
 
-    def _read_images(self) -> list[tuple[str, oci.Descriptor]]:
+    def _read_images(self) -> list[tuple[str, layout.Descriptor]]:
         try:
-            tops = oci.read_index(self.root)
+            tops = layout.read_index(self.root)
         except BundleError as exc:
-            missing = not (self.root / oci.INDEX_FILE).is_file()
+            missing = not (self.root / layout.INDEX_FILE).is_file()
             status = Status.MISSING if missing else Status.INVALID
             self._add(
-                "layout", oci.INDEX_FILE, status, "" if missing else str(exc), file=oci.INDEX_FILE
+                "layout",
+                layout.INDEX_FILE,
+                status,
+                "" if missing else str(exc),
+                file=layout.INDEX_FILE,
             )
             return []
         images = []
         for top in tops:
-            ref = top.annotations.get(oci.ANNOTATION_REF_NAME)
+            ref = top.annotations.get(layout.ANNOTATION_REF_NAME)
             if not ref:
                 self._add(
                     "layout",
                     top.digest,
                     Status.INVALID,
-                    f"entry of {oci.INDEX_FILE} has no {oci.ANNOTATION_REF_NAME}",
+                    f"entry of {layout.INDEX_FILE} has no {layout.ANNOTATION_REF_NAME}",
                     digest=top.digest,
-                    file=oci.INDEX_FILE,
+                    file=layout.INDEX_FILE,
                 )
                 continue
             images.append((ref, top))
         if not images:
             self._add(
-                "layout", oci.INDEX_FILE, Status.INVALID, "names no image", file=oci.INDEX_FILE
+                "layout",
+                layout.INDEX_FILE,
+                Status.INVALID,
+                "names no image",
+                file=layout.INDEX_FILE,
             )
         else:
-            self._add("layout", oci.INDEX_FILE, Status.OK, file=oci.INDEX_FILE)
+            self._add("layout", layout.INDEX_FILE, Status.OK, file=layout.INDEX_FILE)
         return images
 
     # --- blobs ----------------------------------------------------------------------------------
     def _check_blob(
-        self, desc: oci.Descriptor, kind: str, image: str, platform: str | None
+        self, desc: layout.Descriptor, kind: str, image: str, platform: str | None
     ) -> bool:
         users = self.blob_users.setdefault(desc.digest, {})
         users[f"{_short(image)} {platform}" if platform else _short(image)] = None
         self.blob_kind.setdefault(desc.digest, kind)
         if desc.digest in self.blob_status:
             return self.blob_status[desc.digest] is Status.OK
-        path = oci.blob_path(self.root, desc.digest)
+        path = layout.blob_path(self.root, desc.digest)
         if not path.is_file() or path.is_symlink():
             status, detail = Status.MISSING, ""
         elif (size := path.stat().st_size) != desc.size:
             status, detail = Status.SIZE_MISMATCH, f"{size} bytes, descriptor says {desc.size}"
         else:
-            actual, _ = oci.hash_file(path)
+            actual, _ = layout.hash_file(path)
             self.actual[desc.digest] = actual
             ok = actual == desc.digest
             status = Status.OK if ok else Status.DIGEST_MISMATCH
@@ -242,63 +259,40 @@ class _Verifier:
         self.blob_detail[desc.digest] = detail
         return status is Status.OK
 
-    def _read_json(self, digest: str) -> Any:
-        return oci.loads(oci.blob_path(self.root, digest).read_bytes(), f"blob {digest}")
-
-    def _walk_image(self, ref: str, top: oci.Descriptor) -> tuple[oci.Descriptor, set[str], bool]:
-        """Check every blob of one image; returns (top, platforms seen, all blobs intact)."""
-        platforms: set[str] = set()
+    def _walk_image(self, ref: str, top: layout.Descriptor) -> _Walked:
+        """Check every blob of one image, going on past damaged ones."""
+        have: set[str] = set()
         intact = True
 
-        def visit(desc: oci.Descriptor, platform: str | None, depth: int) -> None:
+        def accept(desc: layout.Descriptor, kind: str | None, platform: str | None) -> bool:
             nonlocal intact
-            if desc.is_index:
-                if not self._check_blob(desc, "index", ref, None) or depth > 8:
-                    intact = False
-                    return
-                for child in self._read_json(desc.digest).get("manifests") or []:
-                    child_desc = oci.Descriptor.parse(child, f"index {desc.digest}")
-                    if child_desc.platform and not child_desc.is_attestation:
-                        platforms.add(child_desc.platform)
-                    visit(child_desc, child_desc.platform, depth + 1)
-            elif desc.is_manifest:
-                if not self._check_blob(desc, "manifest", ref, platform):
-                    intact = False
-                    return
-                doc = self._read_json(desc.digest)
-                config = oci.Descriptor.parse(doc.get("config"), f"manifest {desc.digest}")
-                config_ok = self._check_blob(config, "config", ref, platform)
-                intact = intact and config_ok
-                if platform is None and config_ok and not desc.is_attestation:
-                    platform = oci.platform_of(self._read_json(config.digest))
-                    if platform and platform != oci.UNKNOWN_PLATFORM:
-                        platforms.add(platform)
-                for layer in doc.get("layers") or []:
-                    layer_desc = oci.Descriptor.parse(layer, f"manifest {desc.digest}")
-                    intact = self._check_blob(layer_desc, "layer", ref, platform) and intact
-            else:
+            # A platform an index names counts as present even if its manifest is damaged:
+            # the damage is reported once, as a blob.
+            if kind not in ("config", "layer") and platform and not desc.is_attestation:
+                have.add(platform)
+            if kind is None:
+                detail = f"unsupported media type {desc.media_type}"
                 self._add(
-                    "blob",
-                    desc.digest,
-                    Status.INVALID,
-                    f"unsupported media type {desc.media_type}",
-                    image=ref,
-                    digest=desc.digest,
+                    "blob", desc.digest, Status.INVALID, detail, image=ref, digest=desc.digest
                 )
                 intact = False
+                return False
+            ok = self._check_blob(desc, kind, ref, None if kind == "index" else platform)
+            intact = intact and ok
+            return ok
 
         try:
-            visit(top, top.platform, 0)
+            graph = layout.walk_image(top, self._read_blob_bytes, ref, accept)
         except (BundleError, AttributeError, TypeError) as exc:
             self._add("blob", top.digest, Status.INVALID, str(exc), image=ref, digest=top.digest)
-            intact = False
-        return top, platforms, intact
+            return top, have, None
+        return top, have | set(graph.platforms), graph if intact else None
 
     def _emit_blob_results(self) -> None:
         for digest, status in self.blob_status.items():
             detail = self.blob_detail[digest]
             users = ", ".join(self.blob_users[digest])
-            relpath = oci.blob_relpath(digest)
+            relpath = layout.blob_relpath(digest)
             text = f"{self.blob_kind[digest]} of {users}; file {relpath}"
             if detail:
                 text = f"{text}; {detail}"
@@ -318,7 +312,7 @@ class _Verifier:
     def _check_inventory(
         self,
         inventory: dict[str, Any],
-        found: dict[str, tuple[oci.Descriptor, set[str], bool]],
+        found: dict[str, _Walked],
     ) -> None:
         listed = {
             entry.get("ref"): entry for entry in inventory["images"] if isinstance(entry, dict)
@@ -328,40 +322,41 @@ class _Verifier:
                 "inventory",
                 f"{ref}",
                 Status.MISMATCH,
-                f"listed in {oci.INVENTORY_FILE} but not in {oci.INDEX_FILE}",
+                f"listed in {layout.INVENTORY_FILE} but not in {layout.INDEX_FILE}",
                 image=ref,
-                file=oci.INVENTORY_FILE,
+                file=layout.INVENTORY_FILE,
             )
-        for ref, (top, _platforms, intact) in found.items():
+        for ref, (top, _platforms, graph) in found.items():
             entry = listed.get(ref)
             if entry is None:
                 self._add(
                     "inventory",
                     ref,
                     Status.MISMATCH,
-                    f"in {oci.INDEX_FILE} but not listed in {oci.INVENTORY_FILE}",
+                    f"in {layout.INDEX_FILE} but not listed in {layout.INVENTORY_FILE}",
                     image=ref,
-                    file=oci.INVENTORY_FILE,
+                    file=layout.INVENTORY_FILE,
                 )
                 continue
-            if intact:
-                graph = oci.walk_image(top, self._read_blob_bytes, ref)
+            if graph is not None:
                 expected = inventory_entry(entry.get("name"), ref, entry.get("tag"), graph)
             else:  # its blobs are reported above; compare what can still be read
                 expected = {**entry, "digest": top.digest}
             diffs = [k for k in sorted(expected) if expected[k] != entry.get(k)]
             status = Status.MISMATCH if diffs else Status.OK
             detail = f"differs in {', '.join(diffs)}" if diffs else ""
-            self._add("inventory", _short(ref), status, detail, image=ref, file=oci.INVENTORY_FILE)
+            self._add(
+                "inventory", _short(ref), status, detail, image=ref, file=layout.INVENTORY_FILE
+            )
 
     def _read_blob_bytes(self, digest: str) -> bytes:
-        return oci.blob_path(self.root, digest).read_bytes()
+        return layout.blob_path(self.root, digest).read_bytes()
 
     # --- SHA256SUMS ---------------------------------------------------------------------------
     def _check_sums(self) -> None:
-        path = self.root / oci.CHECKSUMS_FILE
+        path = self.root / layout.CHECKSUMS_FILE
         if not path.is_file():
-            self._add("checksum", oci.CHECKSUMS_FILE, Status.MISSING, file=oci.CHECKSUMS_FILE)
+            self._add("checksum", layout.CHECKSUMS_FILE, Status.MISSING, file=layout.CHECKSUMS_FILE)
             return
         listed: dict[str, str] = {}
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
@@ -371,21 +366,27 @@ class _Verifier:
             if not match or pure.is_absolute() or ".." in pure.parts:
                 self._add(
                     "checksum",
-                    f"{oci.CHECKSUMS_FILE} line {number}",
+                    f"{layout.CHECKSUMS_FILE} line {number}",
                     Status.INVALID,
                     f"malformed line {line[:80]!r}",
-                    file=oci.CHECKSUMS_FILE,
+                    file=layout.CHECKSUMS_FILE,
                 )
                 continue
             listed[name] = match.group(1)
-        present = set(oci.iter_files(self.root)) - {oci.CHECKSUMS_FILE}
+        present = set(layout.iter_files(self.root)) - {layout.CHECKSUMS_FILE}
         for name in sorted(present - listed.keys()):
-            self._add("checksum", name, Status.UNLISTED, f"not in {oci.CHECKSUMS_FILE}", file=name)
+            self._add(
+                "checksum", name, Status.UNLISTED, f"not in {layout.CHECKSUMS_FILE}", file=name
+            )
         for name, expected in sorted(listed.items()):
             file = self.root / name
             if not file.is_file() or file.is_symlink():
                 self._add(
-                    "checksum", name, Status.MISSING, f"listed in {oci.CHECKSUMS_FILE}", file=name
+                    "checksum",
+                    name,
+                    Status.MISSING,
+                    f"listed in {layout.CHECKSUMS_FILE}",
+                    file=name,
                 )
                 continue
             actual = self._file_hex(name, file)
@@ -394,22 +395,22 @@ class _Verifier:
                 "checksum",
                 name,
                 Status.OK if ok else Status.DIGEST_MISMATCH,
-                "" if ok else f"sha256 is {actual}, {oci.CHECKSUMS_FILE} says {expected}",
+                "" if ok else f"sha256 is {actual}, {layout.CHECKSUMS_FILE} says {expected}",
                 file=name,
             )
 
     def _file_hex(self, name: str, file: Path) -> str:
         parts = name.split("/")
-        if len(parts) == 3 and parts[:2] == [oci.BLOBS_DIR, oci.ALGORITHM]:
-            cached = self.actual.get(f"{oci.ALGORITHM}:{parts[2]}")
+        if len(parts) == 3 and parts[:2] == [layout.BLOBS_DIR, layout.ALGORITHM]:
+            cached = self.actual.get(f"{layout.ALGORITHM}:{parts[2]}")
             if cached:  # read once: the blob check already hashed this file
-                return oci.split_digest(cached)[1]
-        return oci.split_digest(oci.hash_file(file)[0])[1]
+                return layout.split_digest(cached)[1]
+        return layout.split_digest(layout.hash_file(file)[0])[1]
 
 
 def _short(ref: str) -> str:
     """``harbor.example.com/ai-infra/backend:v1`` → ``backend``; for messages."""
     try:
-        return oci.parse_reference(ref).name
+        return parse_tagged(ref).name
     except ValueError:
         return ref

@@ -17,8 +17,8 @@ import dagger
 import pytest
 from dagger import dag
 
-from pipeline.bundle import oci
-from pipeline.bundle.registry import RegistryClient
+from pipeline.oci import layout
+from pipeline.oci.registry import RegistryClient
 
 ROOT = Path(__file__).resolve().parents[2]
 MINI_MATRIX = ROOT / "examples" / "mini-matrix"
@@ -152,4 +152,4 @@ def published_manifests(lab: Lab, repository: str, tag: str) -> dict[str, str]:
     """What the registry holds under a tag: platform -> manifest digest."""
     with lab.secure_client() as client:
         index = json.loads(client.get_manifest(repository, tag)[0])
-    return {oci.platform_of(m["platform"]): m["digest"] for m in index["manifests"]}
+    return {layout.platform_of(m["platform"]): m["digest"] for m in index["manifests"]}

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, run_cli
 
-from pipeline.bundle import oci
+from pipeline.oci import layout
+from pipeline.oci.reference import parse_tagged
 
 TAG = "v0.3.8"
 RELEASE_IMAGES = MINI_MATRIX_IMAGES
@@ -38,25 +39,25 @@ def fresh_project() -> str:
 
 
 def inventory(bundle: Path) -> dict:
-    return json.loads((bundle / oci.INVENTORY_FILE).read_text())
+    return json.loads((bundle / layout.INVENTORY_FILE).read_text())
 
 
-def graphs(bundle: Path) -> dict[str, oci.ImageGraph]:
+def graphs(bundle: Path) -> dict[str, layout.ImageGraph]:
     """Every image of the bundle's index.json, walked: ref name → its content graph."""
     return {
-        top.annotations[oci.ANNOTATION_REF_NAME]: oci.walk_image(
-            top, lambda d: oci.blob_path(bundle, d).read_bytes(), str(bundle)
+        top.annotations[layout.ANNOTATION_REF_NAME]: layout.walk_image(
+            top, lambda d: layout.blob_path(bundle, d).read_bytes(), str(bundle)
         )
-        for top in oci.read_index(bundle)
+        for top in layout.read_index(bundle)
     }
 
 
 def repository(project: str, ref: str) -> str:
     """Where `bundle push` puts an image: project/<last path component of its ref>."""
-    return f"{project}/{oci.parse_reference(ref).name}"
+    return f"{project}/{parse_tagged(ref).name}"
 
 
-def plain_blobs(graph: oci.ImageGraph) -> list[oci.Descriptor]:
+def plain_blobs(graph: layout.ImageGraph) -> list[layout.Descriptor]:
     """Configs and layers (what push HEADs and uploads), not manifests or indexes."""
     return [d for d in graph.ordered if not (d.is_index or d.is_manifest)]
 
@@ -115,17 +116,17 @@ def assert_registry_matches_inventory(lab: Lab, project: str, bundle: Path) -> N
         for image in inventory(bundle)["images"]:
             repo = repository(project, image["ref"])
             body, media_type = client.get_manifest(repo, image["tag"])
-            assert oci.digest_bytes(body) == image["digest"], image["ref"]
-            assert media_type == image["media_type"] == oci.OCI_INDEX
+            assert layout.digest_bytes(body) == image["digest"], image["ref"]
+            assert media_type == image["media_type"] == layout.OCI_INDEX
             listed = {
                 d.platform: d.digest
-                for d in (oci.Descriptor.parse(m, repo) for m in json.loads(body)["manifests"])
+                for d in (layout.Descriptor.parse(m, repo) for m in json.loads(body)["manifests"])
                 if not d.is_attestation
             }
             assert listed == {p: v["digest"] for p, v in image["platforms"].items()}, repo
             for platform, entry in image["platforms"].items():
                 manifest, _ = client.get_manifest(repo, entry["digest"])
-                assert oci.digest_bytes(manifest) == entry["digest"], (repo, platform)
+                assert layout.digest_bytes(manifest) == entry["digest"], (repo, platform)
                 doc = json.loads(manifest)
                 for blob in [doc["config"], *doc["layers"]]:
                     assert client.blob_exists(repo, blob["digest"]), (repo, blob["digest"])
@@ -187,11 +188,17 @@ def test_bundle_layout_holds_every_image_and_dependency_for_both_platforms(bundl
     and SHA256SUMS; index.json names exactly the 6 release images and both dependencies by
     org.opencontainers.image.ref.name, each with linux/amd64 and linux/arm64."""
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
-        [oci.LAYOUT_FILE, oci.INDEX_FILE, oci.BLOBS_DIR, oci.INVENTORY_FILE, oci.CHECKSUMS_FILE]
+        [
+            layout.LAYOUT_FILE,
+            layout.INDEX_FILE,
+            layout.BLOBS_DIR,
+            layout.INVENTORY_FILE,
+            layout.CHECKSUMS_FILE,
+        ]
     )
-    assert (bundle / oci.BLOBS_DIR / oci.ALGORITHM).is_dir()
-    layout = json.loads((bundle / oci.LAYOUT_FILE).read_text())
-    assert layout == {"imageLayoutVersion": oci.LAYOUT_VERSION}
+    assert (bundle / layout.BLOBS_DIR / layout.ALGORITHM).is_dir()
+    marker = json.loads((bundle / layout.LAYOUT_FILE).read_text())
+    assert marker == {"imageLayoutVersion": layout.LAYOUT_VERSION}
 
     walked = graphs(bundle)
     assert sorted(walked) == sorted(ALL_REFS)
@@ -216,10 +223,10 @@ def test_bundle_stores_each_blob_once_and_leaves_nothing_beside_it(bundle: Path)
     references = sum(len(g.ordered) for g in graphs(bundle).values())
     stored = sorted(p.relative_to(bundle).as_posix() for p in (bundle / "blobs").rglob("*"))
     assert stored == sorted(
-        [f"{oci.BLOBS_DIR}/{oci.ALGORITHM}"] + [oci.blob_relpath(d) for d in referenced]
+        [f"{layout.BLOBS_DIR}/{layout.ALGORITHM}"] + [layout.blob_relpath(d) for d in referenced]
     )
     assert references > len(referenced), "the release shares blobs: some are referenced twice"
-    blob_bytes = tree_bytes(bundle / oci.BLOBS_DIR)
+    blob_bytes = tree_bytes(bundle / layout.BLOBS_DIR)
     assert blob_bytes == sum(referenced.values())
     assert inventory(bundle)["blobs"] == {"count": len(referenced), "bytes": blob_bytes}
     assert sorted(p.name for p in bundle.parent.iterdir()) == [bundle.name, f"{bundle.name}.tar"]
@@ -272,11 +279,13 @@ def test_a_corrupt_blob_fails_verify_and_push_uploads_nothing(
     shutil.copytree(bundle, copy)
     gateway = graphs(copy)[f"ai-infra-gateway:{TAG}"]
     layer = gateway.platforms["linux/amd64"].blobs[-1]
-    path = oci.blob_path(copy, layer.digest)
+    path = layout.blob_path(copy, layer.digest)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    assert oci.hash_file(oci.blob_path(bundle, layer.digest))[0] == layer.digest  # original intact
+    assert (
+        layout.hash_file(layout.blob_path(bundle, layer.digest))[0] == layer.digest
+    )  # original intact
 
     verify = run_cli("bundle", "verify", str(copy))
     assert verify.returncode == 1, verify.stdout + verify.stderr
@@ -348,7 +357,7 @@ def test_the_bundle_is_smaller_than_the_per_image_exports(bundle: Path, tmp_path
     tarballs = sorted(exported.rglob("*.tar"))
     assert len(tarballs) == len(ALL_REFS), tarballs
     exports = sum(p.stat().st_size for p in tarballs)
-    blobs = tree_bytes(bundle / oci.BLOBS_DIR)
+    blobs = tree_bytes(bundle / layout.BLOBS_DIR)
     print(
         f"\nbundle blobs: {blobs} bytes ({blobs / 1e6:.1f} MB); sum of {len(tarballs)} exports: "
         f"{exports} bytes ({exports / 1e6:.1f} MB); ratio {blobs / exports:.2f}"
@@ -367,7 +376,7 @@ def test_skopeo_reads_every_image_and_copies_one_with_all_platforms(bundle: Path
             [tool, "inspect", "--raw", f"oci:{bundle}:{ref}"], capture_output=True, check=False
         )
         assert raw.returncode == 0, raw.stderr.decode()[-2000:]
-        assert oci.digest_bytes(raw.stdout) == by_ref[ref]["digest"], ref
+        assert layout.digest_bytes(raw.stdout) == by_ref[ref]["digest"], ref
 
     ref = f"ai-infra-backend:{TAG}"
     inspect = subprocess.run(

@@ -21,7 +21,7 @@ from conftest import (
     run_cli,
 )
 
-from pipeline.bundle import oci
+from pipeline.oci import layout
 
 FUNCTIONS = ("export", "offline-bundle", "plan", "release")
 
@@ -88,7 +88,7 @@ def test_dagger_call_release_publishes_the_cli_door_s_digests(lab: Lab, released
         assert {p["status"] for p in row["platforms"]} == {"published"}, row
         with lab.secure_client() as client:
             body, _ = client.get_manifest(f"{project}/{row['image']}", "v0.3.8")
-        assert row["digest"] == oci.digest_bytes(body), row["image"]
+        assert row["digest"] == layout.digest_bytes(body), row["image"]
         # Per platform, not the index: Dagger 0.18.10 orders an index's manifests by Go map
         # iteration (core/container.go, Publish), so equal content can give two index digests.
         door = published_manifests(lab, f"{project}/{row['image']}", "v0.3.8")

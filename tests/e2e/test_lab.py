@@ -11,7 +11,7 @@ import pytest
 from conftest import MINI_MATRIX, PLATFORMS, Lab, marker_variants, run_cli, secure_auth
 from dagger import dag
 
-from pipeline.bundle import oci
+from pipeline.oci import layout
 
 pytestmark = pytest.mark.anyio
 
@@ -27,8 +27,8 @@ async def test_each_platform_runs_its_own_architecture(engine, platform: str, ma
 
 def index_platforms(client, repository: str, tag: str) -> set[str]:
     body, media_type = client.get_manifest(repository, tag)
-    assert media_type == oci.OCI_INDEX
-    return {oci.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
+    assert media_type == layout.OCI_INDEX
+    return {layout.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
 
 
 async def test_plain_registry_holds_a_two_platform_index(engine, lab: Lab, unique: str):

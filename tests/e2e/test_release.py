@@ -11,7 +11,7 @@ import tarfile
 
 from conftest import MINI_MATRIX_IMAGES, PLATFORMS, Lab
 
-from pipeline.bundle import oci
+from pipeline.oci import layout
 
 IMAGES = MINI_MATRIX_IMAGES
 ELF_MACHINE = {"linux/amd64": 0x3E, "linux/arm64": 0xB7}  # e_machine: x86-64, AArch64
@@ -31,7 +31,7 @@ def platform_files(lab: Lab, repository: str, tag: str) -> dict[str, dict[str, b
                     for member in tar.getmembers():
                         if member.isfile():
                             found[member.name] = tar.extractfile(member).read()
-            files[oci.platform_of(entry["platform"])] = found
+            files[layout.platform_of(entry["platform"])] = found
     return files
 
 
@@ -41,13 +41,14 @@ def test_every_image_is_one_index_with_both_platforms(released, lab: Lab):
     with lab.secure_client() as client:
         for image in IMAGES:
             body, media_type = client.get_manifest(f"{project}/{image}", "v0.3.8")
-            assert media_type == oci.OCI_INDEX
-            platforms = {oci.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
+            assert media_type == layout.OCI_INDEX
+            platforms = {layout.platform_of(m["platform"]) for m in json.loads(body)["manifests"]}
             assert platforms == set(PLATFORMS), image
             row = next(i for i in report["images"] if i["image"] == image)
-            assert row["digest"] == oci.digest_bytes(body)
+            assert row["digest"] == layout.digest_bytes(body)
             listed = {
-                oci.platform_of(m["platform"]): m["digest"] for m in json.loads(body)["manifests"]
+                layout.platform_of(m["platform"]): m["digest"]
+                for m in json.loads(body)["manifests"]
             }
             assert {p["platform"]: p["digest"] for p in row["platforms"]} == listed, image
             assert all(p["size"] for p in row["platforms"]), image

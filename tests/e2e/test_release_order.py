@@ -9,7 +9,7 @@ import shutil
 from conftest import MINI_MATRIX, Lab, release_to_lab, run_cli
 from test_release import platform_files
 
-from pipeline.bundle import oci
+from pipeline.oci import layout
 
 NODE_DOCKERFILE = """\
 ARG VERSION=dev
@@ -70,4 +70,4 @@ def test_per_arch_tags_when_asked(lab: Lab, tmp_path, unique):
                 json.loads(client.get_blob(f"{project}/ai-infra-gateway", config))["architecture"]
                 == arch
             )
-            assert oci.digest_bytes(body) == by_platform[arch]
+            assert layout.digest_bytes(body) == by_platform[arch]

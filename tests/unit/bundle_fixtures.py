@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.bundle import BundleImage, oci
+from pipeline.bundle import BundleImage
+from pipeline.oci.layout import OCI_INDEX, OCI_MANIFEST
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 REGISTRY_PREFIX = "harbor.example.com/ai-infra"
@@ -71,14 +72,14 @@ class Layout:
         )
         doc = {
             "schemaVersion": 2,
-            "mediaType": oci.OCI_MANIFEST,
+            "mediaType": OCI_MANIFEST,
             "config": config_desc,
             "layers": [
                 self.add(blob, "application/vnd.oci.image.layer.v1.tar+gzip") for blob, _ in layers
             ],
         }
         extra = {"platform": plat} if with_platform else {}
-        return self.add(json.dumps(doc).encode(), oci.OCI_MANIFEST, **extra)
+        return self.add(json.dumps(doc).encode(), OCI_MANIFEST, **extra)
 
     def attestation(self, subject: dict[str, Any]) -> dict[str, Any]:
         """A BuildKit-style attestation manifest (platform unknown/unknown)."""
@@ -88,13 +89,13 @@ class Layout:
         )
         doc = {
             "schemaVersion": 2,
-            "mediaType": oci.OCI_MANIFEST,
+            "mediaType": OCI_MANIFEST,
             "config": config,
             "layers": [statement],
         }
         return self.add(
             json.dumps(doc).encode(),
-            oci.OCI_MANIFEST,
+            OCI_MANIFEST,
             platform={"architecture": "unknown", "os": "unknown"},
             annotations={
                 "vnd.docker.reference.type": "attestation-manifest",
@@ -103,8 +104,8 @@ class Layout:
         )
 
     def index(self, children: list[dict[str, Any]]) -> dict[str, Any]:
-        doc = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": children}
-        return self.add(json.dumps(doc).encode(), oci.OCI_INDEX)
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+        return self.add(json.dumps(doc).encode(), OCI_INDEX)
 
     def index_json(self) -> bytes:
         return json.dumps({"schemaVersion": 2, "manifests": self.tops}).encode()

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.bundle import PushReport, cli, create_bundle, oci
+from pipeline.bundle import PushReport, cli, create_bundle
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
+from pipeline.oci.errors import LoginRequired, UntrustedCertificate
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -52,7 +54,7 @@ def test_verify_names_a_corrupt_blob(bundle: Path, tmp_path: Path) -> None:
 
     assert isinstance(result.exception, BundleError)
     assert f"digest-mismatch: blob sha256:{blob.name}" in result.output
-    assert oci.blob_relpath(f"sha256:{blob.name}") in result.output
+    assert layout.blob_relpath(f"sha256:{blob.name}") in result.output
 
 
 def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, monkeypatch) -> None:
@@ -86,6 +88,27 @@ def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, mo
     assert kw["ca_cert"] == Path("/etc/ca.pem") and kw["insecure_http"] is False
     assert "Harbor12345" not in result.output
     assert "3 blobs uploaded" in result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (
+            LoginRequired("registry h requires a login (HTTP 401)"),
+            "--username and --password-stdin",
+        ),
+        (UntrustedCertificate("registry h: its TLS certificate is not trusted"), "--ca-cert"),
+    ],
+)
+def test_push_adds_the_flag_that_fixes_it(bundle: Path, monkeypatch, error, hint) -> None:
+    def fake_push(path, registry, **kw):
+        raise error
+
+    monkeypatch.setattr(cli, "push_bundle", fake_push)
+    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p"])
+    assert isinstance(result.exception, BundleError)
+    assert str(result.exception).startswith(f"{error}: pass ")
+    assert str(result.exception).endswith(hint)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bundle import BundleImage, create_bundle, oci, verify_bundle
+from pipeline.bundle import BundleImage, create_bundle, verify_bundle
 from pipeline.bundle import create as create_module
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -51,15 +52,15 @@ def test_index_json_names_each_image_by_ref_with_digests_unchanged(tmp_path: Pat
     create_bundle(out, [s.image for s in sources], bf.PLATFORMS)
 
     index = json.loads((out / "index.json").read_text())
-    assert index["mediaType"] == oci.OCI_INDEX
+    assert index["mediaType"] == layout.OCI_INDEX
     entries = index["manifests"]
     assert [e["digest"] for e in entries] == [s.top for s in sources]
     for entry, source in zip(entries, sources, strict=True):
-        assert entry["mediaType"] == oci.OCI_INDEX
-        assert entry["annotations"][oci.ANNOTATION_REF_NAME] == source.image.ref
-        assert entry["annotations"][oci.ANNOTATION_CONTAINERD_NAME] == source.image.ref
+        assert entry["mediaType"] == layout.OCI_INDEX
+        assert entry["annotations"][layout.ANNOTATION_REF_NAME] == source.image.ref
+        assert entry["annotations"][layout.ANNOTATION_CONTAINERD_NAME] == source.image.ref
         # bytes are copied, never re-encoded
-        assert (out / oci.blob_relpath(source.top)).read_bytes() == source.blobs[source.top]
+        assert (out / layout.blob_relpath(source.top)).read_bytes() == source.blobs[source.top]
 
 
 def test_inventory_lists_every_image_platform_digest_and_size(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def test_directory_sources_and_short_refs(tmp_path: Path) -> None:
     create_bundle(out, [source.image], bf.PLATFORMS)
 
     index = json.loads((out / "index.json").read_text())
-    assert index["manifests"][0]["annotations"][oci.ANNOTATION_REF_NAME] == "ai-infra-backend:v1"
+    assert index["manifests"][0]["annotations"][layout.ANNOTATION_REF_NAME] == "ai-infra-backend:v1"
     assert verify_bundle(out).ok
 
 
@@ -214,7 +215,7 @@ def test_archives_are_reproducible(tmp_path: Path) -> None:
 def test_corrupt_source_blob_is_refused(tmp_path: Path) -> None:
     source = bf.make_source(tmp_path, "ai-infra-backend", 1, form="dir")
     layer = next(d for d, b in source.blobs.items() if b[:2] == b"\x1f\x8b")
-    path = source.image.source / oci.blob_relpath(layer)
+    path = source.image.source / layout.blob_relpath(layer)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bundle import create_bundle, load_bundle, load_command, oci
+from pipeline.bundle import create_bundle, load_bundle, load_command
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -91,7 +92,7 @@ def test_corrupt_bundle_is_refused_and_nothing_runs(bundle, tmp_path: Path) -> N
     copy = tmp_path / "bundle"
     shutil.copytree(path, copy)
     manifest = sources[0].platform_manifests["linux/amd64"]
-    (copy / oci.blob_relpath(manifest)).unlink()
+    (copy / layout.blob_relpath(manifest)).unlink()
     runner = FakeRunner()
 
     with pytest.raises(BundleError, match=f"missing: blob {manifest}"):

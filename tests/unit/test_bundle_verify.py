@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bundle import Status, create_bundle, oci, verify_bundle
+from pipeline.bundle import Status, create_bundle, verify_bundle
+from pipeline.oci import layout
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -64,7 +65,7 @@ def test_archive_verifies(built) -> None:
 
 def test_corrupt_blob_is_named_digest_mismatch(copy: Path, built) -> None:
     layer = shared_layer(built[1])
-    path = copy / oci.blob_relpath(layer)
+    path = copy / layout.blob_relpath(layer)
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF  # same size, different content
     path.write_bytes(bytes(data))
@@ -74,18 +75,18 @@ def test_corrupt_blob_is_named_digest_mismatch(copy: Path, built) -> None:
     assert not report.ok
     [blob] = [r for r in failures(report, Status.DIGEST_MISMATCH) if r.check == "blob"]
     assert blob.digest == layer
-    assert blob.file == oci.blob_relpath(layer)
+    assert blob.file == layout.blob_relpath(layer)
     text = blob.describe()
     assert "digest-mismatch" in text and layer in text
     assert "ai-infra-backend" in text and "ai-infra-frontend" in text
     [checksum] = [r for r in report.failures if r.check == "checksum"]
-    assert checksum.file == oci.blob_relpath(layer)
+    assert checksum.file == layout.blob_relpath(layer)
     assert report.summary() == f"2 of {len(report.results)} checks failed"
 
 
 def test_truncated_blob_is_size_mismatch(copy: Path, built) -> None:
     manifest = built[1][0].platform_manifests["linux/arm64"]
-    path = copy / oci.blob_relpath(manifest)
+    path = copy / layout.blob_relpath(manifest)
     path.write_bytes(path.read_bytes()[:-5])
 
     report = verify_bundle(copy)
@@ -101,13 +102,13 @@ def test_deleted_blob_is_missing(copy: Path, built) -> None:
     config_or_layer = next(
         d for d in source.blobs if d not in built[1][0].blobs and d != source.top
     )
-    (copy / oci.blob_relpath(config_or_layer)).unlink()
+    (copy / layout.blob_relpath(config_or_layer)).unlink()
 
     report = verify_bundle(copy)
 
     missing = {(r.check, r.digest or r.file) for r in failures(report, Status.MISSING)}
     assert ("blob", config_or_layer) in missing
-    assert ("checksum", oci.blob_relpath(config_or_layer)) in missing
+    assert ("checksum", layout.blob_relpath(config_or_layer)) in missing
     assert "ai-infra-frontend" in next(r for r in report.failures if r.check == "blob").describe()
 
 
@@ -160,7 +161,7 @@ def test_missing_metadata_files(copy: Path) -> None:
 
 def test_raise_if_failed_names_the_problem(copy: Path, built) -> None:
     layer = shared_layer(built[1])
-    (copy / oci.blob_relpath(layer)).unlink()
+    (copy / layout.blob_relpath(layer)).unlink()
 
     report = verify_bundle(copy)
     with pytest.raises(

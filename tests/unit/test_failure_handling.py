@@ -107,8 +107,7 @@ FORBIDDEN = UNAVAILABLE.replace("503 Service Unavailable", "403 Forbidden")
         (REFUSED, None, "registry h:1: connection refused"),
         (UNAVAILABLE, None, "registry h:1: HTTP 503 Service Unavailable"),
         (UNAUTHORIZED, "lab", "registry h:1 refused the credentials of user 'lab' (HTTP 401)"),
-        (UNAUTHORIZED, None, "registry h:1 requires a login (HTTP 401): pass --username and "
-         "--password"),
+        (UNAUTHORIZED, None, "registry h:1 requires a login (HTTP 401)"),
         (FORBIDDEN, "ci", "registry h:1 denies user 'ci' the right to push (HTTP 403)"),
     ],
 )  # fmt: skip

@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.render import is_image_name, is_reference, render, unset, variables
+from pipeline.render import render, unset, variables
 
 
 def test_fills_variables_with_or_without_spaces():
@@ -39,52 +39,3 @@ def test_variables_and_unset():
     assert variables(text) == ["A", "B", "C"]
     assert unset(text, {"A": "1", "B": ""}) == ["B", "C"]
     assert unset(text, {"A": "1", "B": ""}, allow_empty=True) == ["C"]
-
-
-@pytest.mark.parametrize(
-    "ref",
-    [
-        "mysql:8.0",
-        "postgres:15-alpine",
-        "redis:7-alpine",
-        "confluentinc/cp-kafka:7.5.0",
-        "provectuslabs/kafka-ui:latest",
-        "oceanbase/oceanbase-ce:4.3.5-lts",
-        "osixia/openldap:stable",
-        "redis/redisinsight:2.68",
-        "gitea/gitea:1.25.1",
-        "quay.io/keycloak/keycloak:26.0",
-        "localhost:5000/a/b:c",
-        "harbor.example.com/ai-infra/ai-infra-backend:v0.3.8",
-        "alpine",
-        "alpine@sha256:" + "a" * 64,
-    ],
-)
-def test_valid_references(ref):
-    assert is_reference(ref)
-
-
-@pytest.mark.parametrize(
-    "ref",
-    [
-        "",
-        "mysql:8\\.0",  # build.sh's sed-escaped rendering
-        "/safeline-tengine:",  # unset prefix and tag
-        "gitea/gitea:",
-        "Upper/case:1",
-        "a b:1",
-        "redis:7 alpine",
-        "chaitin//safeline:1",
-        "https://docker.io/redis:7",
-    ],
-)
-def test_invalid_references(ref):
-    assert not is_reference(ref)
-
-
-def test_image_names():
-    assert is_image_name("ai-infra-backend-init")
-    assert is_image_name("ai-infra/backend")
-    assert not is_image_name("ai-infra-Backend")
-    assert not is_image_name("ai-infra-backend:v1")
-    assert not is_image_name("-x")

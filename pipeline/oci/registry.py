@@ -1,11 +1,11 @@
-"""The part of the OCI distribution API that a push needs, over httpx (see push.py for why no
-registry library): ping, blob HEAD, blob upload (cross-repository mount, else one streamed
-monolithic PUT), manifest PUT of exact bytes with any media type.
+"""The part of the OCI distribution API that a bundle push and a release read-back need, over
+httpx (see pipeline/bundle/push.py for why no registry library): ping, blob HEAD, blob upload
+(cross-repository mount, else one streamed monolithic PUT), manifest PUT of exact bytes with
+any media type, manifest GET.
 
 Auth follows the registry's challenge: Basic, or Bearer tokens from the realm it names (Harbor,
 registry:2 with token auth), scoped per repository and refreshed on a 401. Transport errors,
-429 and 5xx are retried with exponential backoff a bounded number of times; a 401/403 ends the
-push with one line naming the registry and the user, never the password.
+429 and 5xx are retried (retry.py); a 401/403 ends at once with one line (errors.py).
 """
 
 from __future__ import annotations
@@ -15,48 +15,22 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn, TypeVar
 
 import httpx
 
-from pipeline.bundle import oci
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci import layout
+from pipeline.oci.errors import LoginRequired, UntrustedCertificate, refusal
+from pipeline.oci.retry import GaveUp, Transient, retry
 
 USER_AGENT = "ai-infra-matrix-pipeline (bundle push)"
 TRIES = 4
 BACKOFF_SECONDS = 0.5
 TIMEOUT = httpx.Timeout(30.0, read=300.0, write=300.0)
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
-
-
-@dataclass(frozen=True)
-class RegistryTarget:
-    """``host[:port]/project[/sub]``: where images go; ``repository(name)`` = project/name."""
-
-    host: str
-    project: str
-
-    @classmethod
-    def parse(cls, text: str) -> RegistryTarget:
-        value = text.strip().removeprefix("https://").removeprefix("http://").strip("/")
-        host, _, project = value.partition("/")
-        if not host or not project or "//" in project or " " in value:
-            raise BadInput(
-                f"registry {text!r} must be host[:port]/project, e.g. harbor.example.com/ai-infra"
-            )
-        return cls(host=host, project=project)
-
-    def repository(self, name: str) -> str:
-        return f"{self.project}/{name}"
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.project}"
-
-
-class _Transient(Exception):
-    """A failure worth another try (connection trouble, 429, 5xx)."""
+T = TypeVar("T")
 
 
 class RegistryClient:
@@ -144,7 +118,7 @@ class RegistryClient:
                 on_bytes(-sent)
                 sent = 0
             with opener() as f:
-                while chunk := f.read(oci.CHUNK):
+                while chunk := f.read(layout.CHUNK):
                     sent += len(chunk)
                     on_bytes(len(chunk))
                     yield chunk
@@ -187,7 +161,7 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
         """PUT a manifest or index exactly as stored (so its digest stays); returns the digest
         the registry computed, checked against the bytes."""
-        expected = oci.digest_bytes(body)
+        expected = layout.digest_bytes(body)
         response = self._retrying(
             f"put manifest {reference} to {repository}",
             lambda: self._send(
@@ -216,26 +190,12 @@ class RegistryClient:
                 "GET",
                 f"/v2/{repository}/manifests/{reference}",
                 repository,
-                headers={"Accept": ", ".join(sorted(oci.INDEX_TYPES | oci.MANIFEST_TYPES))},
+                headers={"Accept": ", ".join(sorted(layout.INDEX_TYPES | layout.MANIFEST_TYPES))},
             ),
         )
         if response.status_code != 200:
             self._fail(response, f"get manifest {reference} of {repository}")
         return response.content, response.headers.get("Content-Type", "")
-
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        """A whole blob, checked against its digest (small blobs: configs, test layers)."""
-        response = self._retrying(
-            f"get blob {digest} of {repository}",
-            lambda: self._send(
-                "GET", f"/v2/{repository}/blobs/{digest}", repository, follow_redirects=True
-            ),
-        )
-        if response.status_code != 200:
-            self._fail(response, f"get blob {digest} of {repository}")
-        if oci.digest_bytes(response.content) != digest:
-            raise BundleError(f"registry {self.host}: blob {digest} of {repository} is corrupt")
-        return response.content
 
     # --- plumbing -----------------------------------------------------------------------------
     def _upload_url(self, location: str) -> httpx.URL:
@@ -244,18 +204,13 @@ class RegistryClient:
             url = url.copy_with(scheme=httpx.URL(self.base).scheme)  # proxy said http/https
         return url
 
-    def _retrying(self, what: str, attempt: Callable[[], object]):
-        last: Exception | None = None
-        for number in range(self.tries):
-            try:
-                return attempt()
-            except _Transient as exc:
-                last = exc
-                if number + 1 < self.tries:
-                    self.sleep(self.backoff * 2**number)
-        raise BundleError(
-            f"registry {self.host}: {what} failed after {self.tries} tries: {last}"
-        ) from None
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        try:
+            return retry(attempt, tries=self.tries, backoff=self.backoff, sleep=self.sleep)
+        except GaveUp as exc:
+            raise BundleError(
+                f"registry {self.host}: {what} failed after {exc.tries} tries: {exc.last}"
+            ) from None
 
     def _send(
         self,
@@ -289,13 +244,12 @@ class RegistryClient:
                 )
             except httpx.TransportError as exc:
                 if _is_tls_verification(exc):
-                    raise BundleError(
-                        f"registry {self.host}: its TLS certificate is not trusted; pass the "
-                        "CA that signed it with --ca-cert"
+                    raise UntrustedCertificate(
+                        f"registry {self.host}: its TLS certificate is not trusted"
                     ) from None
-                raise _Transient(f"{type(exc).__name__}: {exc}") from None
+                raise Transient(f"{type(exc).__name__}: {exc}") from None
             if response.status_code == 429 or response.status_code >= 500:
-                raise _Transient(f"HTTP {response.status_code}{_errors(response)}")
+                raise Transient(f"HTTP {response.status_code}{_errors(response)}")
             if response.status_code != 401 or auth_round == 1:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
@@ -313,9 +267,7 @@ class RegistryClient:
         }
         if scheme.lower() == "basic":
             if self.username is None:
-                raise BundleError(
-                    f"registry {self.host} requires a login: pass --username and --password-stdin"
-                )
+                raise LoginRequired(refusal(self.host, 401, None))
             self._basic = _basic_header(self.username, self._password or "")
             return
         if scheme.lower() != "bearer" or "realm" not in params:
@@ -334,9 +286,9 @@ class RegistryClient:
         try:
             response = self._client.get(params["realm"], params=query, headers=headers)
         except httpx.TransportError as exc:
-            raise _Transient(f"token service {params['realm']}: {exc}") from None
+            raise Transient(f"token service {params['realm']}: {exc}") from None
         if response.status_code >= 500:
-            raise _Transient(f"token service HTTP {response.status_code}")
+            raise Transient(f"token service HTTP {response.status_code}")
         if response.status_code != 200:
             self._fail(response, "log in")
         try:
@@ -348,16 +300,10 @@ class RegistryClient:
             raise BundleError(f"registry {self.host}: its token service returned no token")
         self._tokens[key] = f"Bearer {token}"
 
-    def _fail(self, response: httpx.Response, what: str):
+    def _fail(self, response: httpx.Response, what: str) -> NoReturn:
         code = response.status_code
-        if code == 401:
-            who = f"user {self.username!r}" if self.username else "anonymous access"
-            hint = "" if self.username else "; pass --username and --password-stdin"
-            raise BundleError(f"registry {self.host} refused {who} ({what}: HTTP 401){hint}")
-        if code == 403:
-            who = f"user {self.username!r}" if self.username else "anonymous access"
-            raise BundleError(f"registry {self.host} denies {who} the right to {what} (HTTP 403)")
-        raise BundleError(f"registry {self.host}: {what} → HTTP {code}{_errors(response)}")
+        message = refusal(self.host, code, self.username, what, _errors(response))
+        raise (LoginRequired if code == 401 and not self.username else BundleError)(message)
 
 
 def _scope_key(repository: str | None, extra_pull: list[str] | None) -> str:

@@ -1,8 +1,8 @@
-"""OCI image layout: every media type, annotation key and file name of the bundle, in one place,
-plus digest helpers and the small readers and writers the verbs share.
+"""The OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
+and its content graph: every media type, annotation key and file name, digests, descriptors,
+platforms, and the one walker from a top descriptor to every blob.
 
-The bundle *is* an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/
-image-layout.md) with two files beside it: ``inventory.json`` and ``SHA256SUMS``.
+A bundle *is* such a layout with two files beside it: ``inventory.json`` and ``SHA256SUMS``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,32 +108,6 @@ def platform_of(obj: dict[str, Any]) -> str | None:
     return normalize_platform(f"{os_}/{arch}/{variant}" if variant else f"{os_}/{arch}")
 
 
-# --- references --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reference:
-    """``[host[:port]/]path/name:tag``; ``name`` is the last path component."""
-
-    repository: str
-    tag: str
-
-    @property
-    def name(self) -> str:
-        return self.repository.rsplit("/", 1)[-1]
-
-
-def parse_reference(ref: str) -> Reference:
-    if "@" in ref:
-        raise ValueError(f"reference must carry a tag, not a digest: {ref!r}")
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon <= slash or colon == len(ref) - 1:
-        raise ValueError(f"reference has no tag: {ref!r}")
-    repository, tag = ref[:colon], ref[colon + 1 :]
-    if not repository or repository.endswith("/"):
-        raise ValueError(f"reference has no repository: {ref!r}")
-    return Reference(repository=repository, tag=tag)
-
-
 # --- JSON ----------------------------------------------------------------------------------------
 def dumps(obj: Any) -> bytes:
     """Stable JSON for files this package writes (never used to re-encode a blob)."""
@@ -222,45 +196,68 @@ class ImageGraph:
         return sum(d.size for d in self.ordered)
 
 
-def walk_image(top: Descriptor, read_blob: Any, where: str) -> ImageGraph:
-    """Walk an image from its top descriptor. ``read_blob(digest) -> bytes`` reads a manifest or
-    index (small JSON blobs); blobs are never re-encoded, so digests stay unchanged."""
+# What a walk tells ``accept`` about a descriptor: its kind ("index", "manifest", "config",
+# "layer", or None for a media type it cannot walk) and the platform known for it so far.
+Accept = Callable[[Descriptor, str | None, str | None], bool]
+
+
+def _accept_all(desc: Descriptor, kind: str | None, platform: str | None) -> bool:
+    return True
+
+
+def walk_image(
+    top: Descriptor,
+    read_blob: Callable[[str], bytes],
+    where: str,
+    accept: Accept = _accept_all,
+) -> ImageGraph:
+    """Walk an image from its top descriptor. ``read_blob(digest) -> bytes`` reads a manifest,
+    index or config (small JSON blobs); blobs are never re-encoded, so digests stay unchanged.
+
+    ``accept`` sees every descriptor before anything is read from it, parents before children.
+    False leaves it, and all below it, out of the graph: verify checks each blob there and goes
+    on past the damaged ones. Accepting an unsupported media type (kind None) is an error.
+    """
     platforms: dict[str, PlatformManifest] = {}
     ordered: dict[str, Descriptor] = {}
 
     def manifest(desc: Descriptor) -> None:
         doc = loads(read_blob(desc.digest), f"{where}: manifest {desc.digest}")
         config = Descriptor.parse(doc.get("config"), f"{where}: config of {desc.digest}")
-        layers = [
-            Descriptor.parse(layer, f"{where}: layer of {desc.digest}")
-            for layer in doc.get("layers") or []
-        ]
-        for blob in [config, *layers]:
+        platform = desc.platform
+        blobs = []
+        if accept(config, "config", platform):
+            blobs.append(config)
+            if platform is None and not desc.is_attestation and config.media_type.endswith("json"):
+                platform = platform_of(loads(read_blob(config.digest), f"{where}: config"))
+        for layer in doc.get("layers") or []:
+            layer_desc = Descriptor.parse(layer, f"{where}: layer of {desc.digest}")
+            if accept(layer_desc, "layer", platform):
+                blobs.append(layer_desc)
+        for blob in blobs:
             ordered.setdefault(blob.digest, blob)
         ordered.setdefault(desc.digest, desc)
-        if desc.is_attestation:
-            return
-        platform = desc.platform
-        if platform is None and config.media_type.endswith("json"):
-            platform = platform_of(loads(read_blob(config.digest), f"{where}: config"))
-        if platform is None or platform == UNKNOWN_PLATFORM:
+        if desc.is_attestation or platform is None or platform == UNKNOWN_PLATFORM:
             return
         if platform in platforms:
             raise BundleError(f"{where}: two manifests for platform {platform}")
-        platforms[platform] = PlatformManifest(platform, desc, [config, *layers])
+        platforms[platform] = PlatformManifest(platform, desc, blobs)
 
     def visit(desc: Descriptor, depth: int) -> None:
+        kind = "index" if desc.is_index else "manifest" if desc.is_manifest else None
+        if not accept(desc, kind, desc.platform):
+            return
+        if kind is None:
+            raise BundleError(f"{where}: unsupported media type {desc.media_type} ({desc.digest})")
+        if kind == "manifest":
+            manifest(desc)
+            return
         if depth > 8:
             raise BundleError(f"{where}: indexes nested too deeply at {desc.digest}")
-        if desc.is_index:
-            doc = loads(read_blob(desc.digest), f"{where}: index {desc.digest}")
-            for child in doc.get("manifests") or []:
-                visit(Descriptor.parse(child, f"{where}: index {desc.digest}"), depth + 1)
-            ordered.setdefault(desc.digest, desc)
-        elif desc.is_manifest:
-            manifest(desc)
-        else:
-            raise BundleError(f"{where}: unsupported media type {desc.media_type} ({desc.digest})")
+        doc = loads(read_blob(desc.digest), f"{where}: index {desc.digest}")
+        for child in doc.get("manifests") or []:
+            visit(Descriptor.parse(child, f"{where}: index {desc.digest}"), depth + 1)
+        ordered.setdefault(desc.digest, desc)
 
     visit(top, 0)
     # Keep ``top`` last even if it was reached earlier (it cannot be, but be explicit).

@@ -1,0 +1,126 @@
+"""Image references, ``[host[:port]/]path[:tag][@digest]``: the one parser, and the grammar
+of github.com/distribution/reference (without IPv6 hosts, not used by this project)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipeline.errors import BadInput
+
+DOCKER_HUB = "docker.io"
+
+_HOST_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+HOST = rf"{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]{{1,5}})?"
+PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+PATH = rf"{PATH_PART}(?:/{PATH_PART})*"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+HOST_RE = re.compile(HOST)
+PATH_RE = re.compile(PATH)
+TAG_RE = re.compile(TAG)
+DIGEST_RE = re.compile(DIGEST)
+# Where images go: a host, then an optional project path (Harbor: host/project).
+REGISTRY_RE = re.compile(rf"(?P<host>{HOST})(?:/(?P<project>{PATH}))?")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The parts of a reference as written; ``host`` is None when it names no registry."""
+
+    host: str | None
+    path: str  # the repository inside its registry
+    tag: str | None
+    digest: str | None
+
+    @property
+    def registry(self) -> str:
+        return self.host or DOCKER_HUB
+
+    @property
+    def name(self) -> str:
+        """The last path component: ``harbor.example.com/ai-infra/backend:v1`` → ``backend``."""
+        return self.path.rsplit("/", 1)[-1]
+
+
+def parse(ref: str) -> Reference:
+    """Split a reference without validating it, so that text with unexpanded ARGs
+    (``${REGISTRY}/x:${VERSION}``) still splits; ``is_reference`` validates."""
+    rest, at, digest = ref.partition("@")
+    host = None
+    first, slash, remainder = rest.partition("/")
+    # As docker does: `confluentinc/cp-kafka` is a Docker Hub path, not a host.
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, rest = first, remainder
+    head, slash, last = rest.rpartition("/")
+    name, colon, tag = last.partition(":")
+    return Reference(
+        host=host,
+        path=f"{head}{slash}{name}",
+        tag=tag if colon else None,
+        digest=digest if at else None,
+    )
+
+
+def parse_tagged(ref: str) -> Reference:
+    """A reference that must carry a tag and no digest (what a bundle names its images by);
+    ValueError says what is wrong."""
+    parsed = parse(ref)
+    if parsed.digest is not None:
+        raise ValueError(f"reference must carry a tag, not a digest: {ref!r}")
+    if not parsed.tag:
+        raise ValueError(f"reference has no tag: {ref!r}")
+    if not parsed.path or "" in parsed.path.split("/"):
+        raise ValueError(f"reference has no repository: {ref!r}")
+    return parsed
+
+
+def registry_host(ref: str) -> str:
+    """``host:5000/p/x:v1`` → ``host:5000``; ``redis:7`` → ``docker.io``."""
+    return parse(ref).registry
+
+
+def image_name(ref: str) -> str:
+    """``host/project/ai-infra-x:${VERSION}`` → ``ai-infra-x``."""
+    return parse(ref).name
+
+
+def is_reference(ref: str) -> bool:
+    """True for a complete image reference such as `redis:7-alpine` or `host:5000/a/b:t`."""
+    parsed = parse(ref)
+    return bool(
+        (parsed.host is None or HOST_RE.fullmatch(parsed.host))
+        and PATH_RE.fullmatch(parsed.path)
+        and (parsed.tag is None or TAG_RE.fullmatch(parsed.tag))
+        and (parsed.digest is None or DIGEST_RE.fullmatch(parsed.digest))
+    )
+
+
+def is_image_name(name: str) -> bool:
+    """True for a repository path without host or tag, such as `ai-infra-backend`."""
+    return PATH_RE.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class RegistryTarget:
+    """``host[:port]/project[/sub]``: where images go; ``repository(name)`` = project/name."""
+
+    host: str
+    project: str
+
+    @classmethod
+    def parse(cls, text: str) -> RegistryTarget:
+        value = text.strip().removeprefix("https://").removeprefix("http://").strip("/")
+        match = REGISTRY_RE.fullmatch(value)
+        if match is None or not match["project"]:
+            raise BadInput(
+                f"registry {text!r} must be host[:port]/project, e.g. harbor.example.com/ai-infra"
+            )
+        return cls(host=match["host"], project=match["project"])
+
+    def repository(self, name: str) -> str:
+        return f"{self.project}/{name}"
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.project}"
