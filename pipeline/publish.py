@@ -91,9 +91,7 @@ async def publish_image(
         if access.through_engine:
             platforms = await read_back_through_engine(image.ref, digest, builds, access)
         else:
-            graph = await anyio.to_thread.run_sync(
-                read_back, image.ref, digest, access, access.password
-            )
+            graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access)
             platforms = dict(graph.platforms)
     except PipelineError as err:
         return Published(image, digest=digest, error=f"read-back failed: {err}")
@@ -143,15 +141,13 @@ def push_error(host: str, text: str, username: str | None) -> str:
     return f"registry {host}: {text.removeprefix('failed to export: ')[-300:]}"
 
 
-def read_back(
-    ref: str, digest: str, access: RegistryAccess, password: str | None
-) -> layout.ImageGraph:
+def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGraph:
     """Fetch the tag's index through the registry API and walk it to every platform manifest."""
     reference = parse_tagged(ref)
     with RegistryClient(
         reference.registry,
         username=access.username,
-        password=password,
+        password=access.password,
         ca_cert=access.ca_cert,
         insecure_http=access.plain_http,
     ) as client:

@@ -8,7 +8,7 @@ import time
 from typing import Protocol, TextIO
 
 
-class Progress(Protocol):
+class ByteProgress(Protocol):
     def start(self, total: int, label: str) -> None: ...
 
     def advance(self, n: int) -> None: ...

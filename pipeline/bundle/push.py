@@ -3,17 +3,7 @@ unchanged: blobs first (skipping those the registry has, so a rerun after an int
 uploads only what is missing), then each platform manifest by digest, then the index under
 its tag.
 
-Registry client: plain httpx (already a dependency through dagger-io), in
-pipeline/oci/registry.py, rather than a library. Checked against what a push needs:
-- oras-py 0.2.x: re-encodes manifests (``json=``, so digests can change), sends every manifest
-  as an OCI *image manifest* and validates it against that schema (an image index fails), and
-  reads each blob whole into memory before its PUT.
-- python-dxf 12.x: closest (HEAD-skip, streamed monolithic upload, CA bundle, raw manifest PUT),
-  but it refuses any login over plain HTTP and rewrites the token realm to https (an HTTP-only
-  Harbor cannot log in), has no retries, and pulls in ``www-authenticate`` and ``tqdm``.
-The protocol a push needs is small (ping, HEAD, POST+PUT, manifest PUT; Basic or Bearer),
-and owning it gives exact bytes, any media type, bounded retries and errors that name the
-registry and user but never the password.
+The registry client is ours (pipeline/oci/registry.py); the README says why no library.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.progress import Progress
+from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import verify_layout
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
@@ -68,7 +58,7 @@ def push_bundle(
     password: str | None = None,
     ca_cert: Path | None = None,
     insecure_http: bool = False,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
     *,
     tries: int = 4,
     backoff: float = 0.5,
@@ -125,7 +115,7 @@ def _push(
     target: RegistryTarget,
     images: list[_Planned],
     client: RegistryClient,
-    progress: Progress | None,
+    progress: ByteProgress | None,
 ) -> PushReport:
     report = PushReport(registry=str(target))
     total = sum(d.size for image in images for d in image.graph.ordered)
