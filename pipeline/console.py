@@ -32,6 +32,17 @@ def plan_table(plan: Plan) -> str:
     if plan.dependencies:
         deps = [(d.name, d.image) for d in plan.dependencies]
         parts += ["", table(("DEPENDENCY", "IMAGE"), deps)]
+    if plan.generated:
+        made = [(g.path, g.origin, "yes" if g.private else "") for g in plan.generated]
+        parts += ["", table(("GENERATED", "FROM", "PRIVATE KEY"), made)]
+    holders = [c.image for c in plan.components if c.private_key]
+    if holders:
+        parts += ["", f"images holding a generated private key: {', '.join(holders)}"]
+    for c in plan.components:
+        if c.serves:
+            users = [i.image for i in plan.components if c.image in i.reaches.values()]
+            parts += [f"{c.image} serves on port {c.serves} while {', '.join(users) or 'no image'}"
+                      " build (built first)"]  # fmt: skip
     if plan.skipped:
         skipped = [(s.name, s.reason) for s in plan.skipped]
         parts += ["", table(("SKIPPED", "REASON"), skipped)]

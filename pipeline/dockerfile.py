@@ -5,6 +5,7 @@ ending in the escape character (`\\`, or the one set by `# escape=`) continues, 
 are dropped even inside a continuation, and heredoc bodies (`RUN <<EOF`) are not instructions.
 """
 
+import json
 import re
 import shlex
 
@@ -32,12 +33,18 @@ def _escape_char(lines: list[str]) -> str:
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """`(KEYWORD, arguments)` of each instruction, continuations joined, comments dropped."""
+    return [(keyword, args) for _, keyword, args in numbered_instructions(text)]
+
+
+def numbered_instructions(text: str) -> list[tuple[int, str, str]]:
+    """`(line, KEYWORD, arguments)`: `line` is where the instruction starts (1-based)."""
     lines = text.splitlines()
     escape = _escape_char(lines)
-    result: list[tuple[str, str]] = []
+    result: list[tuple[int, str, str]] = []
     pending: list[str] = []
+    start = 0
     heredocs: list[str] = []
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if heredocs:
             if stripped == heredocs[0]:
@@ -45,18 +52,60 @@ def instructions(text: str) -> list[tuple[str, str]]:
             continue
         if not stripped or stripped.startswith("#"):
             continue
+        start = start or number
         if stripped.endswith(escape):
             pending.append(stripped[: -len(escape)])
             continue
         keyword, _, args = " ".join([*pending, stripped]).partition(" ")
-        pending = []
-        result.append((keyword.upper(), args.strip()))
+        result.append((start, keyword.upper(), args.strip()))
+        pending, start = [], 0
         if keyword.upper() in ("RUN", "COPY", "ADD"):
             heredocs = _HEREDOC.findall(args)
     if pending:
         keyword, _, args = " ".join(pending).partition(" ")
-        result.append((keyword.upper(), args.strip()))
+        result.append((start, keyword.upper(), args.strip()))
     return result
+
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def context_sources(text: str, args: dict[str, str]) -> list[tuple[int, str]]:
+    """`(line, path)` of every COPY/ADD source read from the build context: not `--from=`,
+    not a URL or heredoc; `$VAR` expanded from `args` over the ARG defaults, and a source
+    still holding a variable left out (it cannot be checked before the build)."""
+    values = {**arg_defaults(text), **args}
+    found = []
+    for number, keyword, rest in numbered_instructions(text):
+        words = _json_words(rest) if rest.startswith("[") else _words(rest)
+        if keyword not in ("COPY", "ADD") or any(w.startswith("--from=") for w in words):
+            continue
+        paths = [w for w in words if not w.startswith("--")][:-1]
+        for path in paths:
+            path = _VARIABLE.sub(lambda m: values.get(m[1] or m[2], m[0]), path)
+            if "$" not in path and not path.startswith(("<<", "http://", "https://", "git@")):
+                found.append((number, path))
+    return found
+
+
+def arg_defaults(text: str) -> dict[str, str]:
+    """`ARG NAME=default` values, the last one of a name winning."""
+    defaults = {}
+    for keyword, args in instructions(text):
+        if keyword == "ARG":
+            for word in _words(args):
+                name, sep, value = word.partition("=")
+                if sep and _NAME.fullmatch(name):
+                    defaults[name] = value
+    return defaults
+
+
+def _json_words(args: str) -> list[str]:
+    try:
+        words = json.loads(args)
+    except ValueError:
+        return _words(args)
+    return [str(w) for w in words] if isinstance(words, list) else _words(args)
 
 
 def _words(args: str) -> list[str]:

@@ -6,6 +6,8 @@ Every directory `src/<name>/` is looked at:
   `build-targets.conf` (`<target> <image>` lines), else one image `ai-infra-<name>`;
 - a third-party dependency if it has `dependency.conf` or `dependency.conf.tpl`;
 - both is fine (src/gitea); neither (src/shared) is skipped.
+A component serves while later images build when its `build.conf` says on which port
+(`BUILD_SERVICE_PORT=80`); `src/apphub` does by default, on 80, as build.sh runs it.
 Only paths and small config files are read here; templates are rendered by the plan.
 """
 
@@ -18,6 +20,8 @@ from pipeline.oci.reference import is_image_name
 from pipeline.settings import parse_env
 
 PHASES = ("foundation", "dependent")
+# Serves packages to later builds (slurm-master installs Slurm from it), as build.sh runs it.
+DEFAULT_SERVICES = {"apphub": "80"}
 _TARGET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -36,6 +40,7 @@ class Component:
     images: tuple[ImageSpec, ...]
     dockerfile: str | None  # paths relative to the root, e.g. src/backend/Dockerfile
     template: str | None
+    serves: int | None = None  # the port it serves on during later builds
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,13 @@ def _component(folder: Path) -> Component | None:
             raise BadInput(f"{targets} names images but src/{folder.name} has no Dockerfile")
         return None
     images = _targets(folder, targets) if targets else (_default_image(folder.name),)
-    return Component(folder.name, _phase(folder), images, dockerfile, template)
+    conf = _build_conf(folder)
+    phase = conf.get("BUILD_PHASE", "dependent").strip().lower()
+    if phase not in PHASES:
+        raise BadInput(f"src/{folder.name}/build.conf: BUILD_PHASE={phase!r} is not one of "
+                       f"{', '.join(PHASES)}")  # fmt: skip
+    serves = _port(conf.get("BUILD_SERVICE_PORT", DEFAULT_SERVICES.get(folder.name, "")), folder)
+    return Component(folder.name, phase, images, dockerfile, template, serves)
 
 
 def _default_image(name: str) -> ImageSpec:
@@ -106,15 +117,17 @@ def _default_image(name: str) -> ImageSpec:
     return ImageSpec(image)
 
 
-def _phase(folder: Path) -> str:
+def _build_conf(folder: Path) -> dict[str, str]:
     shown = _existing(folder, "build.conf")
-    if not shown:
-        return "dependent"
-    values = parse_env(read_text(folder / "build.conf", shown), shown)
-    phase = values.get("BUILD_PHASE", "dependent").strip().lower()
-    if phase not in PHASES:
-        raise BadInput(f"{shown}: BUILD_PHASE={phase!r} is not one of {', '.join(PHASES)}")
-    return phase
+    return parse_env(read_text(folder / "build.conf", shown), shown) if shown else {}
+
+
+def _port(text: str, folder: Path) -> int | None:
+    if not text.strip():
+        return None
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise BadInput(f"src/{folder.name}/build.conf: BUILD_SERVICE_PORT={text!r} is not a port")
+    return int(text)
 
 
 def _targets(folder: Path, shown: str) -> tuple[ImageSpec, ...]:

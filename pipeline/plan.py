@@ -9,9 +9,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import dockerfile
+from pipeline.dockerfile import context_sources, declared_args
 from pipeline.errors import BadInput
 from pipeline.layout import Component, Dependency, Layout, discover, read_text
 from pipeline.oci.reference import image_name, is_reference
+from pipeline.prepare import (
+    Generated,
+    holds_private_key,
+    listing,
+    missing_sources,
+    rendered_files,
+    ssh_key_files,
+    with_parents,
+)
 from pipeline.render import render, unset
 from pipeline.settings import PUBLISH_TIMEOUT, Settings, load_settings
 
@@ -29,6 +39,16 @@ class ImagePlan:
     uses_build_platform: bool
     # Release images this Dockerfile reads (FROM / COPY --from): built and published first.
     needs: tuple[str, ...] = ()
+    # The port this image serves on while later images build (AppHub), and the images this
+    # one reaches then: build arg (APPHUB_URL) -> served image, built first.
+    serves: int | None = None
+    reaches: dict[str, str] = field(default_factory=dict)
+    private_key: bool = False  # a COPY puts a generated private key in the image
+
+    @property
+    def after(self) -> tuple[str, ...]:
+        """Images that must be done before this one builds."""
+        return tuple(sorted({*self.needs, *self.reaches.values()}))
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class Plan:
     publish_timeout: float = PUBLISH_TIMEOUT
     # Values no report may show; never printed (repr) nor in to_json.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    generated: tuple[Generated, ...] = ()  # the prepare step's files
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -73,10 +94,14 @@ class Plan:
                     "target": c.target,
                     "phase": c.phase,
                     "needs": list(c.needs),
+                    "serves": c.serves,
+                    "reaches": sorted(c.reaches.values()),
+                    "private_key": c.private_key,
                     "build_args": sorted(c.build_args),
                 }
                 for c in self.components
             ],
+            "generated": [g.to_json() for g in self.generated],
             "dependencies": [{"name": d.name, "image": d.image} for d in self.dependencies],
             "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
         }
@@ -87,15 +112,30 @@ def template_values(settings: Settings) -> dict[str, str]:
     return {**settings.build_values, "IMAGE_TAG": settings.image_tag}
 
 
-def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
-    """Turn the layout and settings into the plan; every inconsistency is BadInput."""
+# Parts build.sh leaves out unless their switch in .env is true.
+SWITCHED = {"safeline": "SAFELINE_ENABLED"}
+
+
+def make_plan(
+    layout: Layout, settings: Settings, root: Path, present: set[str] | None = None
+) -> Plan:
+    """Turn the layout and settings into the plan; every inconsistency is BadInput.
+
+    `present`: what the build context holds (default: read from `root`, which for the Dagger
+    door is only a copy of the layout files).
+    """
     wanted = _selection(layout, settings.components)
+    switched_off = _switched_off(wanted, settings)
+    wanted -= {s.name for s in switched_off}
     values = template_values(settings)
     components = [c for c in layout.components if c.name in wanted]
     components.sort(key=lambda c: (c.phase != "foundation", c.name))
     images = _with_needs(
         [plan for c in components for plan in _component_plans(c, settings, values, root)]
     )
+    images = _with_services(images, {c.name: c.serves for c in components})
+    generated = _generated(images, settings, root)
+    images = _checked(images, generated, listing(root) if present is None else present)
     dependencies, skipped = _dependency_plans(
         [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
     )
@@ -105,12 +145,66 @@ def make_plan(layout: Layout, settings: Settings, root: Path) -> Plan:
         registry=settings.private_registry,
         components=images,
         dependencies=dependencies,
-        skipped=skipped,
+        skipped=(*switched_off, *skipped),
         concurrency=settings.concurrency,
         per_arch_tags=settings.per_arch_tags,
         publish_timeout=settings.publish_timeout,
         secrets=settings.secret_values,
+        generated=tuple(generated),
     )
+
+
+def _generated(images: Sequence[ImagePlan], settings: Settings, root: Path) -> list[Generated]:
+    values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
+    secret_keys = set(settings.withheld) - set(values)
+    sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
+    return rendered_files(root, values, secret_keys) + ssh_key_files(root, sources)
+
+
+def _checked(
+    images: Sequence[ImagePlan], generated: Sequence[Generated], present: set[str]
+) -> tuple[ImagePlan, ...]:
+    """Every COPY/ADD source must be in the context once prepared; mark images that get a
+    generated private key."""
+    present = present | with_parents(g.path for g in generated)
+    private = [g.path for g in generated if g.private]
+    problems = []
+    checked = []
+    for image in images:
+        missing = missing_sources(image.dockerfile_text, image.build_args, present)
+        if missing:
+            problems.append(f"{image.image} ({image.dockerfile} {', '.join(missing)})")
+        holds = holds_private_key(image.dockerfile_text, image.build_args, private)
+        checked.append(replace(image, private_key=holds))
+    if problems:
+        raise BadInput(f"COPY/ADD sources not in the build context: {'; '.join(problems)}")
+    return tuple(checked)
+
+
+def _with_services(
+    images: Sequence[ImagePlan], serving: Mapping[str, int | None]
+) -> tuple[ImagePlan, ...]:
+    """Mark the images that serve during builds, and the images that reach them: a Dockerfile
+    that declares `ARG <COMPONENT>_URL` of a serving component (APPHUB_URL: apphub)."""
+    servers = {i.name: i for i in images if serving.get(i.name)}
+    arg_names = {f"{name.upper().replace('-', '_')}_URL": s for name, s in servers.items()}
+    marked = []
+    for image in images:
+        declared = set(declared_args(image.dockerfile_text))
+        reaches = {
+            arg: s.image for arg, s in arg_names.items() if arg in declared and s is not image
+        }
+        serves = serving.get(image.name) if image.name in servers else None
+        marked.append(replace(image, serves=serves, reaches=reaches))
+    return tuple(marked)
+
+
+def _switched_off(wanted: set[str], settings: Settings) -> list[Skipped]:
+    return [
+        Skipped(name, f"{switch} is not true (set it to include {name}, as build.sh does)")
+        for name, switch in sorted(SWITCHED.items())
+        if name in wanted and settings.public_values.get(switch, "").lower() != "true"
+    ]
 
 
 def _with_needs(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
@@ -143,12 +237,14 @@ def _reachable(start: str, needs: Mapping[str, tuple[str, ...]]) -> set[str]:
 
 
 def waves(images: Sequence[ImagePlan]) -> list[list[ImagePlan]]:
-    """Build order: each wave only reads images of earlier waves (most plans: one wave)."""
+    """Build order: each wave only reads or reaches images of earlier waves (most plans: one
+    wave; a plan with AppHub: two)."""
     done: set[str] = set()
     left = list(images)
     order: list[list[ImagePlan]] = []
+    names = {i.image for i in images}
     while left:
-        wave = [i for i in left if set(i.needs) <= done]
+        wave = [i for i in left if set(i.after) & names <= done]
         assert wave, "make_plan refuses cycles"
         order.append(wave)
         done |= {i.image for i in wave}
@@ -213,13 +309,14 @@ def _component_plans(
 
 
 def _build_args(text: str, settings: Settings) -> dict[str, str]:
-    """Only what the Dockerfile declares; an empty value is left out so its default stands."""
+    """Only what the Dockerfile declares and is not secret; an empty value is left out so
+    its default stands."""
     args = {}
     for name in dockerfile.declared_args(text):
         if name == "VERSION":
             args[name] = settings.image_tag
-        elif settings.build_values.get(name):
-            args[name] = settings.build_values[name]
+        elif settings.public_values.get(name):
+            args[name] = settings.public_values[name]
     return args
 
 

@@ -75,10 +75,11 @@ def is_build_key(key: str) -> bool:
     return key in BUILD_KEYS or key.upper().endswith(BUILD_SUFFIXES)
 
 
-def parse_env(text: str, path: str) -> dict[str, str]:
+def parse_env(text: str, path: str, above: Mapping[str, str] | None = None) -> dict[str, str]:
     """Parse KEY=VALUE lines: `#` comments, blank lines, `export `, optional quotes.
 
-    No `${VAR}` interpolation: build values do not use it. Errors name the line, never a value.
+    `${VAR}` and `${VAR:-default}` expand as `source .env` would (not inside single quotes),
+    from keys set earlier in the file, else from `above`. Errors name the line, never a value.
     """
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -90,11 +91,26 @@ def parse_env(text: str, path: str) -> dict[str, str]:
         key = key.strip()
         if not sep or not _KEY_RE.fullmatch(key):
             raise BadInput(f"{path}:{number}: not a KEY=VALUE line")
-        values[key] = _value(value.strip(), f"{path}:{number}")
+        value, literal = _value(value.strip(), f"{path}:{number}")
+        values[key] = value if literal else interpolate(value, {**(above or {}), **values})
     return values
 
 
-def _value(value: str, where: str) -> str:
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+
+
+def interpolate(value: str, known: Mapping[str, str]) -> str:
+    """`${VAR}`: its value, or empty; `${VAR:-default}`: the default when unset or empty."""
+
+    def one(match: re.Match[str]) -> str:
+        found = known.get(match[1], "")
+        return found if found or match[2] is None else match[3]
+
+    return _REFERENCE.sub(one, value)
+
+
+def _value(value: str, where: str) -> tuple[str, bool]:
+    """The value without quotes or comment, and whether it is literal (single-quoted)."""
     if value[:1] in ("'", '"'):
         quote = value[0]
         end = value.find(quote, 1)
@@ -103,16 +119,18 @@ def _value(value: str, where: str) -> str:
         if end < 0:
             raise BadInput(f"{where}: unterminated quote")
         inner = value[1:end]
-        return inner.replace('\\"', '"') if quote == '"' else inner
+        return (inner.replace('\\"', '"'), False) if quote == '"' else (inner, True)
     # Unquoted: ` #` starts a comment, as in docker compose (`CHANNEL=#alerts` stays a value).
-    return re.split(r"\s+#", value, maxsplit=1)[0].rstrip()
+    return re.split(r"\s+#", value, maxsplit=1)[0].rstrip(), False
 
 
-def read_env_file(source: Path | None) -> tuple[dict[str, str], str | None]:
-    """The values of `source/.env`, else `source/.env.example`, and which file that was."""
+def read_env_files(source: Path | None) -> list[tuple[str, dict[str, str]]]:
+    """`.env.example`, then `.env` over it (each with its path): as build.sh fills `.env`'s
+    missing keys from the example. A key of `.env` may refer to the example's."""
+    layers: list[tuple[str, dict[str, str]]] = []
     if source is None:
-        return {}, None
-    for name in (".env", ".env.example"):
+        return layers
+    for name in (".env.example", ".env"):
         path = source / name
         if path.exists() and not path.is_file():
             raise BadInput(f"{path}: not a file")
@@ -122,8 +140,9 @@ def read_env_file(source: Path | None) -> tuple[dict[str, str], str | None]:
             except (OSError, UnicodeDecodeError) as exc:
                 reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror
                 raise BadInput(f"{path}: cannot read ({reason})") from None
-            return parse_env(text, str(path)), str(path)
-    return {}, None
+            above = layers[-1][1] if layers else {}
+            layers.append((str(path), parse_env(text, str(path), above)))
+    return layers
 
 
 def door_overrides(
@@ -162,6 +181,9 @@ class Settings(BaseModel):
     )
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.
     build_values: dict[str, str] = Field(default_factory=dict)
+    # Every value that does not look secret: for ARGs a Dockerfile declares (build.sh passed
+    # every key; we pass only declared, non-secret ones) and generated config files.
+    public_values: dict[str, str] = Field(default_factory=dict)
     # Names (never values) of keys found but kept out of builds, for clearer errors.
     withheld: tuple[str, ...] = ()
     env_file: str | None = None
@@ -223,9 +245,9 @@ class _Layers:
 def _layers(
     source: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
 ) -> _Layers:
-    file_values, env_file = read_env_file(source)
-    layers = _Layers(env_file=env_file)
-    for origin, layer in ((env_file or "", file_values), ("environment", env)):
+    files = read_env_files(source)
+    layers = _Layers(env_file=files[-1][0] if files else None)
+    for origin, layer in [*files, ("environment", env)]:
         layers.raw.update(layer)
         # A file value the environment shadows is still redacted: a build log may show it.
         layers.secrets |= {v for k, v in layer.items() if is_secret(k) and v}
@@ -253,6 +275,7 @@ def load_settings(
         return Settings(
             **layers.merged,
             build_values=build,
+            public_values={k: v for k, v in layers.raw.items() if not is_secret(k)},
             withheld=withheld,
             env_file=layers.env_file,
             secret_values=frozenset(layers.secrets),

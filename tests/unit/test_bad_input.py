@@ -64,8 +64,9 @@ def _no_backend_dockerfile(repo: Path) -> None:
 
 
 def _no_portal_version(repo: Path) -> None:
-    text = (repo / ".env.example").read_text()
-    (repo / ".env").write_text(re.sub(r"(?m)^PORTAL_VERSION=.*\n", "", text))
+    for name in (".env.example", ".env"):  # the example fills what .env lacks
+        text = (repo / ".env.example").read_text()
+        (repo / name).write_text(re.sub(r"(?m)^PORTAL_VERSION=.*\n", "", text))
 
 
 def _env_not_utf8(repo: Path) -> None:

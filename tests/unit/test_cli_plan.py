@@ -30,6 +30,7 @@ def test_plan_json_shape(repo: Path, capsys, secrets):
     assert {"tag", "platforms", "components", "dependencies"} <= set(data)
     assert set(data["components"][0]) == {
         "name", "image", "ref", "dockerfile", "target", "phase", "needs", "build_args",
+        "serves", "reaches", "private_key",
     }  # fmt: skip
     assert set(data["dependencies"][0]) == {"name", "image"}
     assert [s["name"] for s in data["skipped"]] == ["safeline"]
@@ -66,7 +67,7 @@ def test_plan_table(repo: Path, capsys, secrets):
     assert "APT_MIRROR, GOLANG_IMAGE_VERSION, GO_PROXY, VERSION" in backend
     assert any(line.startswith("DEPENDENCY") for line in lines)
     skipped = next(line for line in lines if line.startswith("safeline"))
-    assert "no value for SAFELINE_IMAGE_PREFIX" in skipped
+    assert "SAFELINE_ENABLED is not true" in skipped
     assert "goproxy.cn" not in out
     assert not [value for value in secrets.values() if value in out]
 

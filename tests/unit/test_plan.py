@@ -132,8 +132,21 @@ def test_uses_build_platform_is_reported(tree):
 # --- dependencies --------------------------------------------------------------------------
 
 
+def test_safeline_is_left_out_unless_its_switch_is_true(repo: Path):
+    assert plan_for(repo).skipped == (
+        Skipped("safeline", "SAFELINE_ENABLED is not true (set it to include safeline, as "
+                "build.sh does)"),
+    )  # fmt: skip
+    assert plan_for(repo, {"SAFELINE_ENABLED": "false"}).skipped[0].name == "safeline"
+    assert (
+        plan_for(repo, {"SAFELINE_ENABLED": "true"})
+        .skipped[0]
+        .reason.startswith("src/safeline/dependency.conf.tpl: no value for")
+    )
+
+
 def test_dependencies_rendered_deduplicated_and_safeline_skipped(repo: Path):
-    plan = plan_for(repo)
+    plan = plan_for(repo, {"SAFELINE_ENABLED": "true"})
     assert [(d.name, d.image) for d in plan.dependencies] == [
         ("gitea", "gitea/gitea:1.25.1"),
         ("mysql", "mysql:8.0"),  # the template wins over build.sh's `mysql:8\.0`
@@ -150,13 +163,16 @@ def test_dependencies_rendered_deduplicated_and_safeline_skipped(repo: Path):
 
 def test_dependency_template_with_values_is_included(repo: Path):
     (repo / "src/safeline/dependency.conf.tpl").write_text("chaitin/tengine:{{SAFELINE_VERSION}}")
-    plan = plan_for(repo, {"SAFELINE_VERSION": "9.1"})
+    plan = plan_for(repo, {"SAFELINE_VERSION": "9.1", "SAFELINE_ENABLED": "true"})
     assert ("safeline", "chaitin/tengine:9.1") in [(d.name, d.image) for d in plan.dependencies]
     assert plan.skipped == ()
 
 
 def test_dependency_skip_says_when_a_value_is_set_but_not_a_build_value(repo: Path):
-    plan = plan_for(repo, {"SAFELINE_IMAGE_PREFIX": "chaitin", "SAFELINE_REGION": "-g"})
+    plan = plan_for(
+        repo,
+        {"SAFELINE_IMAGE_PREFIX": "chaitin", "SAFELINE_REGION": "-g", "SAFELINE_ENABLED": "true"},
+    )
     assert plan.skipped[0].reason == (
         "src/safeline/dependency.conf.tpl: no value for SAFELINE_IMAGE_TAG (set them to include "
         "it); SAFELINE_IMAGE_PREFIX, SAFELINE_REGION not build values (*_VERSION, *_IMAGE or "
@@ -208,7 +224,9 @@ def test_unknown_component_lists_known_ones(repo: Path):
 
 def test_to_json_shape_and_no_values(repo: Path, secrets):
     data = plan_for(repo, {"GITEA_ADMIN_TOKEN": "x"}).to_json()
-    assert set(data) == {"tag", "platforms", "registry", "components", "dependencies", "skipped"}
+    assert set(data) == {
+        "tag", "platforms", "registry", "components", "dependencies", "skipped", "generated",
+    }  # fmt: skip
     assert data["tag"] == "v0.3.8" and data["platforms"] == ["linux/amd64", "linux/arm64"]
     backend = data["components"][2]
     assert backend == {
@@ -219,6 +237,9 @@ def test_to_json_shape_and_no_values(repo: Path, secrets):
         "target": "backend",
         "phase": "dependent",
         "needs": [],
+        "serves": None,
+        "reaches": [],
+        "private_key": False,
         "build_args": ["APT_MIRROR", "GOLANG_IMAGE_VERSION", "GO_PROXY", "VERSION"],
     }
     assert data["dependencies"][0] == {"name": "gitea", "image": "gitea/gitea:1.25.1"}

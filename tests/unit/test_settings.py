@@ -50,12 +50,19 @@ def test_env_example_used_when_env_absent(tmp_path: Path):
     assert s.env_file == str(tmp_path / ".env.example")
 
 
-def test_env_wins_over_env_example(tmp_path: Path):
-    (tmp_path / ".env.example").write_text("IMAGE_TAG=v0.3.8\nGO_PROXY=example\n")
-    (tmp_path / ".env").write_text("IMAGE_TAG=v1.0.0\n")
+def test_env_wins_over_env_example_which_fills_its_missing_keys(tmp_path: Path):
+    (tmp_path / ".env.example").write_text(
+        "IMAGE_TAG=v0.3.8\nGO_PROXY=example\nBASE_IMAGE_REGISTRY=mirror.example/\n"
+    )
+    (tmp_path / ".env").write_text(
+        "IMAGE_TAG=v1.0.0\nGOLANG_IMAGE=${BASE_IMAGE_REGISTRY}golang:1.25\nJWT_SECRET=s3cret-jwt\n"
+    )
     s = load_settings(tmp_path, {}, {})
     assert s.image_tag == "v1.0.0"
-    assert "GO_PROXY" not in s.build_values  # files are not merged: .env replaces the example
+    assert s.build_values["GO_PROXY"] == "example"  # as build.sh fills .env from the example
+    assert s.build_values["GOLANG_IMAGE"] == "mirror.example/golang:1.25"
+    assert s.env_file == str(tmp_path / ".env")
+    assert "JWT_SECRET" not in s.public_values and "s3cret-jwt" in s.secret_values
 
 
 @pytest.mark.parametrize(
@@ -172,6 +179,10 @@ def test_parse_env_forms():
             "INLINE=value # comment",
             "CHANNEL=#alerts",
             "URL=${EXTERNAL_SCHEME}://host",
+            "EXTERNAL_SCHEME=https",
+            "BASE=${EXTERNAL_SCHEME}://${HOST:-localhost}:${PORT:-}/",
+            "LITERAL='${EXTERNAL_SCHEME}'",
+            'DOUBLE="${EXTERNAL_SCHEME}"',
             "EQUALS=a=b",
             "EMPTY=",
             "DUP=1",
@@ -185,7 +196,11 @@ def test_parse_env_forms():
         "SINGLE": "a # not a comment",
         "INLINE": "value",
         "CHANNEL": "#alerts",
-        "URL": "${EXTERNAL_SCHEME}://host",
+        "URL": "://host",  # as `source .env`: not set yet on that line
+        "EXTERNAL_SCHEME": "https",
+        "BASE": "https://localhost:/",
+        "LITERAL": "${EXTERNAL_SCHEME}",
+        "DOUBLE": "https",
         "EQUALS": "a=b",
         "EMPTY": "",
         "DUP": "2",

@@ -1,0 +1,122 @@
+"""The prepare step: what build.sh makes before it builds and Dockerfiles COPY, made in the
+build context and never in the checkout.
+
+- Config files rendered from templates, as build.sh's render_all_templates does: nginx-style
+  `src/<c>/templates/{conf.d,stream.d}/**.tpl` to `src/<c>/{conf.d,stream.d}/**`, and salt's
+  `src/<c>/salt-{pillar,states}/**.tpl` beside their template.
+- The cluster's SSH key pair `ssh-key/id_rsa{,.pub}` when a Dockerfile COPYs from `ssh-key/`
+  and the checkout has none: made once, then kept (the doors say where), so cluster keys stay
+  the same across releases.
+
+Then every COPY/ADD source of every planned Dockerfile must be in the context.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import dockerfile
+from pipeline.layout import read_text
+from pipeline.render import render
+
+SSH_KEY_DIR = "ssh-key"
+SSH_KEY_FILES = ("ssh-key/id_rsa", "ssh-key/id_rsa.pub")
+RENDERED_SUBDIRS = ("conf.d", "stream.d")
+SALT_DIRS = ("salt-pillar", "salt-states")
+# Never in a build context (build.build_context): not there for a COPY either.
+CONTEXT_EXCLUDED = (".env", ".git", "node_modules")
+
+
+@dataclass(frozen=True)
+class Generated:
+    path: str  # where builds see it, from the root
+    origin: str  # its template, or what makes it
+    text: str | None = field(default=None, repr=False)  # None: the SSH key store's
+    private: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "origin": self.origin, "private": self.private}
+
+
+def rendered_files(
+    root: Path, values: Mapping[str, str], secret_keys: Collection[str]
+) -> list[Generated]:
+    """Every template build.sh renders before building, rendered with non-secret values."""
+    made = []
+    for template in _templates(root):
+        shown = template.relative_to(root).as_posix()
+        text = render(read_text(template, shown), values, shown, withheld=secret_keys)
+        made.append(Generated(_rendered_path(shown), shown, text))
+    return made
+
+
+def _templates(root: Path) -> Iterable[Path]:
+    src = root / "src"
+    for component in sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else []:
+        for sub in RENDERED_SUBDIRS:
+            yield from sorted((component / "templates" / sub).rglob("*.tpl"))
+        for sub in SALT_DIRS:
+            yield from sorted((component / sub).rglob("*.tpl"))
+
+
+def _rendered_path(template: str) -> str:
+    parts = template.removesuffix(".tpl").split("/")
+    if parts[2] == "templates":  # src/<c>/templates/conf.d/x.conf -> src/<c>/conf.d/x.conf
+        del parts[2]
+    return "/".join(parts)
+
+
+def ssh_key_files(root: Path, sources: Iterable[str]) -> list[Generated]:
+    """The key pair, when a Dockerfile reads `ssh-key/` and the checkout has no key there."""
+    wanted = any(s == SSH_KEY_DIR or s.startswith(f"{SSH_KEY_DIR}/") for s in sources)
+    if not wanted or (root / SSH_KEY_FILES[0]).is_file():
+        return []
+    origin = "the SSH key store (made once, then kept)"
+    return [Generated(path, origin, private=not path.endswith(".pub")) for path in SSH_KEY_FILES]
+
+
+def listing(root: Path) -> set[str]:
+    """Every file and folder of the checkout a build context holds, `/`-separated."""
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in CONTEXT_EXCLUDED]
+        base = Path(folder).relative_to(root).as_posix()
+        for name in [*dirs, *files]:
+            if name not in CONTEXT_EXCLUDED:
+                found.add(name if base == "." else f"{base}/{name}")
+    return found
+
+
+def with_parents(paths: Iterable[str]) -> set[str]:
+    """The paths and every folder above them (a COPY of a folder finds its generated files)."""
+    found = set()
+    for path in paths:
+        parts = path.split("/")
+        found |= {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return found
+
+
+def missing_sources(text: str, args: dict[str, str], present: set[str]) -> list[str]:
+    """`line N: path` of each COPY/ADD source of this Dockerfile that the context lacks."""
+    missing = []
+    for number, source in dockerfile.context_sources(text, args):
+        path = os.path.normpath(source.lstrip("/")).rstrip("/")
+        if path in (".", "") or path in present:
+            continue
+        if any(ch in path for ch in "*?[") and fnmatch.filter(present, path):
+            continue
+        missing.append(f"line {number}: {source}")
+    return missing
+
+
+def holds_private_key(text: str, args: dict[str, str], private: Collection[str]) -> bool:
+    """Whether a COPY puts a generated private key (or a folder holding one) in the image."""
+    for _, source in dockerfile.context_sources(text, args):
+        path = os.path.normpath(source.lstrip("/")).rstrip("/")
+        if any(p == path or p.startswith(f"{path}/") or path == "." for p in private):
+            return True
+    return False

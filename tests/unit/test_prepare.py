@@ -1,0 +1,113 @@
+"""The prepare step as the plan sees it: rendered config files, the SSH key pair a checkout
+lacks, every COPY/ADD source checked against the context, images that get a private key, and
+the build-time service (AppHub) with the images that reach it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import BadInput
+from pipeline.plan import resolve_plan, waves
+
+ENV = "IMAGE_TAG=v1\nEXTERNAL_HOST=matrix.example\nBACKEND_PORT=8082\nJWT_SECRET=s3cret-jwt\n"
+FILES = {
+    ".env.example": ENV,
+    "src/nginx/Dockerfile": "FROM nginx:1\nCOPY src/nginx/conf.d/ /etc/nginx/conf.d/\n",
+    "src/nginx/templates/conf.d/server.conf.tpl": (
+        "server_name {{EXTERNAL_HOST}};\nproxy_pass http://backend:{{BACKEND_PORT}};\n"
+    ),
+    "src/salt/Dockerfile": "FROM busybox\nCOPY src/salt/salt-pillar/ /srv/pillar/\n",
+    "src/salt/salt-pillar/config.sls.tpl": "host: {{EXTERNAL_HOST}}\ntag: {{IMAGE_TAG}}\n",
+    "src/salt/salt-pillar/config.sls": "host: 192.168.216.66\n",  # committed, stale
+    "src/backend/Dockerfile": (
+        "FROM busybox\nCOPY ssh-key/id_rsa /root/.ssh/id_rsa\n"
+        "COPY ssh-key/id_rsa.pub /root/.ssh/id_rsa.pub\n"
+    ),
+    "src/apphub/Dockerfile": ("FROM busybox\nCOPY ssh-key/id_rsa.pub /root/.ssh/authorized_keys\n"),
+    "src/slurm-master/Dockerfile": (
+        "FROM busybox\nARG APPHUB_URL=http://apphub:80\nRUN wget $APPHUB_URL/pkgs/x\n"
+    ),
+}
+
+
+def plan(root: Path, env: dict | None = None):
+    return resolve_plan(root, env or {}, {})
+
+
+def test_templates_are_rendered_into_the_context_with_non_secret_values(tree):
+    the_plan = plan(tree(FILES))
+    files = {g.path: g for g in the_plan.generated}
+    assert files["src/nginx/conf.d/server.conf"].text == (
+        "server_name matrix.example;\nproxy_pass http://backend:8082;\n"
+    )
+    assert files["src/nginx/conf.d/server.conf"].origin == (
+        "src/nginx/templates/conf.d/server.conf.tpl"
+    )
+    # The committed rendering (an author's IP) is replaced in the context, not used.
+    assert files["src/salt/salt-pillar/config.sls"].text == "host: matrix.example\ntag: v1\n"
+
+
+def test_a_template_may_not_bake_a_secret_into_an_image(tree):
+    root = tree({**FILES, "src/nginx/templates/conf.d/jwt.conf.tpl": "key {{JWT_SECRET}};\n"})
+    with pytest.raises(BadInput, match="jwt.conf.tpl: template variable JWT_SECRET is withheld"):
+        plan(root)
+
+
+def test_the_ssh_key_pair_is_generated_when_the_checkout_has_none(tree):
+    the_plan = plan(tree(FILES))
+    keys = [(g.path, g.private) for g in the_plan.generated if g.path.startswith("ssh-key/")]
+    assert keys == [("ssh-key/id_rsa", True), ("ssh-key/id_rsa.pub", False)]
+    private = {i.image: i.private_key for i in the_plan.components}
+    assert private == {
+        "ai-infra-apphub": False, "ai-infra-backend": True, "ai-infra-nginx": False,
+        "ai-infra-salt": False, "ai-infra-slurm-master": False,
+    }  # fmt: skip
+
+
+def test_an_existing_key_pair_is_used_as_is(tree):
+    root = tree({**FILES, "ssh-key/id_rsa": "k", "ssh-key/id_rsa.pub": "k.pub"})
+    assert not [g for g in plan(root).generated if g.path.startswith("ssh-key/")]
+
+
+def test_a_missing_copy_source_names_image_line_and_path_before_any_build(tree):
+    files = {**FILES, "src/nginx/Dockerfile": FILES["src/nginx/Dockerfile"]
+             + "COPY src/nginx/ssl/ /etc/nginx/ssl/\nCOPY third_party/*.deb /tmp/\n"}  # fmt: skip
+    with pytest.raises(BadInput) as caught:
+        plan(tree(files))
+    assert str(caught.value) == (
+        "COPY/ADD sources not in the build context: ai-infra-nginx (src/nginx/Dockerfile "
+        "line 3: src/nginx/ssl/, line 4: third_party/*.deb)"
+    )
+
+
+def test_globs_args_and_folders_count_as_present_and_env_never_does(tree):
+    files = {
+        **FILES,
+        "third_party/a.deb": "x",
+        "src/x/Dockerfile": "FROM busybox\nARG D=third_party\nCOPY ${D}/*.deb . /x/\n",
+    }
+    plan(tree(files))  # no error
+    with pytest.raises(BadInput, match=r"ai-infra-y \(src/y/Dockerfile line 2: \.env\)"):
+        plan(tree({**files, ".env": ENV, "src/y/Dockerfile": "FROM busybox\nCOPY .env /\n"}))
+
+
+def test_apphub_serves_during_builds_and_what_reaches_it_builds_after(tree):
+    the_plan = plan(tree(FILES))
+    images = {i.image: i for i in the_plan.components}
+    assert images["ai-infra-apphub"].serves == 80
+    assert images["ai-infra-slurm-master"].reaches == {"APPHUB_URL": "ai-infra-apphub"}
+    order = [[i.image for i in wave] for wave in waves(the_plan.components)]
+    assert order[-1] == ["ai-infra-slurm-master"] and "ai-infra-apphub" in order[0]
+
+
+def test_a_component_serves_when_its_build_conf_says_on_which_port(tree):
+    files = {**FILES, "src/pkgs/Dockerfile": "FROM busybox\n",
+             "src/pkgs/build.conf": "BUILD_PHASE=foundation\nBUILD_SERVICE_PORT=8080\n",
+             "src/app/Dockerfile": "FROM busybox\nARG PKGS_URL\n"}  # fmt: skip
+    images = {i.image: i for i in plan(tree(files)).components}
+    assert images["ai-infra-pkgs"].serves == 8080
+    assert images["ai-infra-app"].reaches == {"PKGS_URL": "ai-infra-pkgs"}
+    with pytest.raises(BadInput, match="BUILD_SERVICE_PORT='99999' is not a port"):
+        plan(tree({**files, "src/pkgs/build.conf": "BUILD_SERVICE_PORT=99999\n"}))
