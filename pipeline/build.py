@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import anyio
 import dagger
 
+from pipeline import engine
 from pipeline.engine import build_platform_args, native_platform
 from pipeline.events import Events
-from pipeline.plan import ImagePlan
+from pipeline.plan import ImagePlan, Plan
+from pipeline.prepare import SSH_KEY_DIR
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.
@@ -42,6 +44,19 @@ ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
 
 def build_context(source: dagger.Directory) -> dagger.Directory:
     return source.without_files(CONTEXT_EXCLUDED_FILES).without_directory(".git")
+
+
+async def prepared_context(
+    plan: Plan, checkout: engine.Checkout, events: Events
+) -> dagger.Directory:
+    """The checkout with the prepare step's files in it (plan.generated)."""
+    context = build_context(checkout.directory())
+    for made in plan.generated:
+        if made.text is not None:
+            context = context.with_new_file(made.path, made.text)
+    if any(made.text is None for made in plan.generated):
+        context = context.with_directory(SSH_KEY_DIR, await checkout.ssh_keys(events))
+    return context
 
 
 def dockerfile_in_context(
@@ -90,10 +105,9 @@ async def build_one(
     return Built(image, platform, time.monotonic() - started, container=container)
 
 
-async def engine_builder(source: dagger.Directory) -> BuildOne:
-    """Builds from the checkout in the engine; $BUILDPLATFORM stages on the engine's own."""
+async def engine_builder(context: dagger.Directory) -> BuildOne:
+    """Builds from the prepared context; $BUILDPLATFORM stages on the engine's own platform."""
     native = await native_platform()
-    context = build_context(source)
 
     async def build(image: ImagePlan, platform: str) -> Built:
         return await build_one(context, image, platform, native)

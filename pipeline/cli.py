@@ -136,7 +136,9 @@ def release(
         ca_cert=ca_cert,
         plain_http=plain_http,
     )
-    report = anyio.run(release_core, the_plan, host.checkout(source), access, events())
+    report = anyio.run(
+        release_core, the_plan, host.checkout(source, the_plan.ssh_key_dir), access, events()
+    )
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -159,7 +161,11 @@ def export_cmd(
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     report = anyio.run(
-        export_images, the_plan, host.checkout(source), host.folder(output), events()
+        export_images,
+        the_plan,
+        host.checkout(source, the_plan.ssh_key_dir),
+        host.folder(output),
+        events(),
     )
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -186,7 +192,14 @@ def bundle_create(
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
-    result = anyio.run(export_bundle, the_plan, host.checkout(source), output, archive, events())
+    result = anyio.run(
+        export_bundle,
+        the_plan,
+        host.checkout(source, the_plan.ssh_key_dir),
+        output,
+        archive,
+        events(),
+    )
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
         f"{result.total_bytes / 1e6:.1f} MB"

@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -42,10 +42,18 @@ class EngineLog:
     text: str = ""
 
 
-# What a door hands the core: how to be in an engine session, and how to reach the checkout
-# from inside it (a host directory can only be named once connected).
+# How a door puts the core in an engine session.
 Connect = Callable[[], contextlib.AbstractAsyncContextManager[EngineLog]]
-Source = Callable[[], dagger.Directory]
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What a door hands the core, both reached from inside the session (a host directory
+    can only be named once connected): the checkout, and the folder holding the SSH key pair
+    the prepare step generates (`id_rsa`, `id_rsa.pub`), made there once and then kept."""
+
+    directory: Callable[[], dagger.Directory]
+    ssh_keys: Callable[[Events], Awaitable[dagger.Directory]]
 
 
 @contextlib.asynccontextmanager

@@ -16,13 +16,13 @@ import dagger
 from dagger import dag
 
 from pipeline import engine
-from pipeline.build import Built, build_all, engine_builder
+from pipeline.build import Built
 from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.events import Events
 from pipeline.plan import Plan
-from pipeline.release import group
+from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
 
 # Where the tarballs go: a host folder (CLI), the function's result (`dagger call`).
@@ -31,7 +31,7 @@ Deliver = Callable[[dagger.Directory], Awaitable[None]]
 
 async def export_images(
     plan: Plan,
-    source: engine.Source,
+    checkout: engine.Checkout,
     deliver: Deliver,
     events: Events,
     connect: engine.Connect = engine.session,
@@ -39,7 +39,7 @@ async def export_images(
     """`<image>.tar` for every fully built image and, when all built, `dependencies/*.tar`."""
     refuse_needs(plan)
     async with connect() as log:
-        builds, report = await build_images(plan, source(), events)
+        builds, report = await build_images(plan, checkout, events)
         tarballs = image_tarballs(plan, builds)
         if report.ok:
             tarballs = tarballs.with_directory("dependencies", dependency_tarballs(plan))
@@ -49,7 +49,7 @@ async def export_images(
 
 async def export_bundle(
     plan: Plan,
-    source: engine.Source,
+    checkout: engine.Checkout,
     output: Path,
     archive: str | None,
     events: Events,
@@ -61,7 +61,7 @@ async def export_bundle(
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
     async with connect() as log:
-        builds, report = await build_images(plan, source(), events)
+        builds, report = await build_images(plan, checkout, events)
         if report.ok:
             output.parent.mkdir(parents=True, exist_ok=True)
             with scratch_beside(output) as scratch:
@@ -90,13 +90,12 @@ def refuse_needs(plan: Plan) -> None:
 
 
 async def build_images(
-    plan: Plan, source: dagger.Directory, events: Events
+    plan: Plan, checkout: engine.Checkout, events: Events
 ) -> tuple[dict[str, list[Built]], Report]:
     started = time.monotonic()
-    concurrency = plan.concurrency or await engine.default_concurrency(events)
-    build = await engine_builder(source)
-    builds = group(await build_all(plan.components, plan.platforms, build, concurrency, events))
-    report = new_report(plan, concurrency, time.monotonic() - started)
+    steps = await engine_steps(plan, checkout, events)
+    builds = await build_in_waves(plan, steps, events, published={})
+    report = new_report(plan, steps.concurrency, time.monotonic() - started)
     for image in plan.components:
         report.images.append(image_row(image, builds[image.image], None, exported=True))
     return builds, report

@@ -15,7 +15,9 @@ from dagger import dag
 
 from pipeline import engine
 from pipeline.errors import BadInput
+from pipeline.events import Events
 from pipeline.export import Deliver
+from pipeline.prepare import new_key_pair
 from pipeline.report import Report
 
 # What the engine may upload from the checkout; .env never leaves the host.
@@ -47,9 +49,41 @@ class PasswordSpec:
             raise BadInput(f"--password file:{self.where}: {err.strerror}") from None
 
 
-def checkout(path: Path) -> engine.Source:
-    """The checkout as the engine sees it (named once the session is open)."""
-    return lambda: dag.host().directory(str(path.resolve()), exclude=SOURCE_EXCLUDES)
+DEFAULT_SSH_KEY_DIR = Path("~/.local/share/ai-infra-matrix/ssh-key")
+
+
+def checkout(path: Path, ssh_key_dir: str | None = None) -> engine.Checkout:
+    """The checkout as the engine sees it, and the SSH key pair kept on this host."""
+    keys = Path(ssh_key_dir).expanduser() if ssh_key_dir else DEFAULT_SSH_KEY_DIR.expanduser()
+    return engine.Checkout(
+        directory=lambda: dag.host().directory(str(path.resolve()), exclude=SOURCE_EXCLUDES),
+        ssh_keys=ssh_key_store(keys),
+    )
+
+
+def ssh_key_store(folder: Path):
+    """The key pair in `folder`, made there the first time (and said so)."""
+
+    async def keys(events: Events) -> dagger.Directory:
+        if not (folder / "id_rsa").is_file():
+            private, public = new_key_pair()
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_whole(folder / "id_rsa.pub", public, 0o644)
+            _write_whole(folder / "id_rsa", private, 0o600)
+            events.note(f"made a new SSH key pair in {folder}; later releases use it "
+                        "(PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
+        return dag.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
+
+    return keys
+
+
+def _write_whole(path: Path, data: bytes, mode: int) -> None:
+    """Whole or not at all: a half-written key would be kept for ever."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    partial.rename(path)
 
 
 def folder(output: Path) -> Deliver:

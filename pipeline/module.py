@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -20,10 +21,13 @@ import dagger
 from dagger import DefaultPath, Doc, dag, field, function, object_type
 
 from pipeline import engine
+from pipeline.build import build_context
+from pipeline.engine import CPU_PROBE_IMAGE
 from pipeline.errors import BuildFailed, PipelineError
 from pipeline.events import Events, printer
 from pipeline.export import export_bundle, export_images
 from pipeline.plan import Plan, resolve_plan
+from pipeline.prepare import new_key_pair
 from pipeline.publish import RegistryAccess
 from pipeline.release import release as release_core
 from pipeline.settings import door_overrides
@@ -36,6 +40,10 @@ LAYOUT_FILES = [
     "src/*/build-targets.conf",
     "src/*/dependency.conf",
     "src/*/dependency.conf.tpl",
+    "src/*/templates/conf.d/**/*.tpl",
+    "src/*/templates/stream.d/**/*.tpl",
+    "src/*/salt-pillar/**/*.tpl",
+    "src/*/salt-states/**/*.tpl",
     ".env",
     ".env.example",
 ]
@@ -48,6 +56,33 @@ Components = Annotated[str | None, Doc("Comma list of components to keep")]
 
 def events() -> Events:
     return Events(printer(sys.stderr))
+
+
+# The SSH key pair made for a checkout that has none, kept on the engine for later releases.
+SSH_KEY_VOLUME = "ai-infra-matrix-ssh-key"
+
+
+async def engine_ssh_keys(events: Events) -> dagger.Directory:
+    """The engine's kept key pair; a new one (made here, offered every time) the first time."""
+    fresh = Path(tempfile.mkdtemp(prefix="ssh-key-", dir="."))
+    private, public = new_key_pair()
+    (fresh / "id_rsa").write_bytes(private)
+    (fresh / "id_rsa.pub").write_bytes(public)
+    keep = (
+        "if [ -s /store/id_rsa ]; then echo kept; else cp /fresh/id_rsa* /store/ && echo made; fi"
+        " && mkdir /out && cp /store/id_rsa /store/id_rsa.pub /out/ && chmod 600 /out/id_rsa"
+    )
+    store = (
+        dag.container()
+        .from_(CPU_PROBE_IMAGE)
+        .with_mounted_cache("/store", dag.cache_volume(SSH_KEY_VOLUME))
+        .with_mounted_directory("/fresh", dag.current_module().workdir(str(fresh)))
+        .with_env_variable("RUN", uuid.uuid4().hex)  # the store may have changed: never cached
+        .with_exec(["sh", "-c", keep])
+    )
+    if (await store.stdout()).strip() == "made":
+        events.note(f"made a new SSH key pair, kept on the engine in cache volume {SSH_KEY_VOLUME}")
+    return store.directory("/out")
 
 
 P = ParamSpec("P")
@@ -79,6 +114,9 @@ class AiInfraMatrix:
         dagger.Directory, DefaultPath("/"), Doc("AI-Infra-Matrix checkout (its root)")
     ] = field()
 
+    def _checkout(self) -> engine.Checkout:
+        return engine.Checkout(directory=lambda: self.source, ssh_keys=engine_ssh_keys)
+
     async def _plan(
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
     ) -> Plan:
@@ -86,7 +124,10 @@ class AiInfraMatrix:
         await (
             dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
         )
-        return resolve_plan(copy, {}, door_overrides(tag, registry, platforms, components))
+        # What the build context holds, for the COPY check (the copy has only the above).
+        present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
+        overrides = door_overrides(tag, registry, platforms, components)
+        return resolve_plan(copy, {}, overrides, present)
 
     @function
     @one_line_errors
@@ -125,7 +166,7 @@ class AiInfraMatrix:
             through_engine=True,
         )
         report = await release_core(
-            the_plan, lambda: self.source, access, events(), connect=engine.joined
+            the_plan, self._checkout(), access, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -148,7 +189,7 @@ class AiInfraMatrix:
             tarballs.append(directory)
 
         report = await export_images(
-            the_plan, lambda: self.source, keep, events(), connect=engine.joined
+            the_plan, self._checkout(), keep, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -174,7 +215,7 @@ class AiInfraMatrix:
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await export_bundle(
-            the_plan, lambda: self.source, out, archive, events(), connect=engine.joined
+            the_plan, self._checkout(), out, archive, events(), connect=engine.joined
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

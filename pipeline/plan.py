@@ -78,6 +78,7 @@ class Plan:
     # Values no report may show; never printed (repr) nor in to_json.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     generated: tuple[Generated, ...] = ()  # the prepare step's files
+    ssh_key_dir: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -134,8 +135,9 @@ def make_plan(
         [plan for c in components for plan in _component_plans(c, settings, values, root)]
     )
     images = _with_services(images, {c.name: c.serves for c in components})
-    generated = _generated(images, settings, root)
-    images = _checked(images, generated, listing(root) if present is None else present)
+    present = listing(root) if present is None else present
+    generated = _generated(images, settings, root, present)
+    images = _checked(images, generated, present)
     dependencies, skipped = _dependency_plans(
         [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
     )
@@ -151,14 +153,17 @@ def make_plan(
         publish_timeout=settings.publish_timeout,
         secrets=settings.secret_values,
         generated=tuple(generated),
+        ssh_key_dir=settings.ssh_key_dir,
     )
 
 
-def _generated(images: Sequence[ImagePlan], settings: Settings, root: Path) -> list[Generated]:
+def _generated(
+    images: Sequence[ImagePlan], settings: Settings, root: Path, present: set[str]
+) -> list[Generated]:
     values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
     secret_keys = set(settings.withheld) - set(values)
     sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
-    return rendered_files(root, values, secret_keys) + ssh_key_files(root, sources)
+    return rendered_files(root, values, secret_keys) + ssh_key_files(present, sources)
 
 
 def _checked(
@@ -252,12 +257,17 @@ def waves(images: Sequence[ImagePlan]) -> list[list[ImagePlan]]:
     return order
 
 
-def resolve_plan(source: Path, env: Mapping[str, str], overrides: Mapping[str, object]) -> Plan:
+def resolve_plan(
+    source: Path,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    present: set[str] | None = None,
+) -> Plan:
     """The one entry both doors call: settings, then layout, then plan."""
     if not source.is_dir():
         raise BadInput(f"{source}: source directory does not exist")
     settings = load_settings(source, env, overrides)
-    return make_plan(discover(source), settings, source)
+    return make_plan(discover(source), settings, source, present)
 
 
 def _selection(layout: Layout, names: tuple[str, ...] | None) -> set[str]:

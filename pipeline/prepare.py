@@ -70,10 +70,10 @@ def _rendered_path(template: str) -> str:
     return "/".join(parts)
 
 
-def ssh_key_files(root: Path, sources: Iterable[str]) -> list[Generated]:
+def ssh_key_files(present: Collection[str], sources: Iterable[str]) -> list[Generated]:
     """The key pair, when a Dockerfile reads `ssh-key/` and the checkout has no key there."""
     wanted = any(s == SSH_KEY_DIR or s.startswith(f"{SSH_KEY_DIR}/") for s in sources)
-    if not wanted or (root / SSH_KEY_FILES[0]).is_file():
+    if not wanted or SSH_KEY_FILES[0] in present:
         return []
     origin = "the SSH key store (made once, then kept)"
     return [Generated(path, origin, private=not path.endswith(".pub")) for path in SSH_KEY_FILES]
@@ -120,3 +120,20 @@ def holds_private_key(text: str, args: dict[str, str], private: Collection[str])
         if any(p == path or p.startswith(f"{path}/") or path == "." for p in private):
             return True
     return False
+
+
+def new_key_pair(comment: str = "ai-infra-system@shared") -> tuple[bytes, bytes]:
+    """(private, public) in OpenSSH form, as `ssh-keygen -t rsa -b 4096 -N ""` makes them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, public + f" {comment}\n".encode()

@@ -1,8 +1,8 @@
 """The release step both doors run: build every image, publish each one whose every platform
 built, report all of it.
 
-`release` opens the session and hands the engine's build and publish to `publish_release`,
-the orchestration, which tests run with fakes (tests/e2e run the real ones).
+`release` opens the session and hands the engine's build, publish and serve to
+`build_in_waves`, the orchestration, which tests run with fakes (tests/e2e run the real ones).
 """
 
 from __future__ import annotations
@@ -13,30 +13,32 @@ from dataclasses import dataclass, replace
 
 import dagger
 
-from pipeline import engine
-from pipeline.build import BuildOne, Built, build_all, engine_builder
+from pipeline import engine, serve
+from pipeline.build import BuildOne, Built, build_all, engine_builder, prepared_context
 from pipeline.dockerfile import replace_image
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan, waves
 from pipeline.publish import Published, RegistryAccess, publish_image
 from pipeline.report import Report, finished, image_row, new_report, published_so_far
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
+ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
-class ReleaseSteps:
-    """What the orchestration asks of the engine."""
+class EngineSteps:
+    """What the orchestration asks of the engine; `publish` None: nothing leaves it (export)."""
 
     build: BuildOne
-    publish: PublishOne
+    serve: ServeOne  # start a built image as a build-time service; its URL
     concurrency: int
+    publish: PublishOne | None = None
 
 
 async def release(
     plan: Plan,
-    source: engine.Source,
+    checkout: engine.Checkout,
     access: RegistryAccess,
     events: Events,
     connect: engine.Connect = engine.session,
@@ -47,8 +49,7 @@ async def release(
     published: dict[str, Published] = {}
     try:
         async with connect() as log:
-            run_access = access.in_session(plan.publish_timeout)
-            steps = await engine_steps(plan, source(), run_access, events)
+            steps = await engine_steps(plan, checkout, events, access)
             report = await publish_release(plan, steps, events, published)
     except engine.EngineGone as err:
         raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
@@ -57,29 +58,51 @@ async def release(
 
 
 async def engine_steps(
-    plan: Plan, source: dagger.Directory, access: RegistryAccess, events: Events
-) -> ReleaseSteps:
-    async def publish(image: ImagePlan, built: list[Built]) -> Published:
-        return await publish_image(image, built, access, plan.per_arch_tags)
-
+    plan: Plan, checkout: engine.Checkout, events: Events, access: RegistryAccess | None = None
+) -> EngineSteps:
+    """The engine's steps for this run (publishing only when given registry access)."""
+    context = await prepared_context(plan, checkout, events)
     concurrency = plan.concurrency or await engine.default_concurrency(events)
-    return ReleaseSteps(await engine_builder(source), publish, concurrency)
+    native = await engine.native_platform()
+    publish = None
+    if access is not None:
+        run_access = access.in_session(plan.publish_timeout)
+
+        async def publish(image: ImagePlan, built: list[Built]) -> Published:
+            return await publish_image(image, built, run_access, plan.per_arch_tags)
+
+    async def serve_one(image: ImagePlan, built: list[Built]) -> str:
+        # The engine's own platform, as build.sh runs AppHub on the build host's.
+        chosen = next((b for b in built if b.platform == native), built[0])
+        return await serve.serve(image, chosen)
+
+    return EngineSteps(await engine_builder(context), serve_one, concurrency, publish)
 
 
 async def publish_release(
-    plan: Plan,
-    steps: ReleaseSteps,
-    events: Events,
-    published: dict[str, Published],
+    plan: Plan, steps: EngineSteps, events: Events, published: dict[str, Published]
 ) -> Report:
-    """Images run in waves (usually one): an image that reads another release image (FROM,
-    COPY --from) is built after that one is published, against its exact digest. Each image
-    is published as soon as its platforms are built; `published` fills as images get out."""
+    """Each image is published as soon as its platforms are built; `published` fills as
+    images get out."""
     started = time.monotonic()
-    builds: dict[str, list[Built]] = {}
+    builds = await build_in_waves(plan, steps, events, published)
+    report = new_report(plan, steps.concurrency, time.monotonic() - started)
+    for image in plan.components:
+        report.images.append(image_row(image, builds[image.image], published.get(image.image)))
+    return report
 
-    async def publish(image: ImagePlan, built: list[Built]) -> None:
-        if not all(b.ok for b in built):
+
+async def build_in_waves(
+    plan: Plan, steps: EngineSteps, events: Events, published: dict[str, Published]
+) -> dict[str, list[Built]]:
+    """Images run in waves (usually one): an image that reads another release image (FROM,
+    COPY --from) is built after that one is published, against its exact digest; one that
+    reaches a build-time service, after that service is built and started."""
+    builds: dict[str, list[Built]] = {}
+    urls: dict[str, str] = {}  # served image -> its URL
+
+    async def image_done(image: ImagePlan, built: list[Built]) -> None:
+        if steps.publish is None or not all(b.ok for b in built):
             return  # never an index that lacks a platform
         events.note(f"publishing {image.ref}")
         result = await steps.publish(image, built)
@@ -87,18 +110,38 @@ async def publish_release(
         events.note(f"{'published' if not result.error else 'FAILED'} {image.ref}")
 
     for wave in waves(plan.components):
-        ready = [pin_needs(i, published) for i in wave if not blocked_by(i, published)]
+        ready = []
         for image in wave:
-            if blocked_by(image, published):
-                builds[image.image] = not_built(image, plan.platforms, blocked_by(image, published))
-        done = await build_all(
-            ready, plan.platforms, steps.build, steps.concurrency, events, publish
-        )
+            missing = blocked_by(image, published, urls)
+            if missing:
+                builds[image.image] = not_built(image, plan.platforms, missing)
+            else:
+                ready.append(with_services(pin_needs(image, published), urls))
+        done = await build_all(ready, plan.platforms, steps.build, steps.concurrency, events,
+                               image_done)  # fmt: skip
         builds |= group(done)
-    report = new_report(plan, steps.concurrency, time.monotonic() - started)
-    for image in plan.components:
-        report.images.append(image_row(image, builds[image.image], published.get(image.image)))
-    return report
+        urls |= await start_services(plan, ready, builds, steps, events)
+    return builds
+
+
+async def start_services(
+    plan: Plan,
+    built: list[ImagePlan],
+    builds: Mapping[str, list[Built]],
+    steps: EngineSteps,
+    events: Events,
+) -> dict[str, str]:
+    """Serve each image just built that a later image reaches, if it built everywhere."""
+    reached = {name for i in plan.components for name in i.reaches.values()}
+    urls = {}
+    for image in built:
+        if image.image in reached and all(b.ok for b in builds[image.image]):
+            try:
+                with events.step(f"starting {image.image} for the builds that reach it"):
+                    urls[image.image] = await steps.serve(image, builds[image.image])
+            except (PipelineError, dagger.DaggerError) as err:
+                events.note(f"{image.image} did not start: {' '.join(str(err).split())[:300]}")
+    return urls
 
 
 def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
@@ -108,14 +151,22 @@ def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
     return by_image
 
 
-def blocked_by(image: ImagePlan, published: Mapping[str, Published]) -> list[str]:
-    """The release images this one reads that did not make it into the registry."""
-    return [n for n in image.needs if n not in published or published[n].error]
+def blocked_by(
+    image: ImagePlan, published: Mapping[str, Published], urls: Mapping[str, str]
+) -> str | None:
+    """Why this image cannot be built: what it reads or reaches that is not there."""
+    unread = [n for n in image.needs if n not in published or published[n].error]
+    unreached = [n for n in image.reaches.values() if n not in urls]
+    why = []
+    if unread:
+        why.append(f"it reads {', '.join(unread)}, which was not published")
+    if unreached:
+        why.append(f"it reaches {', '.join(unreached)} while it builds, which is not serving")
+    return "; ".join(why) or None
 
 
-def not_built(image: ImagePlan, platforms: Iterable[str], missing: list[str]) -> list[Built]:
-    why = f"not built: it reads {', '.join(missing)}, which was not published"
-    return [Built(image, platform, 0.0, error=why) for platform in platforms]
+def not_built(image: ImagePlan, platforms: Iterable[str], why: str) -> list[Built]:
+    return [Built(image, platform, 0.0, error=f"not built: {why}") for platform in platforms]
 
 
 def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan:
@@ -125,3 +176,9 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
         done = published[name]
         text = replace_image(text, name, f"{done.image.ref}@{done.digest}")
     return replace(image, dockerfile_text=text)
+
+
+def with_services(image: ImagePlan, urls: Mapping[str, str]) -> ImagePlan:
+    """Pass the URL of each build-time service this image reaches (APPHUB_URL=...)."""
+    found = {arg: urls[served] for arg, served in image.reaches.items()}
+    return replace(image, build_args={**image.build_args, **found}) if found else image

@@ -35,6 +35,7 @@ ENV_NAMES = {
     "per_arch_tags": "PIPELINE_PER_ARCH_TAGS",
     "components": "PIPELINE_COMPONENTS",
     "publish_timeout": "PIPELINE_PUBLISH_TIMEOUT",
+    "ssh_key_dir": "PIPELINE_SSH_KEY_DIR",
 }
 
 # Keys that may reach a build (as a template value or a declared ARG). Everything else in
@@ -179,6 +180,9 @@ class Settings(BaseModel):
     publish_timeout: float = Field(
         PUBLISH_TIMEOUT, gt=0, allow_inf_nan=False, alias="PIPELINE_PUBLISH_TIMEOUT"
     )
+    # Where the CLI keeps the SSH key pair it makes for a checkout that has none; None: its
+    # default (host.py). `dagger call` keeps it on the engine.
+    ssh_key_dir: str | None = Field(None, alias="PIPELINE_SSH_KEY_DIR")
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.
     build_values: dict[str, str] = Field(default_factory=dict)
     # Every value that does not look secret: for ARGs a Dockerfile declares (build.sh passed

@@ -13,7 +13,7 @@ import pytest
 from pipeline import engine, release
 from pipeline.build import Built
 from pipeline.engine import EngineLog
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan
 from pipeline.publish import Published, RegistryAccess
@@ -62,8 +62,14 @@ class FakeEngine:
             return Published(img, error="registry h:5000: HTTP 500 Internal Server Error")
         return Published(img, digest=DIGEST, platforms=dict.fromkeys(PLATFORMS))
 
-    def steps(self, concurrency: int = 4) -> release.ReleaseSteps:
-        return release.ReleaseSteps(self.build, self.publish, concurrency)
+    async def serve(self, img: ImagePlan, builds: list[Built]) -> str:
+        self.log.append(f"serve {img.image}")
+        if f"serve {img.image}" in self.fail:
+            raise PipelineError("build-time service ai-infra-hub: no address")
+        return f"http://10.87.0.9:{img.serves}"
+
+    def steps(self, concurrency: int = 4) -> release.EngineSteps:
+        return release.EngineSteps(self.build, self.serve, concurrency, self.publish)
 
 
 async def run(plan: Plan, fake: FakeEngine, published: dict | None = None):
@@ -126,6 +132,53 @@ async def test_a_dependent_of_an_image_that_did_not_get_out_is_not_built():
     assert set(published) == {"ai-infra-base"}  # the caller sees what was tried
 
 
+def served_plan() -> Plan:
+    hub = dataclasses.replace(image("ai-infra-hub"), serves=80)
+    user = dataclasses.replace(
+        image("ai-infra-slurm", "FROM busybox\nARG HUB_URL\n"), reaches={"HUB_URL": "ai-infra-hub"}
+    )
+    return plan_of(hub, user, image("ai-infra-other"))
+
+
+@pytest.mark.anyio
+async def test_an_image_reaching_a_build_time_service_builds_once_it_serves():
+    fake = FakeEngine()
+    report = await run(served_plan(), fake)
+    log = fake.log
+    assert log.index("serve ai-infra-hub") < log.index("built ai-infra-slurm linux/amd64")
+    assert log.index("built ai-infra-other linux/amd64") < log.index("serve ai-infra-hub")
+    assert report.ok and log.count("serve ai-infra-hub") == 1
+
+
+@pytest.mark.anyio
+async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch):
+    fake = FakeEngine()
+    args: dict[str, dict] = {}
+    build = fake.build
+
+    async def recording(img, platform):
+        args[img.image] = img.build_args
+        return await build(img, platform)
+
+    fake.build = recording
+    await run(served_plan(), fake)
+    assert args["ai-infra-slurm"] == {"HUB_URL": "http://10.87.0.9:80"}
+    assert args["ai-infra-other"] == {}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fail", ["ai-infra-hub linux/arm64", "serve ai-infra-hub"])
+async def test_a_service_that_did_not_build_or_start_blocks_only_what_reaches_it(fail):
+    fake = FakeEngine(fail={fail})
+    report = await run(served_plan(), fake)
+    rows = {r.image: r for r in report.images}
+    assert rows["ai-infra-other"].status == Status.PUBLISHED
+    assert {p.error for p in rows["ai-infra-slurm"].platforms} == {
+        "not built: it reaches ai-infra-hub while it builds, which is not serving"
+    }
+    assert not any("built ai-infra-slurm" in line for line in fake.log)
+
+
 def fake_connect(text: str = ""):
     @contextlib.asynccontextmanager
     async def connect():
@@ -140,9 +193,10 @@ def fake_connect(text: str = ""):
 def fake_engine(monkeypatch) -> FakeEngine:
     fake = FakeEngine(fail={"ai-infra-leaky linux/arm64"})
 
-    async def engine_steps(plan, source, access, events):
-        # The password reaches the engine as a secret of this run; the timeout is the plan's.
-        assert access.secret is not None and access.timeout == plan.publish_timeout
+    async def engine_steps(plan, checkout, events, access):
+        # Made a secret of this run in the session, with the plan's timeout.
+        run_access = access.in_session(plan.publish_timeout)
+        assert run_access.secret is not None and run_access.timeout == plan.publish_timeout
         return fake.steps()
 
     monkeypatch.setattr(release, "engine_steps", engine_steps)
@@ -193,7 +247,7 @@ async def test_release_without_a_registry_is_bad_input_before_the_engine():
 async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
     fake = FakeEngine(seconds={"ai-infra-slow": 5.0})
 
-    async def engine_steps(plan, source, access, events):
+    async def engine_steps(plan, checkout, events, access):
         return fake.steps()
 
     orchestrate = release.publish_release

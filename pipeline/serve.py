@@ -1,0 +1,47 @@
+"""Build-time services: an image that later builds reach while they build (AppHub serves the
+Slurm packages slurm-master installs), run as a Dagger service on the engine.
+
+A Dockerfile's RUN steps get no service aliases (docker_build takes no bindings), but they
+share the engine's network: the service is started for the rest of the session and reached
+by its address, which a container bound to it reads from its /etc/hosts.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dagger import dag
+
+from pipeline.build import Built
+from pipeline.engine import CPU_PROBE_IMAGE
+from pipeline.errors import PipelineError
+from pipeline.plan import ImagePlan
+
+
+async def serve(image: ImagePlan, built: Built) -> str:
+    """Start the built image as it would run (`docker run`), answering on its port; its URL."""
+    assert built.container is not None and image.serves is not None
+    alias = image.name
+    service = await (
+        built.container.with_exposed_port(image.serves)
+        .as_service(use_entrypoint=True)
+        .with_hostname(alias)
+        .start()
+    )
+    hosts = await (
+        dag.container()
+        .from_(CPU_PROBE_IMAGE)
+        .with_service_binding(alias, service)
+        .with_env_variable("RUN", uuid.uuid4().hex)  # an address of this session, not cached
+        .with_exec(["cat", "/etc/hosts"])
+        .stdout()
+    )
+    return f"http://{address_of(alias, hosts)}:{image.serves}"
+
+
+def address_of(alias: str, hosts: str) -> str:
+    for line in hosts.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and alias in fields[1:]:
+            return fields[0]
+    raise PipelineError(f"build-time service {alias}: no address in a bound container")
