@@ -88,6 +88,29 @@ def context_sources(text: str, args: dict[str, str]) -> list[tuple[int, str]]:
     return found
 
 
+def final_stage_lines(text: str, target: str | None) -> set[int]:
+    """Lines of the stage an image is (`target`, else the last) and of the stages it is
+    `FROM`: what ends up in the image, as opposed to build-only stages."""
+    stages: list[tuple[str, str, list[int]]] = []  # (name, base, lines)
+    for number, keyword, args in numbered_instructions(text):
+        if keyword == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            name = words[2].lower() if len(words) == 3 and words[1].lower() == "as" else ""
+            stages.append((name, words[0].lower() if words else "", []))
+        if stages:
+            stages[-1][2].append(number)
+    names = [name for name, _, _ in stages]
+    index = names.index(target.lower()) if target and target.lower() in names else len(stages) - 1
+    lines: set[int] = set()
+    seen: set[int] = set()
+    while 0 <= index and index not in seen:
+        seen.add(index)
+        _, base, stage_lines = stages[index]
+        lines |= set(stage_lines)
+        index = names.index(base) if base in names[:index] else -1
+    return lines
+
+
 def arg_defaults(text: str) -> dict[str, str]:
     """`ARG NAME=default` values, the last one of a name winning."""
     defaults = {}

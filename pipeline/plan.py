@@ -179,7 +179,7 @@ def _checked(
         missing = missing_sources(image.dockerfile_text, image.build_args, present)
         if missing:
             problems.append(f"{image.image} ({image.dockerfile} {', '.join(missing)})")
-        holds = holds_private_key(image.dockerfile_text, image.build_args, private)
+        holds = holds_private_key(image.dockerfile_text, image.target, image.build_args, private)
         checked.append(replace(image, private_key=holds))
     if problems:
         raise BadInput(f"COPY/ADD sources not in the build context: {'; '.join(problems)}")

@@ -113,9 +113,15 @@ def missing_sources(text: str, args: dict[str, str], present: set[str]) -> list[
     return missing
 
 
-def holds_private_key(text: str, args: dict[str, str], private: Collection[str]) -> bool:
-    """Whether a COPY puts a generated private key (or a folder holding one) in the image."""
-    for _, source in dockerfile.context_sources(text, args):
+def holds_private_key(
+    text: str, target: str | None, args: dict[str, str], private: Collection[str]
+) -> bool:
+    """Whether a COPY of the image's own stages puts a generated private key (or a folder
+    holding one) in it."""
+    own = dockerfile.final_stage_lines(text, target)
+    for number, source in dockerfile.context_sources(text, args):
+        if number not in own:
+            continue
         path = os.path.normpath(source.lstrip("/")).rstrip("/")
         if any(p == path or p.startswith(f"{path}/") or path == "." for p in private):
             return True

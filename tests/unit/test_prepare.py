@@ -111,3 +111,14 @@ def test_a_component_serves_when_its_build_conf_says_on_which_port(tree):
     assert images["ai-infra-app"].reaches == {"PKGS_URL": "ai-infra-pkgs"}
     with pytest.raises(BadInput, match="BUILD_SERVICE_PORT='99999' is not a port"):
         plan(tree({**files, "src/pkgs/build.conf": "BUILD_SERVICE_PORT=99999\n"}))
+
+
+def test_only_the_target_whose_stages_copy_the_key_holds_it(tree):
+    files = {**FILES, "src/backend/Dockerfile": (
+        "FROM busybox AS base\nCOPY ssh-key/id_rsa /root/.ssh/id_rsa\n"
+        "FROM base AS backend\nRUN true\n"
+        "FROM busybox AS backend-init\nCOPY --from=base /etc/passwd /x\n"
+    ), "src/backend/build-targets.conf": "backend ai-infra-backend\n"
+                                         "backend-init ai-infra-backend-init\n"}  # fmt: skip
+    private = {i.image: i.private_key for i in plan(tree(files)).components}
+    assert (private["ai-infra-backend"], private["ai-infra-backend-init"]) == (True, False)
