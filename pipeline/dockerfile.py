@@ -103,7 +103,7 @@ def final_stage_lines(text: str, target: str | None) -> set[int]:
     index = names.index(target.lower()) if target and target.lower() in names else len(stages) - 1
     lines: set[int] = set()
     seen: set[int] = set()
-    while 0 <= index and index not in seen:
+    while index >= 0 and index not in seen:
         seen.add(index)
         _, base, stage_lines = stages[index]
         lines |= set(stage_lines)

@@ -52,6 +52,11 @@ Tag = Annotated[str | None, Doc("Image tag (default: IMAGE_TAG from .env)")]
 Registry = Annotated[str | None, Doc("host[:port]/project (default: PRIVATE_REGISTRY)")]
 Platforms = Annotated[str | None, Doc("Comma list, e.g. linux/amd64,linux/arm64")]
 Components = Annotated[str | None, Doc("Comma list of components to keep")]
+SshKey = Annotated[
+    dagger.Directory | None,
+    Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
+        "(default: a pair made once and kept on the engine)"),
+]  # fmt: skip
 
 
 def events() -> Events:
@@ -114,8 +119,14 @@ class AiInfraMatrix:
         dagger.Directory, DefaultPath("/"), Doc("AI-Infra-Matrix checkout (its root)")
     ] = field()
 
-    def _checkout(self) -> engine.Checkout:
-        return engine.Checkout(directory=lambda: self.source, ssh_keys=engine_ssh_keys)
+    def _checkout(self, ssh_key: dagger.Directory | None) -> engine.Checkout:
+        keys = engine_ssh_keys
+        if ssh_key is not None:
+
+            async def keys(_events: Events) -> dagger.Directory:
+                return ssh_key
+
+        return engine.Checkout(directory=lambda: self.source, ssh_keys=keys)
 
     async def _plan(
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
@@ -153,6 +164,7 @@ class AiInfraMatrix:
         username: Annotated[str | None, Doc("Registry user")] = None,
         password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
+        ssh_key: SshKey = None,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
@@ -166,7 +178,7 @@ class AiInfraMatrix:
             through_engine=True,
         )
         report = await release_core(
-            the_plan, self._checkout(), access, events(), connect=engine.joined
+            the_plan, self._checkout(ssh_key), access, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -180,6 +192,7 @@ class AiInfraMatrix:
         tag: Tag = None,
         platforms: Platforms = None,
         components: Components = None,
+        ssh_key: SshKey = None,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
         the_plan = await self._plan(tag, None, platforms, components)
@@ -189,7 +202,7 @@ class AiInfraMatrix:
             tarballs.append(directory)
 
         report = await export_images(
-            the_plan, self._checkout(), keep, events(), connect=engine.joined
+            the_plan, self._checkout(ssh_key), keep, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -205,6 +218,7 @@ class AiInfraMatrix:
         platforms: Platforms = None,
         components: Components = None,
         archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
+        ssh_key: SshKey = None,
     ) -> dagger.Directory:
         """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
 
@@ -215,7 +229,7 @@ class AiInfraMatrix:
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await export_bundle(
-            the_plan, self._checkout(), out, archive, events(), connect=engine.joined
+            the_plan, self._checkout(ssh_key), out, archive, events(), connect=engine.joined
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

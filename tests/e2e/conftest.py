@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagger
+import httpx
 import pytest
 from dagger import dag
 
@@ -25,13 +27,19 @@ MINI_MATRIX = ROOT / "examples" / "mini-matrix"
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # What a release of examples/mini-matrix publishes, in plan order.
 MINI_MATRIX_IMAGES = (
+    "ai-infra-apphub",
     "ai-infra-archprobe",
     "ai-infra-gateway",
     "ai-infra-gitea",
     "ai-infra-backend",
     "ai-infra-backend-init",
     "ai-infra-portal",
+    "ai-infra-slurm-master",
 )
+# Where the CLI door keeps the SSH key pair it made for mini-matrix (it has no ssh-key/).
+SSH_KEY_DIR = Path(
+    os.environ.get("PIPELINE_SSH_KEY_DIR", "~/.local/share/ai-infra-matrix/ssh-key")
+).expanduser()
 LAB_VARIABLES = (
     "LAB_REGISTRY",
     "LAB_SECURE_REGISTRY",
@@ -59,6 +67,20 @@ class Lab:
             password=password or self.password,
             ca_cert=self.ca_cert,
         )
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A whole blob of the secure registry, checked against its digest (the pipeline
+        itself never reads blobs back: it checks manifests)."""
+        response = httpx.get(
+            f"https://{self.secure_registry}/v2/{repository}/blobs/{digest}",
+            auth=(self.user, self.password),
+            verify=ssl.create_default_context(cafile=str(self.ca_cert)),
+            follow_redirects=True,
+            timeout=120,
+        )
+        response.raise_for_status()
+        assert layout.digest_bytes(response.content) == digest, f"{repository} {digest}"
+        return response.content
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def platform_files(lab: Lab, repository: str, tag: str) -> dict[str, dict[str, b
             manifest = json.loads(client.get_manifest(repository, entry["digest"])[0])
             found: dict[str, bytes] = {}
             for layer in manifest["layers"]:
-                blob = client.get_blob(repository, layer["digest"])
+                blob = lab.get_blob(repository, layer["digest"])
                 with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
                     for member in tar.getmembers():
                         if member.isfile():

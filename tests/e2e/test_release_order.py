@@ -67,7 +67,7 @@ def test_per_arch_tags_when_asked(lab: Lab, tmp_path, unique):
             assert media_type == "application/vnd.oci.image.manifest.v1+json"
             config = json.loads(body)["config"]["digest"]
             assert (
-                json.loads(client.get_blob(f"{project}/ai-infra-gateway", config))["architecture"]
+                json.loads(lab.get_blob(f"{project}/ai-infra-gateway", config))["architecture"]
                 == arch
             )
             assert layout.digest_bytes(body) == by_platform[arch]
