@@ -163,7 +163,8 @@ def _generated(
     values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
     secret_keys = set(settings.withheld) - set(values)
     sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
-    return rendered_files(root, values, secret_keys) + ssh_key_files(present, sources)
+    names = {i.name for i in images}
+    return rendered_files(root, names, values, secret_keys) + ssh_key_files(present, sources)
 
 
 def _checked(

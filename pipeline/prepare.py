@@ -43,20 +43,20 @@ class Generated:
 
 
 def rendered_files(
-    root: Path, values: Mapping[str, str], secret_keys: Collection[str]
+    root: Path, names: Collection[str], values: Mapping[str, str], secret_keys: Collection[str]
 ) -> list[Generated]:
-    """Every template build.sh renders before building, rendered with non-secret values."""
+    """The templates build.sh renders before building, of components `names`, rendered with
+    non-secret values."""
     made = []
-    for template in _templates(root):
+    for template in _templates(root, names):
         shown = template.relative_to(root).as_posix()
         text = render(read_text(template, shown), values, shown, withheld=secret_keys)
         made.append(Generated(_rendered_path(shown), shown, text))
     return made
 
 
-def _templates(root: Path) -> Iterable[Path]:
-    src = root / "src"
-    for component in sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else []:
+def _templates(root: Path, names: Collection[str]) -> Iterable[Path]:
+    for component in [root / "src" / name for name in sorted(names)]:
         for sub in RENDERED_SUBDIRS:
             yield from sorted((component / "templates" / sub).rglob("*.tpl"))
         for sub in SALT_DIRS:
