@@ -379,3 +379,23 @@ def test_real_repository_with_safeline_enabled(upstream: Path):
     safeline = [d.image for d in plan.dependencies if "safeline" in d.image]
     assert len(safeline) == 7 and "chaitin/safeline-postgres:15.2" in safeline
     assert not [s for s in plan.skipped if "safeline" in s.name]
+
+
+# --- examples/mini-matrix ----------------------------------------------------------------------
+
+MINI_MATRIX = Path(__file__).resolve().parents[2] / "examples" / "mini-matrix"
+# What lab/seed-images puts in the lab's registry for both platforms (docker.io resolves there).
+LAB_IMAGES = {"busybox:1.36", "debian:bookworm-slim", "golang:1.19-bookworm"}
+
+
+def test_mini_matrix_compose_adds_one_lab_image_and_skips_safeline():
+    plan = resolve_plan(MINI_MATRIX, {}, {})
+    assert [(d.name, d.image, len(d.origins)) for d in plan.dependencies] == [
+        ("gitea", "busybox:1.36", 3),  # gitea's and toolbox's dependency.conf, and compose
+        ("os-base", "debian:bookworm-slim", 2),
+        ("golang", "golang:1.19-bookworm", 1),  # only the compose file names it
+    ]
+    assert {d.image for d in plan.dependencies} <= LAB_IMAGES  # the e2e bundle pulls them
+    assert [(s.name, s.reason.split(": ", 1)[1]) for s in plan.skipped] == [
+        ("chaitin/safeline-tengine:9.3.0", "SAFELINE_ENABLED is not true")
+    ]
