@@ -30,8 +30,8 @@ def plan_table(plan: Plan) -> str:
     )
     parts = [header, "", images]
     if plan.dependencies:
-        deps = [(d.name, d.image) for d in plan.dependencies]
-        parts += ["", table(("DEPENDENCY", "IMAGE"), deps)]
+        deps = [(d.name, d.image, found_in(d.origins)) for d in plan.dependencies]
+        parts += ["", table(("DEPENDENCY", "IMAGE", "FOUND IN"), deps)]
     if plan.generated:
         made = [(g.path, g.origin, "yes" if g.private else "") for g in plan.generated]
         parts += ["", table(("GENERATED", "FROM", "PRIVATE KEY"), made)]
@@ -47,3 +47,10 @@ def plan_table(plan: Plan) -> str:
         skipped = [(s.name, s.reason) for s in plan.skipped]
         parts += ["", table(("SKIPPED", "REASON"), skipped)]
     return "\n".join(parts)
+
+
+def found_in(origins: Sequence[str]) -> str:
+    """The first place an image is named, and how many more (`plan --json` lists them all)."""
+    if not origins:
+        return "-"
+    return origins[0] + (f" +{len(origins) - 1}" if len(origins) > 1 else "")

@@ -46,6 +46,13 @@ LAYOUT_FILES = [
     "src/*/salt-states/**/*.tpl",
     ".env",
     ".env.example",
+    # The deployment files name third-party images too (pipeline/deployment.py).
+    "docker-compose.yml.tpl",
+    "docker-compose.yml",
+    "helm/*/values.yaml",
+    "helm/*/Chart.yaml",
+    "helm/*/charts/*/values.yaml",
+    "helm/*/charts/*/Chart.yaml",
 ]
 
 Tag = Annotated[str | None, Doc("Image tag (default: IMAGE_TAG from .env)")]

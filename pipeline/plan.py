@@ -9,10 +9,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import dockerfile
+from pipeline.deployment import Found, dependency_name, deployment_images
 from pipeline.dockerfile import context_sources, declared_args
 from pipeline.errors import BadInput
 from pipeline.layout import Component, Dependency, Layout, discover, read_text
-from pipeline.oci.reference import image_name, is_reference
+from pipeline.oci.reference import canonical, image_name, is_reference
 from pipeline.prepare import (
     Generated,
     holds_private_key,
@@ -53,8 +54,11 @@ class ImagePlan:
 
 @dataclass(frozen=True)
 class DependencyPlan:
-    name: str
+    name: str  # the bundle's dependencies/<name>.tar: unique in the plan
     image: str  # a complete, validated reference
+    # Where the image is named, first found first: src/<name>/dependency.conf[.tpl],
+    # docker-compose.yml.tpl:<line>, helm/<chart>/values.yaml:<line>.
+    origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ class Plan:
                 for c in self.components
             ],
             "generated": [g.to_json() for g in self.generated],
-            "dependencies": [{"name": d.name, "image": d.image} for d in self.dependencies],
+            "dependencies": [
+                {"name": d.name, "image": d.image, "origins": list(d.origins)}
+                for d in self.dependencies
+            ],
             "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
         }
 
@@ -138,9 +145,7 @@ def make_plan(
     present = listing(root) if present is None else present
     generated = _generated(images, settings, root, present)
     images = _checked(images, generated, present)
-    dependencies, skipped = _dependency_plans(
-        [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
-    )
+    dependencies, skipped = _dependencies(layout, wanted, settings, values, root)
     return Plan(
         tag=settings.image_tag,
         platforms=settings.target_platforms,
@@ -331,10 +336,31 @@ def _build_args(text: str, settings: Settings) -> dict[str, str]:
     return args
 
 
-def _dependency_plans(
-    dependencies: list[Dependency], values: Mapping[str, str], withheld: tuple[str, ...], root: Path
+def _dependencies(
+    layout: Layout, wanted: set[str], settings: Settings, values: Mapping[str, str], root: Path
 ) -> tuple[tuple[DependencyPlan, ...], tuple[Skipped, ...]]:
-    plans: dict[str, DependencyPlan] = {}  # by reference: two directories may name one image
+    """dependency.conf's images, then the deployment's (pipeline/deployment.py), merged."""
+    named, skipped = _dependency_conf_images(
+        [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
+    )
+    found: list[Found] = []
+    # The images the deployment runs belong to no component: a --components run is a partial
+    # release, so it carries only the dependency.conf images of the names it was given.
+    if settings.components is None:
+        found, left = deployment_images(root, {**settings.deploy_values, **values})
+        skipped += [Skipped(s.image, s.reason) for s in left]
+    # Names a bundle already uses: every dependency.conf's (selected or not, so a name does not
+    # change with the selection) and the release images'.
+    reserved = [d.name for d in layout.dependencies]
+    reserved += [spec.image for c in layout.components for spec in c.images]
+    return _merged(named, found, reserved), tuple(skipped)
+
+
+def _dependency_conf_images(
+    dependencies: list[Dependency], values: Mapping[str, str], withheld: tuple[str, ...], root: Path
+) -> tuple[list[DependencyPlan], list[Skipped]]:
+    """One entry per dependency.conf, its name the directory's, its origin the file read."""
+    plans: list[DependencyPlan] = []
     skipped: list[Skipped] = []
     for dep in dependencies:
         # As for Dockerfiles the template wins: build.sh's rendered copy has `8\.0`-style escapes.
@@ -350,8 +376,29 @@ def _dependency_plans(
             text = render(text, values, path)
         if not is_reference(text):
             raise BadInput(f"{path}: {text!r} is not a valid image reference")
-        plans.setdefault(text, DependencyPlan(dep.name, text))
-    return tuple(plans.values()), tuple(skipped)
+        plans.append(DependencyPlan(dep.name, text, (path,)))
+    return plans, skipped
+
+
+def _merged(
+    named: list[DependencyPlan], found: list[Found], reserved: list[str]
+) -> tuple[DependencyPlan, ...]:
+    """Each image once (however it is spelled), with every origin; dependency.conf entries
+    keep their directory's name, the others get one from the image that no other name has."""
+    plans: dict[str, DependencyPlan] = {}
+    taken = set(reserved)
+    entries = [*named, *(DependencyPlan("", f.image, (f.origin,)) for f in found)]
+    for entry in entries:
+        key = canonical(entry.image)
+        if key in plans:
+            known = plans[key]
+            origins = tuple(dict.fromkeys(known.origins + entry.origins))
+            plans[key] = replace(known, origins=origins)
+            continue
+        name = entry.name or dependency_name(entry.image, taken)
+        taken.add(name)
+        plans[key] = replace(entry, name=name)
+    return tuple(plans.values())
 
 
 def _why_unset(names: list[str], withheld: tuple[str, ...]) -> str:

@@ -53,4 +53,10 @@ def render(
         raise BadInput(
             f"{path}: template variable {name} has no value (set it in .env or the environment)"
         )
-    return VARIABLE.sub(lambda m: values[m.group(1)], text)
+    return fill(text, values)
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Every `{{VAR}}` replaced by its value, "" when it has none (what build.sh's render does);
+    callers that must not guess check `unset` first, as `render` does."""
+    return VARIABLE.sub(lambda m: values.get(m.group(1), ""), text)

@@ -86,6 +86,22 @@ def image_name(ref: str) -> str:
     return parse(ref).name
 
 
+def canonical(ref: str) -> str:
+    """One spelling per image, so two spellings of one image are not taken for two images:
+    ``redis:7``, ``docker.io/library/redis:7`` → ``docker.io/library/redis:7``; no tag and no
+    digest means ``latest``, as a pull does."""
+    parsed = parse(ref)
+    path = parsed.path
+    if parsed.registry == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    tag = parsed.tag or ("latest" if parsed.digest is None else None)
+    return (
+        f"{parsed.registry}/{path}"
+        + (f":{tag}" if tag else "")
+        + (f"@{parsed.digest}" if parsed.digest else "")
+    )
+
+
 def is_reference(ref: str) -> bool:
     """True for a complete image reference such as `redis:7-alpine` or `host:5000/a/b:t`."""
     parsed = parse(ref)

@@ -26,7 +26,8 @@ from pipeline.oci.reference import parse_tagged
 
 TAG = "v0.3.8"
 RELEASE_IMAGES = MINI_MATRIX_IMAGES
-DEPENDENCY_REFS = ("busybox:1.36", "debian:bookworm-slim")
+# dependency.conf's two, and the one only docker-compose.yml.tpl names.
+DEPENDENCY_REFS = ("busybox:1.36", "debian:bookworm-slim", "golang:1.19-bookworm")
 ALL_REFS = tuple(f"{image}:{TAG}" for image in RELEASE_IMAGES) + DEPENDENCY_REFS
 _SUMMARY = re.compile(
     r"(\d+) blobs uploaded \(\d+ bytes\), (\d+) already there, (\d+) mounted, (\d+) manifests"
@@ -185,7 +186,7 @@ def pushed(bundle: Path, lab: Lab) -> Pushed:
 # --- tests ---------------------------------------------------------------------------------------
 def test_bundle_layout_holds_every_image_and_dependency_for_both_platforms(bundle: Path):
     """The bundle is an OCI layout (oci-layout, index.json, blobs/sha256) with inventory.json
-    and SHA256SUMS; index.json names exactly the 6 release images and both dependencies by
+    and SHA256SUMS; index.json names exactly the 6 release images and the 3 dependencies by
     org.opencontainers.image.ref.name, each with linux/amd64 and linux/arm64."""
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
         [

@@ -32,7 +32,7 @@ def test_plan_json_shape(repo: Path, capsys, secrets):
         "name", "image", "ref", "dockerfile", "target", "phase", "needs", "build_args",
         "serves", "reaches", "private_key",
     }  # fmt: skip
-    assert set(data["dependencies"][0]) == {"name", "image"}
+    assert set(data["dependencies"][0]) == {"name", "image", "origins"}
     assert [s["name"] for s in data["skipped"]] == ["safeline"]
     assert not [value for value in secrets.values() if value in out]
 

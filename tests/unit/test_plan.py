@@ -242,7 +242,11 @@ def test_to_json_shape_and_no_values(repo: Path, secrets):
         "private_key": False,
         "build_args": ["APT_MIRROR", "GOLANG_IMAGE_VERSION", "GO_PROXY", "VERSION"],
     }
-    assert data["dependencies"][0] == {"name": "gitea", "image": "gitea/gitea:1.25.1"}
+    assert data["dependencies"][0] == {
+        "name": "gitea",
+        "image": "gitea/gitea:1.25.1",
+        "origins": ["src/gitea/dependency.conf.tpl"],
+    }
     text = json.dumps(data)
     assert "goproxy.cn" not in text  # names only, never values
     assert not [value for value in secrets.values() if value in text]
