@@ -347,7 +347,7 @@ def _dependencies(
     # The images the deployment runs belong to no component: a --components run is a partial
     # release, so it carries only the dependency.conf images of the names it was given.
     if settings.components is None:
-        found, left = deployment_images(root, {**settings.deploy_values, **values})
+        found, left = deployment_images(root, {**settings.public_values, **values})
         skipped += [Skipped(s.image, s.reason) for s in left]
     # Names a bundle already uses: every dependency.conf's (selected or not, so a name does not
     # change with the selection) and the release images'.

@@ -186,13 +186,11 @@ class Settings(BaseModel):
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.
     build_values: dict[str, str] = Field(default_factory=dict)
     # Every value that does not look secret: for ARGs a Dockerfile declares (build.sh passed
-    # every key; we pass only declared, non-secret ones) and generated config files.
+    # every key; we pass only declared, non-secret ones), generated config files and the
+    # deployment files read for third-party images.
     public_values: dict[str, str] = Field(default_factory=dict)
     # Names (never values) of keys found but kept out of builds, for clearer errors.
     withheld: tuple[str, ...] = ()
-    # Every value but secret-looking keys', for the deployment files' `{{VAR}}` and
-    # `${VAR}`: they use runtime keys (SEAWEEDFS_IMAGE, SAFELINE_*) that are not build values.
-    deploy_values: dict[str, str] = Field(default_factory=dict, repr=False)
     env_file: str | None = None
     # Values of secret-looking keys (.env and environment): redacted from every report.
     secret_values: frozenset[str] = Field(frozenset(), repr=False)
@@ -284,7 +282,6 @@ def load_settings(
             build_values=build,
             public_values={k: v for k, v in layers.raw.items() if not is_secret(k)},
             withheld=withheld,
-            deploy_values={k: v for k, v in layers.raw.items() if not is_secret(k)},
             env_file=layers.env_file,
             secret_values=frozenset(layers.secrets),
         )

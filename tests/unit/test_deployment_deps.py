@@ -157,7 +157,7 @@ def test_a_secret_is_never_used_to_render(deployed: Path, secrets):
     )
     printed = json.dumps(plan.to_json()) + console.plan_table(plan)
     assert not [v for v in [*secrets.values(), "env-token-s3cret"] if v in printed]
-    values = load_settings(deployed, {"GITEA_ADMIN_TOKEN": "x"}, {}).deploy_values
+    values = load_settings(deployed, {"GITEA_ADMIN_TOKEN": "x"}, {}).public_values
     assert not set(values) & {*secrets, "GITEA_ADMIN_TOKEN"}
     assert values["SEAWEEDFS_IMAGE"] == "chrislusf/seaweedfs"  # runtime keys are there
 
