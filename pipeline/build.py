@@ -72,8 +72,8 @@ def dockerfile_path(image: ImagePlan) -> str:
     return image.dockerfile.removesuffix(".tpl")
 
 
-def build_args(image: ImagePlan, native: str) -> list[dagger.BuildArg]:
-    values = dict(image.build_args)
+def build_args(image: ImagePlan, native: str, platform: str) -> list[dagger.BuildArg]:
+    values = image.build_args | image.platform_args.get(platform, {})
     if image.uses_build_platform:
         values |= build_platform_args(native)
     return [dagger.BuildArg(name=k, value=v) for k, v in sorted(values.items())]
@@ -95,7 +95,7 @@ async def build_one(
     container = with_file.docker_build(
         dockerfile=path,
         platform=dagger.Platform(platform),
-        build_args=build_args(image, native),
+        build_args=build_args(image, native, platform),
         target=image.target or "",
     )
     try:

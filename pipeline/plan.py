@@ -44,6 +44,8 @@ class ImagePlan:
     # one reaches then: build arg (APPHUB_URL) -> served image, built first.
     serves: int | None = None
     reaches: dict[str, str] = field(default_factory=dict)
+    # Extra build args for one platform only (set at run time: see serve.FOREIGN_PLATFORM_ARGS).
+    platform_args: dict[str, dict[str, str]] = field(default_factory=dict)
     private_key: bool = False  # a COPY puts a generated private key in the image
 
     @property

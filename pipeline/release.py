@@ -15,15 +15,16 @@ import dagger
 
 from pipeline import engine, serve
 from pipeline.build import BuildOne, Built, build_all, engine_builder, prepared_context
-from pipeline.dockerfile import replace_image
+from pipeline.dockerfile import declared_args, replace_image
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan, waves
 from pipeline.publish import Published, RegistryAccess, publish_image
 from pipeline.report import Report, finished, image_row, new_report, published_so_far
+from pipeline.serve import FOREIGN_PLATFORM_ARGS, Served
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
-ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[str]]
+ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[Served]]
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class EngineSteps:
     """What the orchestration asks of the engine; `publish` None: nothing leaves it (export)."""
 
     build: BuildOne
-    serve: ServeOne  # start a built image as a build-time service; its URL
+    serve: ServeOne  # start a built image as a build-time service
     concurrency: int
     publish: PublishOne | None = None
 
@@ -71,7 +72,7 @@ async def engine_steps(
         async def publish(image: ImagePlan, built: list[Built]) -> Published:
             return await publish_image(image, built, run_access, plan.per_arch_tags)
 
-    async def serve_one(image: ImagePlan, built: list[Built]) -> str:
+    async def serve_one(image: ImagePlan, built: list[Built]) -> Served:
         # The engine's own platform, as build.sh runs AppHub on the build host's.
         chosen = next((b for b in built if b.platform == native), built[0])
         return await serve.serve(image, chosen)
@@ -99,7 +100,7 @@ async def build_in_waves(
     COPY --from) is built after that one is published, against its exact digest; one that
     reaches a build-time service, after that service is built and started."""
     builds: dict[str, list[Built]] = {}
-    urls: dict[str, str] = {}  # served image -> its URL
+    served: dict[str, Served] = {}  # by served image
 
     async def image_done(image: ImagePlan, built: list[Built]) -> None:
         if steps.publish is None or not all(b.ok for b in built):
@@ -112,15 +113,16 @@ async def build_in_waves(
     for wave in waves(plan.components):
         ready = []
         for image in wave:
-            missing = blocked_by(image, published, urls)
+            missing = blocked_by(image, published, served)
             if missing:
                 builds[image.image] = not_built(image, plan.platforms, missing)
             else:
-                ready.append(with_services(pin_needs(image, published), urls))
+                pinned = pin_needs(image, published)
+                ready.append(with_services(pinned, served, plan.platforms))
         done = await build_all(ready, plan.platforms, steps.build, steps.concurrency, events,
                                image_done)  # fmt: skip
         builds |= group(done)
-        urls |= await start_services(plan, ready, builds, steps, events)
+        served |= await start_services(plan, ready, builds, steps, events)
     return builds
 
 
@@ -130,18 +132,18 @@ async def start_services(
     builds: Mapping[str, list[Built]],
     steps: EngineSteps,
     events: Events,
-) -> dict[str, str]:
+) -> dict[str, Served]:
     """Serve each image just built that a later image reaches, if it built everywhere."""
     reached = {name for i in plan.components for name in i.reaches.values()}
-    urls = {}
+    served = {}
     for image in built:
         if image.image in reached and all(b.ok for b in builds[image.image]):
             try:
                 with events.step(f"starting {image.image} for the builds that reach it"):
-                    urls[image.image] = await steps.serve(image, builds[image.image])
+                    served[image.image] = await steps.serve(image, builds[image.image])
             except (PipelineError, dagger.DaggerError) as err:
                 events.note(f"{image.image} did not start: {' '.join(str(err).split())[:300]}")
-    return urls
+    return served
 
 
 def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
@@ -152,11 +154,11 @@ def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
 
 
 def blocked_by(
-    image: ImagePlan, published: Mapping[str, Published], urls: Mapping[str, str]
+    image: ImagePlan, published: Mapping[str, Published], served: Mapping[str, Served]
 ) -> str | None:
     """Why this image cannot be built: what it reads or reaches that is not there."""
     unread = [n for n in image.needs if n not in published or published[n].error]
-    unreached = [n for n in image.reaches.values() if n not in urls]
+    unreached = [n for n in image.reaches.values() if n not in served]
     why = []
     if unread:
         why.append(f"it reads {', '.join(unread)}, which was not published")
@@ -178,7 +180,16 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
     return replace(image, dockerfile_text=text)
 
 
-def with_services(image: ImagePlan, urls: Mapping[str, str]) -> ImagePlan:
-    """Pass the URL of each build-time service this image reaches (APPHUB_URL=...)."""
-    found = {arg: urls[served] for arg, served in image.reaches.items()}
-    return replace(image, build_args={**image.build_args, **found}) if found else image
+def with_services(
+    image: ImagePlan, served: Mapping[str, Served], platforms: Iterable[str]
+) -> ImagePlan:
+    """Pass the URL of each build-time service this image reaches (APPHUB_URL=...), and what
+    build.sh passes to a build for another platform than the service's."""
+    if not image.reaches:
+        return image
+    urls = {arg: served[name].url for arg, name in image.reaches.items()}
+    declared = set(declared_args(image.dockerfile_text))
+    foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
+    service_platforms = {served[name].platform for name in image.reaches.values()}
+    per_platform = {p: foreign for p in platforms if p not in service_platforms}
+    return replace(image, build_args={**image.build_args, **urls}, platform_args=per_platform)

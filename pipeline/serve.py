@@ -9,6 +9,7 @@ by its address, which a container bound to it reads from its /etc/hosts.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from dagger import dag
 
@@ -17,9 +18,20 @@ from pipeline.engine import CPU_PROBE_IMAGE
 from pipeline.errors import PipelineError
 from pipeline.plan import ImagePlan
 
+# Passed, when declared, to a build for another platform than the service's: AppHub holds
+# Slurm packages for its own architecture only, so build.sh lets slurm-master fall back to
+# the distribution's packages there (build.sh 8433-8508).
+FOREIGN_PLATFORM_ARGS = {"ALLOW_SYSTEM_SLURM": "true"}
 
-async def serve(image: ImagePlan, built: Built) -> str:
-    """Start the built image as it would run (`docker run`), answering on its port; its URL."""
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    platform: str  # of the variant that runs
+
+
+async def serve(image: ImagePlan, built: Built) -> Served:
+    """Start the built image as it would run (`docker run`), answering on its port."""
     assert built.container is not None and image.serves is not None
     alias = image.name
     service = await (
@@ -36,7 +48,7 @@ async def serve(image: ImagePlan, built: Built) -> str:
         .with_exec(["cat", "/etc/hosts"])
         .stdout()
     )
-    return f"http://{address_of(alias, hosts)}:{image.serves}"
+    return Served(f"http://{address_of(alias, hosts)}:{image.serves}", built.platform)
 
 
 def address_of(alias: str, hosts: str) -> str:

@@ -18,6 +18,7 @@ from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan
 from pipeline.publish import Published, RegistryAccess
 from pipeline.report import Status
+from pipeline.serve import Served
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 DIGEST = "sha256:" + "d" * 64
@@ -66,7 +67,7 @@ class FakeEngine:
         self.log.append(f"serve {img.image}")
         if f"serve {img.image}" in self.fail:
             raise PipelineError("build-time service ai-infra-hub: no address")
-        return f"http://10.87.0.9:{img.serves}"
+        return Served(f"http://10.87.0.9:{img.serves}", "linux/amd64")
 
     def steps(self, concurrency: int = 4) -> release.EngineSteps:
         return release.EngineSteps(self.build, self.serve, concurrency, self.publish)
@@ -135,7 +136,8 @@ async def test_a_dependent_of_an_image_that_did_not_get_out_is_not_built():
 def served_plan() -> Plan:
     hub = dataclasses.replace(image("ai-infra-hub"), serves=80)
     user = dataclasses.replace(
-        image("ai-infra-slurm", "FROM busybox\nARG HUB_URL\n"), reaches={"HUB_URL": "ai-infra-hub"}
+        image("ai-infra-slurm", "FROM busybox\nARG HUB_URL\nARG ALLOW_SYSTEM_SLURM=false\n"),
+        reaches={"HUB_URL": "ai-infra-hub"},
     )
     return plan_of(hub, user, image("ai-infra-other"))
 
@@ -157,13 +159,16 @@ async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch
     build = fake.build
 
     async def recording(img, platform):
-        args[img.image] = img.build_args
+        args[f"{img.image} {platform}"] = img.build_args | img.platform_args.get(platform, {})
         return await build(img, platform)
 
     fake.build = recording
     await run(served_plan(), fake)
-    assert args["ai-infra-slurm"] == {"HUB_URL": "http://10.87.0.9:80"}
-    assert args["ai-infra-other"] == {}
+    url = {"HUB_URL": "http://10.87.0.9:80"}
+    assert args["ai-infra-slurm linux/amd64"] == url
+    # Another platform than the service's: what build.sh passes then, since it is declared.
+    assert args["ai-infra-slurm linux/arm64"] == url | {"ALLOW_SYSTEM_SLURM": "true"}
+    assert args["ai-infra-other linux/arm64"] == {}
 
 
 @pytest.mark.anyio
