@@ -18,6 +18,7 @@ from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
+from pipeline.oci.reference import RegistryTarget
 
 app = typer.Typer(
     name="bundle",
@@ -74,6 +75,7 @@ def push(
 ) -> None:
     """Push every image, all platforms, digests unchanged; a rerun uploads only what is
     missing."""
+    RegistryTarget.parse(registry)  # bad input ends before stdin is read or a host is tried
     password = read_password(password_stdin, username)
     try:
         report = push_bundle(

@@ -91,6 +91,19 @@ BAD_INPUT = {
     "unreadable .env": (_env_not_utf8, ["release"], ".env: cannot read (not UTF-8)"),
     "no registry": (None, ["release", "--registry", ""], "release needs a registry"),
     "malformed registry": (None, ["release", "--registry", "https://h/p"], "PRIVATE_REGISTRY="),
+    "registry with a password": (
+        None, ["release", "--registry", "robot:hunter2@h.example/p"],
+        "PRIVATE_REGISTRY='***@h.example/p' (from arguments): a registry holds no user or password",
+    ),
+    "registry port too high": (
+        None, ["release", "--registry", "h.example:99999/p"], "port 99999 is not in 1-65535",
+    ),
+    "registry port 0": (None, ["plan", "--registry", "h.example:0/p"], "port 0 is not in 1-65535"),
+    "registry not a host": (
+        None, ["plan", "--registry", "harbor"],
+        "'harbor' is not a registry host (no dot, no port, not localhost); "
+        "expected host[:port]/project",
+    ),
     "password as a value": (None, ["release", "--password", "hunter2"], "--password takes env:"),
     "password variable unset": (
         None, ["release", "--password", "env:NO_SUCH_VARIABLE"], "env:NO_SUCH_VARIABLE",
@@ -129,8 +142,31 @@ def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: P
     line = one_error(result)
     assert expected in line
     assert result.stderr.count("\n") == 1  # nothing else: no build, no engine
-    assert "Secr3t" not in result.stderr + result.stdout
+    for secret in ("Secr3t", "hunter2"):
+        assert secret not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("registry", "expected"),
+    [
+        ("127.0.0.1:99999/p", "registry '127.0.0.1:99999/p': port 99999 is not in 1-65535"),
+        ("h.example/AI", "registry 'h.example/AI': not host[:port]/project"),
+        ("robot:hunter2@h.example/p", "registry '***@h.example/p': a registry holds no user"),
+    ],
+)
+def test_bundle_push_refuses_a_bad_registry_at_once(
+    registry: str, expected: str, tmp_path: Path, run_cli, monkeypatch
+):
+    """Exit 2 before stdin is read, the bundle opened or a host tried."""
+    monkeypatch.setattr("sys.stdin", None)  # reading it would fail the test
+    result = run_cli(
+        "bundle", "push", str(tmp_path / "no-bundle"), "--registry", registry,
+        "--username", "robot", "--password-stdin", env={},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_error(result).startswith(f"error: {expected}")
+    assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_8_good_input_does_reach_for_the_engine(run_cli):

@@ -105,7 +105,7 @@ def test_push_adds_the_flag_that_fixes_it(bundle: Path, monkeypatch, error, hint
         raise error
 
     monkeypatch.setattr(cli, "push_bundle", fake_push)
-    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p"])
+    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h.test/p"])
     assert isinstance(result.exception, BundleError)
     assert str(result.exception).startswith(f"{error}: pass ")
     assert str(result.exception).endswith(hint)
@@ -116,7 +116,8 @@ def test_push_adds_the_flag_that_fixes_it(bundle: Path, monkeypatch, error, hint
     [["--username", "admin"], ["--password-stdin"]],
 )
 def test_push_credentials_come_in_pairs(bundle: Path, args: list[str]) -> None:
-    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p", *args], input="pw\n")
+    args = ["push", str(bundle), "--registry", "h.test/p", *args]
+    result = runner.invoke(cli.app, args, input="pw\n")
     assert isinstance(result.exception, BadInput)
 
 

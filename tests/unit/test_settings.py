@@ -68,6 +68,8 @@ def test_env_wins_over_env_example(tmp_path: Path):
         ({"PRIVATE_REGISTRY": "https://harbor.example.com"}, "PRIVATE_REGISTRY"),
         ({"PRIVATE_REGISTRY": "harbor.example.com/AI-Infra"}, "PRIVATE_REGISTRY"),
         ({"PRIVATE_REGISTRY": "harbor example"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor.example.com:65536/ai"}, "PRIVATE_REGISTRY"),
         ({"TARGET_PLATFORMS": "linux/ppc64le"}, "TARGET_PLATFORMS"),
         ({"TARGET_PLATFORMS": "windows/amd64"}, "TARGET_PLATFORMS"),
         ({"TARGET_PLATFORMS": "linux/amd64,linux/amd64"}, "TARGET_PLATFORMS"),
@@ -92,6 +94,14 @@ def test_bad_value_names_the_file_it_came_from(tmp_path: Path):
     (tmp_path / ".env").write_text("TARGET_PLATFORMS=linux/s390x\n")
     with pytest.raises(BadInput, match=r"TARGET_PLATFORMS=.*\(from .*\.env\): unknown platform"):
         load_settings(tmp_path, {}, {})
+
+
+def test_a_password_in_the_registry_is_never_repeated(tmp_path: Path):
+    (tmp_path / ".env").write_text("PRIVATE_REGISTRY=robot$ci:hunter2@harbor.example.com/ai\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value).startswith("PRIVATE_REGISTRY='***@harbor.example.com/ai' (from ")
+    assert "hunter2" not in str(info.value) and "robot" not in str(info.value)
 
 
 def test_good_values_are_normalised():
