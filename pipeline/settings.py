@@ -205,8 +205,10 @@ class Settings(BaseModel):
         value = _split(value)
         if not isinstance(value, tuple | list):
             return value
-        # An empty list means "no restriction", like an unset variable.
-        return tuple(dict.fromkeys(value)) or None
+        # Given but empty is a mistake (a CI variable that expanded to nothing), not "all".
+        if not value:
+            raise ValueError("an empty list selects nothing; unset it to build every component")
+        return tuple(dict.fromkeys(value))
 
 
 @dataclass

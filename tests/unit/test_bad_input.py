@@ -76,6 +76,14 @@ BAD_INPUT = {
     "unknown component": (
         None, ["release", "--components", "gatewy"], "PIPELINE_COMPONENTS: unknown 'gatewy'",
     ),
+    "empty component list": (
+        None, ["release", "--components", ""],
+        "error: PIPELINE_COMPONENTS='' (from arguments): an empty list selects nothing; "
+        "unset it to build every component",
+    ),
+    "empty component list in the environment": (
+        None, ["plan"], "PIPELINE_COMPONENTS='' (from environment): an empty list selects nothing",
+    ),
     "malformed tag": (None, ["release", "--tag", "v1/../x"], "IMAGE_TAG='v1/../x'"),
     "unknown platform": (
         None, ["release", "--platforms", "linux/amd64,linux/s390x"], "unknown platform 'linux/s3",
@@ -124,6 +132,12 @@ BAD_INPUT = {
 }  # fmt: skip
 
 
+CASE_ENV = {
+    "bad publish timeout": {"PIPELINE_PUBLISH_TIMEOUT": "soon"},
+    "empty component list in the environment": {"PIPELINE_COMPONENTS": ""},
+}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: Path, run_cli):
     change, args, expected = BAD_INPUT[case]
@@ -135,8 +149,7 @@ def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: P
     if args[:2] == ["bundle", "create"] and "--output" not in args:
         where += ["--output", str(tmp_path / "out" / "bundle")]
     env = dict(NO_ENGINE)
-    if case == "bad publish timeout":
-        env["PIPELINE_PUBLISH_TIMEOUT"] = "soon"
+    env |= CASE_ENV.get(case, {})
     result = run_cli(*args, *where, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     line = one_error(result)

@@ -78,6 +78,8 @@ def test_env_wins_over_env_example(tmp_path: Path):
         ({"PIPELINE_CONCURRENCY": "two"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_CONCURRENCY": "1000000000"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_PER_ARCH_TAGS": "maybe"}, "PIPELINE_PER_ARCH_TAGS"),
+        ({"PIPELINE_COMPONENTS": ""}, "PIPELINE_COMPONENTS"),
+        ({"PIPELINE_COMPONENTS": " , "}, "PIPELINE_COMPONENTS"),
     ],
 )
 def test_bad_value_names_setting_and_value_on_one_line(env, setting):
@@ -122,8 +124,8 @@ def test_good_values_are_normalised():
     assert s.components == ("backend", "gitea")
 
 
-def test_empty_registry_and_components_mean_none():
-    s = load_settings(None, {"PRIVATE_REGISTRY": "", "PIPELINE_COMPONENTS": ""}, {})
+def test_empty_registry_means_none():
+    s = load_settings(None, {"PRIVATE_REGISTRY": ""}, {})
     assert s.private_registry is None and s.components is None
     # An empty argument clears a registry set in lower layers.
     env = {"PRIVATE_REGISTRY": "harbor.example.com"}
