@@ -129,6 +129,8 @@ def release(
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
     if ca_cert is not None and not ca_cert.is_file():
         raise BadInput(f"--ca-cert {ca_cert}: no such file")
+    if report_json is not None:
+        host.check_writable(report_json, "--report-json")
     spec = host.PasswordSpec.parse(password) if password else None
     access = RegistryAccess(
         username=username,

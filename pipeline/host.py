@@ -68,6 +68,18 @@ def folder(output: Path) -> Deliver:
     return deliver
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """A file written at the end of a run: found unwritable now, not after every build."""
+    if path.is_dir():
+        raise BadInput(f"{flag} {path}: is a directory")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadInput(f"{flag} {path}: folder {folder} does not exist")
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        raise BadInput(f"{flag} {path}: {target} is not writable")
+
+
 def write_report(report: Report, path: Path | None, env: Mapping[str, str]) -> None:
     """The JSON report where asked, and the Markdown table in the GitHub job summary."""
     if path is not None:

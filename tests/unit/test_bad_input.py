@@ -117,6 +117,13 @@ BAD_INPUT = {
         None, ["release", "--password", "env:NO_SUCH_VARIABLE"], "env:NO_SUCH_VARIABLE",
     ),
     "missing CA": (None, ["release", "--ca-cert", "/nonexistent/ca.crt"], "--ca-cert"),
+    "report in a missing folder": (
+        None, ["release", "--report-json", "/no/such/dir/r.json"],
+        "error: --report-json /no/such/dir/r.json: folder /no/such/dir does not exist",
+    ),
+    "report on a folder": (
+        None, ["release", "--report-json", "{tmp}"], "--report-json {tmp}: is a directory",
+    ),
     "bad publish timeout": (None, ["release", "--tag", "v1"], "PIPELINE_PUBLISH_TIMEOUT='soon'"),
     "bundle: unknown component": (
         None, ["bundle", "create", "--components", "nope"], "unknown 'nope'",
@@ -143,6 +150,7 @@ def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: P
     change, args, expected = BAD_INPUT[case]
     source = copy_of(tmp_path, change) if change else MINI_MATRIX
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    expected = expected.replace("{tmp}", str(tmp_path))
     where = ["--source", str(source)]
     if args[0] == "release" and "--registry" not in args:
         where += ["--registry", "127.0.0.1:5000/bad-input"]
