@@ -15,6 +15,7 @@ import anyio
 import typer
 
 from pipeline import console, host
+from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
@@ -88,15 +89,6 @@ def plan(
         typer.echo(console.plan_table(the_plan))
 
 
-Username = Annotated[str | None, typer.Option("--username", help="Registry user.")]
-Password = Annotated[
-    str | None,
-    typer.Option("--password", help="Registry password as env:VAR or file:PATH (never a value)."),
-]
-CaCert = Annotated[
-    Path | None, typer.Option("--ca-cert", help="CA of the registry, to read the release back.")
-]
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="The registry speaks plain HTTP.")]
 ReportJson = Annotated[
     Path | None, typer.Option("--report-json", help="Also write the report as JSON here.")
 ]
@@ -113,10 +105,11 @@ def release(
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
-    username: Username = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    plain_http: PlainHttp = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    ca_cert: flags.CaCert = None,
+    plain_http: flags.PlainHttp = False,
     report_json: ReportJson = None,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
@@ -127,16 +120,16 @@ def release(
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
-    if ca_cert is not None and not ca_cert.is_file():
-        raise BadInput(f"--ca-cert {ca_cert}: no such file")
     if report_json is not None:
         host.check_writable(report_json, "--report-json")
-    spec = host.PasswordSpec.parse(password) if password else None
+    login = flags.registry_login(
+        username, password, password_stdin, ca_cert, plain_http, env=os.environ, stdin=sys.stdin
+    )
     access = RegistryAccess(
-        username=username,
-        password=spec.read(os.environ) if spec else None,
-        ca_cert=ca_cert,
-        plain_http=plain_http,
+        username=login.username,
+        password=login.password,
+        ca_cert=login.ca_cert,
+        plain_http=login.plain_http,
     )
     report = anyio.run(release_core, the_plan, host.checkout(source), access, events())
     host.write_report(report, report_json, os.environ)

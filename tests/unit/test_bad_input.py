@@ -114,7 +114,22 @@ BAD_INPUT = {
     ),
     "password as a value": (None, ["release", "--password", "hunter2"], "--password takes env:"),
     "password variable unset": (
-        None, ["release", "--password", "env:NO_SUCH_VARIABLE"], "env:NO_SUCH_VARIABLE",
+        None, ["release", "--username", "u", "--password", "env:NO_SUCH_VARIABLE"],
+        "error: --password env:NO_SUCH_VARIABLE: the variable is not set",
+    ),
+    "password without a user": (
+        None, ["release", "--password", "env:X"], "error: --password needs --username",
+    ),
+    "password from stdin without a user": (
+        None, ["release", "--password-stdin"], "error: --password-stdin needs --username",
+    ),
+    "user without a password": (
+        None, ["release", "--username", "robot"],
+        "error: --username needs --password env:VAR|file:PATH or --password-stdin",
+    ),
+    "two passwords": (
+        None, ["release", "--username", "u", "--password", "env:X", "--password-stdin"],
+        "error: give --password or --password-stdin, not both",
     ),
     "missing CA": (None, ["release", "--ca-cert", "/nonexistent/ca.crt"], "--ca-cert"),
     "report in a missing folder": (
@@ -140,6 +155,8 @@ BAD_INPUT = {
 
 
 CASE_ENV = {
+    "password without a user": {"X": "hunter2"},
+    "two passwords": {"X": "hunter2"},
     "bad publish timeout": {"PIPELINE_PUBLISH_TIMEOUT": "soon"},
     "empty component list in the environment": {"PIPELINE_COMPONENTS": ""},
 }

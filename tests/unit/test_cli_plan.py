@@ -5,26 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.settings import ENV_NAMES
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI reads os.environ: keep the runner's own settings out of these tests."""
-    for name in [*ENV_NAMES.values(), "PIPELINE_DEBUG"]:
-        monkeypatch.delenv(name, raising=False)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
-
-
-def test_plan_json_shape(repo: Path, capsys, secrets):
-    code, out, err = run(capsys, "plan", "--source", str(repo), "--json")
+def test_plan_json_shape(repo: Path, cli, secrets):
+    code, out, err = cli("plan", "--source", str(repo), "--json")
     assert (code, err) == (0, "")
     data = json.loads(out)
     assert {"tag", "platforms", "components", "dependencies"} <= set(data)
@@ -36,10 +19,10 @@ def test_plan_json_shape(repo: Path, capsys, secrets):
     assert not [value for value in secrets.values() if value in out]
 
 
-def test_plan_options_override_env(repo: Path, capsys, monkeypatch):
+def test_plan_options_override_env(repo: Path, cli, monkeypatch):
     monkeypatch.setenv("IMAGE_TAG", "from-env")
-    code, out, _ = run(
-        capsys, "plan", "--source", str(repo), "--json", "--tag", "v2",
+    code, out, _ = cli(
+        "plan", "--source", str(repo), "--json", "--tag", "v2",
         "--registry", "harbor.example.com/ai", "--platforms", "linux/arm64",
         "--components", "frontend",
     )  # fmt: skip
@@ -49,14 +32,14 @@ def test_plan_options_override_env(repo: Path, capsys, monkeypatch):
     assert [c["ref"] for c in data["components"]] == ["harbor.example.com/ai/ai-infra-frontend:v2"]
 
 
-def test_plan_reads_process_env(repo: Path, capsys, monkeypatch):
+def test_plan_reads_process_env(repo: Path, cli, monkeypatch):
     monkeypatch.setenv("IMAGE_TAG", "from-env")
-    _, out, _ = run(capsys, "plan", "--source", str(repo), "--json")
+    _, out, _ = cli("plan", "--source", str(repo), "--json")
     assert json.loads(out)["tag"] == "from-env"
 
 
-def test_plan_table(repo: Path, capsys, secrets):
-    code, out, _ = run(capsys, "plan", "--source", str(repo))
+def test_plan_table(repo: Path, cli, secrets):
+    code, out, _ = cli("plan", "--source", str(repo))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("tag v0.3.8")
@@ -80,35 +63,35 @@ def test_plan_table(repo: Path, capsys, secrets):
         (["--registry", "https://harbor"], "error: PRIVATE_REGISTRY="),
     ],
 )
-def test_bad_input_exits_2_with_one_stderr_line(repo: Path, capsys, args, start):
-    code, out, err = run(capsys, "plan", "--source", str(repo), *args)
+def test_bad_input_exits_2_with_one_stderr_line(repo: Path, cli, args, start):
+    code, out, err = cli("plan", "--source", str(repo), *args)
     assert code == 2
     assert out == ""
     assert err.startswith(start)
     assert err.count("\n") == 1
 
 
-def test_missing_src_exits_2(tmp_path: Path, capsys):
-    code, _, err = run(capsys, "plan", "--source", str(tmp_path))
+def test_missing_src_exits_2(tmp_path: Path, cli):
+    code, _, err = cli("plan", "--source", str(tmp_path))
     assert (
         code == 2
         and err == f"error: {tmp_path}: no src/ directory (is this an AI-Infra-Matrix checkout?)\n"
     )
 
 
-def test_debug_shows_traceback(repo: Path, capsys):
-    code, _, err = run(capsys, "--debug", "plan", "--source", str(repo), "--tag", "bad tag")
+def test_debug_shows_traceback(repo: Path, cli):
+    code, _, err = cli("--debug", "plan", "--source", str(repo), "--tag", "bad tag")
     assert code == 2
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: IMAGE_TAG")
 
 
-def test_debug_from_env(repo: Path, capsys, monkeypatch):
+def test_debug_from_env(repo: Path, cli, monkeypatch):
     monkeypatch.setenv("PIPELINE_DEBUG", "1")
-    _, _, err = run(capsys, "plan", "--source", str(repo), "--tag", "bad tag")
+    _, _, err = cli("plan", "--source", str(repo), "--tag", "bad tag")
     assert "Traceback" in err
 
 
 @pytest.mark.parametrize("args", [["--help"], ["plan", "--help"]])
-def test_help_renders(capsys, args):
-    code, out, _ = run(capsys, *args)
+def test_help_renders(cli, args):
+    code, out, _ = cli(*args)
     assert code == 0 and "Usage:" in out
