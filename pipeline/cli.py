@@ -4,6 +4,7 @@
 its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the traceback.
 """
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ import typer
 from pipeline import console, host
 from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
+from pipeline.bundle.cli import CONTEXT_SETTINGS
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
@@ -26,10 +28,13 @@ from pipeline.settings import door_overrides
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # help text is plain: brackets stay brackets
 )
+
+DISTRIBUTION = "ai-infra-matrix-pipeline"  # pyproject.toml's project name
 
 Source = Annotated[
     Path, typer.Option("--source", help="AI-Infra-Matrix checkout (reads src/ and .env).")
@@ -51,14 +56,33 @@ Components = Annotated[
 ]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        try:
+            version = importlib.metadata.version(DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+            version = "(not installed)"
+        typer.echo(f"ai-infra-pipeline {version}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks (env PIPELINE_DEBUG=1).")
+        bool,
+        typer.Option(
+            "--debug", help="Show tracebacks, anywhere on the line (env PIPELINE_DEBUG=1)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
-    # main() reads the flag from argv before typer runs; declared here so --help lists it.
-    del debug
+    # main() takes --debug out of argv before typer runs; declared here so --help lists it.
+    del debug, version
 
 
 def _resolve(
@@ -192,17 +216,21 @@ def bundle_create(
 app.add_typer(bundle_app, name="bundle")
 
 
-def _debug(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("PIPELINE_DEBUG", "") in ("1", "true", "yes")
+def _debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether to show tracebacks, and argv without --debug: it may follow the subcommand,
+    where typer would refuse it."""
+    rest = [arg for arg in argv if arg != "--debug"]
+    wanted = len(rest) < len(argv) or os.environ.get("PIPELINE_DEBUG", "") in ("1", "true", "yes")
+    return wanted, rest
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a PipelineError becomes one line and its exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    debug, args = _debug(sys.argv[1:] if argv is None else argv)
     try:
         app(args=args, prog_name="ai-infra-pipeline")
     except PipelineError as err:
-        if _debug(args):
+        if debug:
             traceback.print_exc()
         # One line whatever the message holds (a registry's error text may span several).
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -22,10 +22,14 @@ from pipeline.errors import BundleError
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
 from pipeline.oci.reference import RegistryTarget
 
+# -h as well as --help, on every command (the main CLI's too).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="bundle",
     help="Offline bundle (an OCI image layout): verify, push into a registry, load on a host.",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 BundlePath = Annotated[

@@ -37,3 +37,42 @@ def test_every_registry_verb_wants_a_user_with_a_password(verb: str, repo, cli, 
     args = [a.replace("{source}", str(repo)) for a in REGISTRY_VERBS[verb]]
     code, out, err = cli(*args, "--password", "env:X")
     assert (code, out, err) == (2, "", "error: --password needs --username\n")
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and group of the CLI, as the words that name it."""
+    import typer
+
+    from pipeline.cli import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "(root)")
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_everywhere(path: list[str], flag: str, cli):
+    code, out, err = cli(*path, flag)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"Usage: ai-infra-pipeline {' '.join(path)}".rstrip())
+    assert "-h, --help" in out
+
+
+def test_version(cli):
+    from importlib.metadata import version
+
+    assert cli("--version") == (0, f"ai-infra-pipeline {version('ai-infra-matrix-pipeline')}\n", "")
+
+
+@pytest.mark.parametrize("where", ["first", "after the subcommand", "last"])
+def test_debug_anywhere_on_the_line(where: str, repo, cli):
+    args = ["plan", "--source", str(repo), "--tag", "bad tag"]
+    at = {"first": 0, "after the subcommand": 1, "last": len(args)}[where]
+    code, _, err = cli(*args[:at], "--debug", *args[at:])
+    assert code == 2
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: IMAGE_TAG")
