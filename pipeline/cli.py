@@ -23,7 +23,7 @@ from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
 from pipeline.plan import Plan, resolve_plan
-from pipeline.settings import door_overrides
+from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -42,7 +42,7 @@ Source = Annotated[
 Tag = Annotated[str | None, typer.Option("--tag", help="Image tag (env IMAGE_TAG).")]
 Registry = Annotated[
     str | None,
-    typer.Option("--registry", help="host:port/project, '' for none (env PRIVATE_REGISTRY)."),
+    typer.Option("--registry", help="host[:port]/project, '' for none (env PRIVATE_REGISTRY)."),
 ]
 Platforms = Annotated[
     str | None,
@@ -96,6 +96,20 @@ def _resolve(
     return resolve_plan(source, os.environ, door_overrides(tag, registry, platforms, components))
 
 
+# The settings no option sets, said in the --help of the commands they act on.
+ENV_ONLY = {
+    "PIPELINE_CONCURRENCY": f"builds at once, 1 to {MAX_CONCURRENCY} (default: the engine's CPUs)",
+    "PIPELINE_PER_ARCH_TAGS": "also push <tag>-amd64 etc. when true (default: false)",
+    "PIPELINE_PUBLISH_TIMEOUT": f"seconds one publish try may take (default: {PUBLISH_TIMEOUT:g})",
+}
+
+
+def settings_epilog(*names: str) -> str:
+    # \b keeps click from joining the lines into one paragraph.
+    lines = [f"  {name}: {ENV_ONLY[name]}" for name in names]
+    return "\b\nAlso set in the environment or .env:\n" + "\n".join(lines)
+
+
 @app.command()
 def plan(
     source: Source,
@@ -122,7 +136,7 @@ def events() -> Events:
     return Events(printer(sys.stderr, clock=True))
 
 
-@app.command()
+@app.command(epilog=settings_epilog(*ENV_ONLY))
 def release(
     source: Source,
     tag: Tag = None,
@@ -162,7 +176,7 @@ def release(
         raise BuildFailed("release incomplete: " + "; ".join(report.failures))
 
 
-@app.command("export")
+@app.command("export", epilog=settings_epilog("PIPELINE_CONCURRENCY"))
 def export_cmd(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
@@ -185,7 +199,7 @@ def export_cmd(
         raise BuildFailed("export incomplete: " + "; ".join(report.failures))
 
 
-@bundle_app.command("create")
+@bundle_app.command("create", epilog=settings_epilog("PIPELINE_CONCURRENCY"))
 def bundle_create(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Bundle directory to write.")],

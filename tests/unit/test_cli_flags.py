@@ -4,8 +4,12 @@ everywhere, and every setting documented where it acts."""
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import pytest
+
+from pipeline.settings import ENV_NAMES
 
 REGISTRY_VERBS = {
     "release": ["release", "--source", "{source}", "--registry", "127.0.0.1:5000/x"],
@@ -76,3 +80,32 @@ def test_debug_anywhere_on_the_line(where: str, repo, cli):
     code, _, err = cli(*args[:at], "--debug", *args[at:])
     assert code == 2
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: IMAGE_TAG")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_settings() -> dict[str, tuple[str, str]]:
+    """README's settings table: setting -> (argument, default), backticks dropped."""
+    table = README.read_text().split("| setting | argument | default | meaning |\n")[1]
+    rows = {}
+    for line in table.split("\n\n")[0].splitlines()[1:]:  # [0] is the |---| line
+        cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
+        rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def every_help(cli) -> str:
+    """Every command's --help, its whitespace made single spaces (help text wraps)."""
+    return " ".join(" ".join(cli(*path, "--help")[1].split()) for path in command_paths())
+
+
+def test_readme_settings_table_and_help_agree(cli):
+    rows = readme_settings()
+    helps = every_help(cli)
+    assert set(rows) == set(ENV_NAMES.values())
+    for name, (argument, default) in rows.items():
+        if argument:  # the option's help names the variable it sets
+            assert re.search(rf" {argument} \S+ (?:(?! --).)*\(env {name}\b", helps), name
+        else:  # said in the epilog of the commands it acts on, with the README's default
+            assert re.search(rf" {name}: [^:]*\(default: {re.escape(default)}\)", helps), name
