@@ -1,6 +1,7 @@
 """The CLI door, run in-process through `main` (the one place errors become exit codes)."""
 
 import json
+from itertools import takewhile
 from pathlib import Path
 
 import pytest
@@ -43,15 +44,49 @@ def test_plan_table(repo: Path, cli, secrets):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("tag v0.3.8")
-    header = next(line for line in lines if line.startswith("COMPONENT"))
+    assert lines[1] == "refs IMAGE:v0.3.8 (no registry)"
+    header = next(line for line in lines if line.startswith("COMPONENT  IMAGE"))
     backend = next(line for line in lines if line.startswith("backend "))
-    assert backend.index("ai-infra-backend:v0.3.8") == header.index("REF")  # aligned
-    assert "APT_MIRROR, GOLANG_IMAGE_VERSION, GO_PROXY, VERSION" in backend
+    assert backend.index("src/backend/Dockerfile.tpl") == header.index("DOCKERFILE")  # aligned
+    assert backend.split()[-2:] == ["dependent", "-"]  # PHASE, NEEDS
+    assert header.split()[-1] == "NEEDS"
+    args = lines[lines.index("COMPONENT  BUILD ARGS") :]
+    assert "backend    APT_MIRROR, GOLANG_IMAGE_VERSION, GO_PROXY, VERSION" in args
     assert any(line.startswith("DEPENDENCY") for line in lines)
     skipped = next(line for line in lines if line.startswith("safeline"))
     assert "no value for SAFELINE_IMAGE_PREFIX" in skipped
     assert "goproxy.cn" not in out
     assert not [value for value in secrets.values() if value in out]
+
+
+def test_plan_table_stays_narrow(repo: Path, cli):
+    """Long registries, needs and many build args: no line passes 120 characters; what does
+    not fit wraps onto lines of its own, under its column."""
+    names = [f"COMPONENT_NUMBER_{n}_VERSION" for n in range(12)]
+    (repo / ".env").write_text(
+        (repo / ".env.example").read_text() + "".join(f"{n}=1\n" for n in names)
+    )
+    (repo / "src/slurmd").mkdir()
+    (repo / "src/slurmd/Dockerfile").write_text(
+        "".join(f"ARG {n}\n" for n in names)
+        + "FROM ai-infra-frontend\nCOPY --from=ai-infra-backend-init:latest /x /x\n"
+        + "COPY --from=ai-infra-gitea /y /y\nCOPY --from=ai-infra-nginx /z /z\n"
+    )
+    registry = "harbor.internal.example-corporation.com:8443/ai-infra-matrix/release-candidates"
+    code, out, _ = cli("plan", "--source", str(repo), "--registry", registry)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == f"refs {registry}/IMAGE:v0.3.8"
+    assert max(map(len, lines)) <= 120, max(lines, key=len)
+    slurmd = lines.index(next(line for line in lines if line.startswith("slurmd ")))
+    header = next(line for line in lines if line.startswith("COMPONENT  IMAGE"))
+    rows = [lines[slurmd], *takewhile(lambda line: line.startswith(" "), lines[slurmd + 1 :])]
+    needs = " ".join(row[header.index("NEEDS") :] for row in rows)
+    assert needs == "ai-infra-backend-init, ai-infra-frontend, ai-infra-gitea, ai-infra-nginx"
+    args = lines[lines.index("COMPONENT  BUILD ARGS") :]
+    first = next(i for i, line in enumerate(args) if line.startswith("slurmd "))
+    assert args[first + 1].startswith(" " * len("COMPONENT  "))  # wrapped, under its column
+    assert all(n in " ".join(args) for n in names)
 
 
 @pytest.mark.parametrize(
