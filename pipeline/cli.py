@@ -9,8 +9,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 import typer
@@ -21,7 +22,7 @@ from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import CONTEXT_SETTINGS
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
-from pipeline.events import Events, printer
+from pipeline.events import terminal_events
 from pipeline.plan import Plan, resolve_plan
 from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
 
@@ -34,6 +35,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text is plain: brackets stay brackets
 )
 
+T = TypeVar("T")
 DISTRIBUTION = "ai-infra-matrix-pipeline"  # pyproject.toml's project name
 
 Source = Annotated[
@@ -132,8 +134,10 @@ ReportJson = Annotated[
 ]
 
 
-def events() -> Events:
-    return Events(printer(sys.stderr, clock=True))
+def run_core(core: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run the core with its Events last: a live view on a terminal, plain lines elsewhere."""
+    with terminal_events(sys.stderr) as events:
+        return anyio.run(core, *args, events)
 
 
 @app.command(epilog=settings_epilog(*ENV_ONLY))
@@ -169,7 +173,7 @@ def release(
         ca_cert=login.ca_cert,
         plain_http=login.plain_http,
     )
-    report = anyio.run(release_core, the_plan, host.checkout(source), access, events())
+    report = run_core(release_core, the_plan, host.checkout(source), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -191,9 +195,7 @@ def export_cmd(
     the_plan = _resolve(source, tag, registry, platforms, components)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
-    report = anyio.run(
-        export_images, the_plan, host.checkout(source), host.folder(output), events()
-    )
+    report = run_core(export_images, the_plan, host.checkout(source), host.folder(output))
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed("export incomplete: " + "; ".join(report.failures))
@@ -219,7 +221,7 @@ def bundle_create(
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
-    result = anyio.run(export_bundle, the_plan, host.checkout(source), output, archive, events())
+    result = run_core(export_bundle, the_plan, host.checkout(source), output, archive)
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
         f"{result.total_bytes / 1e6:.1f} MB"
