@@ -319,7 +319,7 @@ def main() -> None:
 
     # 5. bundle push into an empty project, then again into the same one.
     log("5. bundle push: empty project, then the same project again")
-    push = [PY, "-m", "pipeline", "bundle", "push", str(bundle), "--insecure-http", "--registry"]
+    push = [PY, "-m", "pipeline", "bundle", "push", str(bundle), "--plain-http", "--registry"]
     empty, again, summaries = [], [], {}
     for i in range(REPS):
         project = f"{registry_host}/bench-{uuid.uuid4().hex[:12]}"

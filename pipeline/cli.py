@@ -4,31 +4,39 @@
 its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the traceback.
 """
 
+import importlib.metadata
 import json
 import os
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 import typer
 
 from pipeline import console, host
+from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
+from pipeline.bundle.cli import CONTEXT_SETTINGS
 from pipeline.bundle.cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
-from pipeline.events import Events, printer
+from pipeline.events import terminal_events
 from pipeline.plan import Plan, resolve_plan
-from pipeline.settings import door_overrides
+from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # help text is plain: brackets stay brackets
 )
+
+T = TypeVar("T")
+DISTRIBUTION = "ai-infra-matrix-pipeline"  # pyproject.toml's project name
 
 Source = Annotated[
     Path, typer.Option("--source", help="AI-Infra-Matrix checkout (reads src/ and .env).")
@@ -36,7 +44,7 @@ Source = Annotated[
 Tag = Annotated[str | None, typer.Option("--tag", help="Image tag (env IMAGE_TAG).")]
 Registry = Annotated[
     str | None,
-    typer.Option("--registry", help="host:port/project, '' for none (env PRIVATE_REGISTRY)."),
+    typer.Option("--registry", help="host[:port]/project, '' for none (env PRIVATE_REGISTRY)."),
 ]
 Platforms = Annotated[
     str | None,
@@ -50,14 +58,33 @@ Components = Annotated[
 ]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        try:
+            version = importlib.metadata.version(DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+            version = "(not installed)"
+        typer.echo(f"ai-infra-pipeline {version}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks (env PIPELINE_DEBUG=1).")
+        bool,
+        typer.Option(
+            "--debug", help="Show tracebacks, anywhere on the line (env PIPELINE_DEBUG=1)."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
-    # main() reads the flag from argv before typer runs; declared here so --help lists it.
-    del debug
+    # main() takes --debug out of argv before typer runs; declared here so --help lists it.
+    del debug, version
 
 
 def _resolve(
@@ -69,6 +96,22 @@ def _resolve(
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
     return resolve_plan(source, os.environ, door_overrides(tag, registry, platforms, components))
+
+
+# The settings no option sets, said in the --help of the commands they act on.
+ENV_ONLY = {
+    "PIPELINE_CONCURRENCY": f"builds at once, 1 to {MAX_CONCURRENCY} (default: the engine's CPUs)",
+    "PIPELINE_PER_ARCH_TAGS": "also push <tag>-amd64 etc. when true (default: false)",
+    "PIPELINE_PUBLISH_TIMEOUT": f"seconds one publish try may take (default: {PUBLISH_TIMEOUT:g})",
+    "PIPELINE_SSH_KEY_DIR": "where the SSH key pair made for a checkout with no ssh-key/ is "
+    "kept (default: ~/.local/share/ai-infra-matrix/ssh-key)",
+}
+
+
+def settings_epilog(*names: str) -> str:
+    # \b keeps click from joining the lines into one paragraph.
+    lines = [f"  {name}: {ENV_ONLY[name]}" for name in names]
+    return "\b\nAlso set in the environment or .env:\n" + "\n".join(lines)
 
 
 @app.command()
@@ -88,35 +131,29 @@ def plan(
         typer.echo(console.plan_table(the_plan))
 
 
-Username = Annotated[str | None, typer.Option("--username", help="Registry user.")]
-Password = Annotated[
-    str | None,
-    typer.Option("--password", help="Registry password as env:VAR or file:PATH (never a value)."),
-]
-CaCert = Annotated[
-    Path | None, typer.Option("--ca-cert", help="CA of the registry, to read the release back.")
-]
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="The registry speaks plain HTTP.")]
 ReportJson = Annotated[
     Path | None, typer.Option("--report-json", help="Also write the report as JSON here.")
 ]
 
 
-def events() -> Events:
-    return Events(printer(sys.stderr, clock=True))
+def run_core(core: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run the core with its Events last: a live view on a terminal, plain lines elsewhere."""
+    with terminal_events(sys.stderr) as events:
+        return anyio.run(core, *args, events)
 
 
-@app.command()
+@app.command(epilog=settings_epilog(*ENV_ONLY))
 def release(
     source: Source,
     tag: Tag = None,
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
-    username: Username = None,
-    password: Password = None,
-    ca_cert: CaCert = None,
-    plain_http: PlainHttp = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    ca_cert: flags.CaCert = None,
+    plain_http: flags.PlainHttp = False,
     report_json: ReportJson = None,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
@@ -127,25 +164,25 @@ def release(
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
-    if ca_cert is not None and not ca_cert.is_file():
-        raise BadInput(f"--ca-cert {ca_cert}: no such file")
-    spec = host.PasswordSpec.parse(password) if password else None
+    if report_json is not None:
+        host.check_writable(report_json, "--report-json")
+    login = flags.registry_login(
+        username, password, password_stdin, ca_cert, plain_http, env=os.environ, stdin=sys.stdin
+    )
     access = RegistryAccess(
-        username=username,
-        password=spec.read(os.environ) if spec else None,
-        ca_cert=ca_cert,
-        plain_http=plain_http,
+        username=login.username,
+        password=login.password,
+        ca_cert=login.ca_cert,
+        plain_http=login.plain_http,
     )
-    report = anyio.run(
-        release_core, the_plan, host.checkout(source, the_plan.ssh_key_dir), access, events()
-    )
+    report = run_core(release_core, the_plan, host.checkout(source, the_plan.ssh_key_dir), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed("release incomplete: " + "; ".join(report.failures))
 
 
-@app.command("export")
+@app.command("export", epilog=settings_epilog("PIPELINE_CONCURRENCY", "PIPELINE_SSH_KEY_DIR"))
 def export_cmd(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
@@ -160,19 +197,17 @@ def export_cmd(
     the_plan = _resolve(source, tag, registry, platforms, components)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
-    report = anyio.run(
-        export_images,
-        the_plan,
-        host.checkout(source, the_plan.ssh_key_dir),
-        host.folder(output),
-        events(),
+    report = run_core(
+        export_images, the_plan, host.checkout(source, the_plan.ssh_key_dir), host.folder(output)
     )
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed("export incomplete: " + "; ".join(report.failures))
 
 
-@bundle_app.command("create")
+@bundle_app.command(
+    "create", epilog=settings_epilog("PIPELINE_CONCURRENCY", "PIPELINE_SSH_KEY_DIR")
+)
 def bundle_create(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Bundle directory to write.")],
@@ -192,13 +227,8 @@ def bundle_create(
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
-    result = anyio.run(
-        export_bundle,
-        the_plan,
-        host.checkout(source, the_plan.ssh_key_dir),
-        output,
-        archive,
-        events(),
+    result = run_core(
+        export_bundle, the_plan, host.checkout(source, the_plan.ssh_key_dir), output, archive
     )
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
@@ -210,17 +240,21 @@ def bundle_create(
 app.add_typer(bundle_app, name="bundle")
 
 
-def _debug(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("PIPELINE_DEBUG", "") in ("1", "true", "yes")
+def _debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether to show tracebacks, and argv without --debug: it may follow the subcommand,
+    where typer would refuse it."""
+    rest = [arg for arg in argv if arg != "--debug"]
+    wanted = len(rest) < len(argv) or os.environ.get("PIPELINE_DEBUG", "") in ("1", "true", "yes")
+    return wanted, rest
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a PipelineError becomes one line and its exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    debug, args = _debug(sys.argv[1:] if argv is None else argv)
     try:
         app(args=args, prog_name="ai-infra-pipeline")
     except PipelineError as err:
-        if _debug(args):
+        if debug:
             traceback.print_exc()
         # One line whatever the message holds (a registry's error text may span several).
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

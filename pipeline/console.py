@@ -1,34 +1,48 @@
 """Plain-text output for people: aligned tables, no colour, so logs and tests read the same."""
 
+import textwrap
 from collections.abc import Sequence
 
 from pipeline.plan import Plan
 
+# Plan lines stay within this (a terminal, a CI log); the last column wraps to fit.
+WIDTH = 120
+_GAP = "  "
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; the last column is not padded."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = WIDTH) -> str:
+    """Columns padded to their widest cell; the last column is not padded, and wraps (at its
+    spaces) onto lines of its own, indented to it, when a line would pass `width`."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    indent = sum(widths) + len(_GAP) * len(widths)
     lines = []
     for row in [headers, *rows]:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
-        lines.append("  ".join(cells).rstrip())
+        cells = [str(cell).ljust(w) for cell, w in zip(row[:-1], widths, strict=True)]
+        last = textwrap.wrap(
+            str(row[-1]), max(width - indent, 20), break_long_words=False, break_on_hyphens=False
+        )
+        lines.append((_GAP.join([*cells, *last[:1]])).rstrip())
+        lines += [" " * indent + piece for piece in last[1:]]
     return "\n".join(lines)
 
 
 def plan_table(plan: Plan) -> str:
-    """The plan as people read it: images, then dependencies, then what was skipped and why."""
-    header = (
-        f"tag {plan.tag}   platforms {', '.join(plan.platforms)}   "
-        f"registry {plan.registry or '(none)'}"
+    """The plan as people read it: images (from which Dockerfile, after which images), their
+    build arguments by name, dependencies, then what was skipped and why."""
+    refs = (
+        f"{plan.registry}/IMAGE:{plan.tag}" if plan.registry else f"IMAGE:{plan.tag} (no registry)"
     )
+    header = f"tag {plan.tag}   platforms {', '.join(plan.platforms)}\nrefs {refs}"
     images = table(
-        ("COMPONENT", "IMAGE", "REF", "TARGET", "PHASE", "BUILD ARGS"),
+        ("COMPONENT", "IMAGE", "DOCKERFILE", "TARGET", "PHASE", "NEEDS"),
         [
-            (c.name, c.image, c.ref, c.target or "-", c.phase, ", ".join(sorted(c.build_args)))
+            (c.name, c.image, c.dockerfile, c.target or "-", c.phase, ", ".join(c.needs) or "-")
             for c in plan.components
         ],
     )
-    parts = [header, "", images]
+    # One Dockerfile per component, so one list of arguments: values stay in .env.
+    args = {c.name: ", ".join(sorted(c.build_args)) or "-" for c in plan.components}
+    parts = [header, "", images, "", table(("COMPONENT", "BUILD ARGS"), list(args.items()))]
     if plan.dependencies:
         deps = [(d.name, d.image, found_in(d.origins)) for d in plan.dependencies]
         parts += ["", table(("DEPENDENCY", "IMAGE", "FOUND IN"), deps)]

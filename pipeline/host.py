@@ -1,5 +1,6 @@
-"""The CLI door's host adapter: what it takes from this machine (the checkout, the registry
-password) and writes back to it (exported folders, the JSON report, the job summary)."""
+"""The CLI door's host adapter: what it takes from this machine (the checkout) and writes back
+to it (exported folders, the JSON report, the job summary); the registry password is read by
+registry_flags."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagger
@@ -22,31 +22,6 @@ from pipeline.report import Report
 
 # What the engine may upload from the checkout; .env never leaves the host.
 SOURCE_EXCLUDES = [".env", ".git", "**/node_modules"]
-
-
-@dataclass(frozen=True)
-class PasswordSpec:
-    """`env:VAR` or `file:PATH`, as Dagger's own CLI takes secrets: never the value itself."""
-
-    kind: str
-    where: str
-
-    @classmethod
-    def parse(cls, text: str) -> PasswordSpec:
-        kind, _, where = text.partition(":")
-        if kind not in ("env", "file") or not where:
-            raise BadInput("--password takes env:VAR or file:PATH, never the password itself")
-        return cls(kind, where)
-
-    def read(self, env: Mapping[str, str]) -> str:
-        if self.kind == "env":
-            if not env.get(self.where):
-                raise BadInput(f"--password env:{self.where}: the variable is not set")
-            return env[self.where]
-        try:
-            return Path(self.where).read_text().strip()
-        except OSError as err:
-            raise BadInput(f"--password file:{self.where}: {err.strerror}") from None
 
 
 DEFAULT_SSH_KEY_DIR = Path("~/.local/share/ai-infra-matrix/ssh-key")
@@ -100,6 +75,18 @@ def folder(output: Path) -> Deliver:
             shutil.rmtree(partial, ignore_errors=True)
 
     return deliver
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """A file written at the end of a run: found unwritable now, not after every build."""
+    if path.is_dir():
+        raise BadInput(f"{flag} {path}: is a directory")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BadInput(f"{flag} {path}: folder {folder} does not exist")
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        raise BadInput(f"{flag} {path}: {target} is not writable")
 
 
 def write_report(report: Report, path: Path | None, env: Mapping[str, str]) -> None:

@@ -149,7 +149,7 @@ def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGrap
         username=access.username,
         password=access.password,
         ca_cert=access.ca_cert,
-        insecure_http=access.plain_http,
+        plain_http=access.plain_http,
     ) as client:
         body, media_type = client.get_manifest(reference.path, reference.tag)
         got = layout.digest_bytes(body)

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import BadInput
-from pipeline.oci.reference import REGISTRY_RE, TAG_RE
+from pipeline.oci.reference import TAG_RE, check_registry, hide_credentials
 
 KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
 MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for
@@ -206,8 +206,8 @@ class Settings(BaseModel):
     @classmethod
     def _registry(cls, value: str | None) -> str | None:
         value = (value or "").strip().rstrip("/")
-        if value and not REGISTRY_RE.fullmatch(value):
-            raise ValueError("not host[:port][/project] (no scheme, lowercase project path)")
+        if value:
+            check_registry(value, project_required=False)
         return value or None
 
     @field_validator("target_platforms", mode="before")
@@ -232,8 +232,10 @@ class Settings(BaseModel):
         value = _split(value)
         if not isinstance(value, tuple | list):
             return value
-        # An empty list means "no restriction", like an unset variable.
-        return tuple(dict.fromkeys(value)) or None
+        # Given but empty is a mistake (a CI variable that expanded to nothing), not "all".
+        if not value:
+            raise ValueError("an empty list selects nothing; unset it to build every component")
+        return tuple(dict.fromkeys(value))
 
 
 @dataclass
@@ -290,4 +292,7 @@ def load_settings(
         name = str(error["loc"][0])
         message = error["msg"].removeprefix("Value error, ")
         origin = layers.origins.get(name, "defaults")
-        raise BadInput(f"{name}={layers.merged.get(name)!r} (from {origin}): {message}") from None
+        shown = layers.merged.get(name)
+        if name == ENV_NAMES["private_registry"] and isinstance(shown, str):
+            shown = hide_credentials(shown)  # user:password@host: never echo a password
+        raise BadInput(f"{name}={shown!r} (from {origin}): {message}") from None

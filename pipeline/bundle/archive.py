@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from pipeline.bundle.progress import human
 from pipeline.errors import BadInput, BundleError
-from pipeline.oci.layout import iter_files
+from pipeline.oci.layout import INVENTORY_FILE, iter_files, loads
 
 FORMATS = {"tar": ".tar", "tar.zst": ".tar.zst"}
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -72,8 +73,12 @@ def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
 def _write_tar(root: Path, fileobj: BinaryIO, mtime: int) -> None:
     files = list(iter_files(root))
     dirs = sorted({str(p) for f in files for p in PurePosixPath(f).parents if str(p) != "."})
+    # The top-level metadata first: an extractor then knows from inventory.json how much the
+    # blobs may unpack to before it meets them.
+    top = sorted(f for f in files if "/" not in f)
+    rest = sorted([*dirs, *(f for f in files if "/" in f)])
     with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted([*dirs, *files]):
+        for name in [*top, *rest]:
             info = tarfile.TarInfo(name)
             info.mtime = mtime
             info.uid = info.gid = 0
@@ -149,17 +154,65 @@ _DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
 
 
+# What an archive may unpack to. Before its inventory is read: many times its own size, since
+# layers are compressed already and an archive barely shrinks them, but a bomb (a small
+# archive of zeros) hits it at once. Once inventory.json is read: the blob bytes it declares,
+# plus room for the metadata files and a tar header per entry.
+EXPANSION = 20
+UNDECLARED_ROOM = 16 * 1024 * 1024
+METADATA_ROOM = 1024 * 1024
+ROOM_PER_BLOB = 4096
+TAR_HEADER = 512  # what each entry costs on disk at least (an inode, a directory entry)
+
+
+class _Budget:
+    """Counts what an extraction writes, and stops it before it passes its bound."""
+
+    def __init__(self, archive: Path) -> None:
+        self.archive = archive
+        size = archive.stat().st_size
+        self.limit = size * EXPANSION + UNDECLARED_ROOM
+        self.bound = f"{EXPANSION} times the archive's {human(size)} plus {human(UNDECLARED_ROOM)}"
+        self.used = 0
+
+    def spend(self, member: tarfile.TarInfo) -> None:
+        """Before ``member`` is written: its bytes (tar says how many) and its header."""
+        self.used += max(member.size, 0) + TAR_HEADER
+        if self.used > self.limit:
+            raise BundleError(
+                f"{self.archive}: unpacks to more than {self.bound}; refused at entry "
+                f"{member.name!r} ({human(member.size)}) before writing it"
+            )
+
+    def declared(self, inventory: Path) -> None:
+        """Tighten the bound to what inventory.json declares (verify reports a bad one)."""
+        try:
+            blobs = loads(inventory.read_bytes(), INVENTORY_FILE)["blobs"]
+            size, count = int(blobs["bytes"]), int(blobs["count"])
+        except (BundleError, KeyError, TypeError, ValueError):
+            return
+        limit = self.used + size + METADATA_ROOM + count * (ROOM_PER_BLOB + TAR_HEADER)
+        if limit < self.limit:
+            self.limit = limit
+            self.bound = f"what {INVENTORY_FILE} declares ({human(size)} in {count} blobs)"
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
     """Extract ``archive`` into the existing directory ``dest``; every entry is checked before
-    anything is written, and tarfile's ``data`` filter guards the write as well."""
+    anything is written (its path, its type, and that it keeps the extraction within bounds:
+    see _Budget), and tarfile's ``data`` filter guards the write as well."""
     root = dest.resolve()
+    budget = _Budget(archive)
     with _open_tar_stream(archive) as tar:
         for member in tar:
             check_member(member, root)
+            budget.spend(member)
             try:
                 tar.extract(member, root, **_DATA_FILTER)
             except _FILTER_ERRORS as exc:  # pragma: no cover - check_member is stricter
                 raise BundleError(f"refusing archive entry {member.name!r}: {exc}") from None
+            if member.isfile() and PurePosixPath(member.name) == PurePosixPath(INVENTORY_FILE):
+                budget.declared(root / INVENTORY_FILE)
 
 
 @contextmanager

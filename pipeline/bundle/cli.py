@@ -6,23 +6,30 @@ the main CLI prints as one line with their exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from pipeline import registry_flags as flags
 from pipeline.bundle.load import DEFAULT_NAMESPACE, load_bundle
 from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
-from pipeline.errors import BadInput, BundleError
+from pipeline.errors import BundleError
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
+from pipeline.oci.reference import RegistryTarget
+
+# -h as well as --help, on every command (the main CLI's too).
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="bundle",
     help="Offline bundle (an OCI image layout): verify, push into a registry, load on a host.",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 BundlePath = Annotated[
@@ -61,50 +68,31 @@ def push(
     registry: Annotated[
         str, typer.Option(help="Target as host[:port]/project, e.g. harbor.example.com/ai-infra.")
     ],
-    username: Annotated[str | None, typer.Option(help="Registry user.")] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
-    ca_cert: Annotated[
-        Path | None, typer.Option(help="CA certificate (PEM) that signed the registry's TLS.")
-    ] = None,
-    insecure_http: Annotated[
-        bool, typer.Option("--insecure-http", help="Talk plain HTTP (a lab registry).")
-    ] = False,
+    username: flags.Username = None,
+    password: flags.Password = None,
+    password_stdin: flags.PasswordStdin = False,
+    ca_cert: flags.CaCert = None,
+    plain_http: flags.PlainHttp = False,
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", hidden=True)] = False,
 ) -> None:
     """Push every image, all platforms, digests unchanged; a rerun uploads only what is
     missing."""
-    password = read_password(password_stdin, username)
+    RegistryTarget.parse(registry)  # bad input ends before stdin is read or a host is tried
+    if insecure_http:  # the old name of --plain-http, kept so that scripts go on working
+        typer.echo("warning: --insecure-http is deprecated; use --plain-http", err=True)
+    login = flags.registry_login(
+        username, password, password_stdin, ca_cert, plain_http or insecure_http,
+        env=os.environ, stdin=sys.stdin,
+    )  # fmt: skip
     try:
-        report = push_bundle(
-            bundle,
-            registry,
-            username=username,
-            password=password,
-            ca_cert=ca_cert,
-            insecure_http=insecure_http,
-            progress=StderrBar(),
-        )
+        report = push_bundle(bundle, registry, login, progress=StderrBar())
     except LoginRequired as err:  # core errors name no flag: this door adds its own
-        raise BundleError(f"{err}: pass --username and --password-stdin") from None
+        raise BundleError(f"{err}: pass --username with --password or --password-stdin") from None
     except UntrustedCertificate as err:
         raise BundleError(f"{err}: pass the CA that signed it with --ca-cert") from None
     for image in report.images:
         typer.echo(f"{image.target}@{image.digest} ({', '.join(image.platforms)})")
     typer.echo(report.summary())
-
-
-def read_password(password_stdin: bool, username: str | None) -> str | None:
-    if password_stdin and username is None:
-        raise BadInput("--password-stdin needs --username")
-    if username is not None and not password_stdin:
-        raise BadInput("--username needs --password-stdin (the password is never an argument)")
-    if not password_stdin:
-        return None
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise BadInput("--password-stdin read an empty password")
-    return password
 
 
 @app.command()

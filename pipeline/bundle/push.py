@@ -18,10 +18,10 @@ import httpx
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import verify_layout
-from pipeline.errors import BadInput, BundleError
+from pipeline.errors import BundleError
 from pipeline.oci import layout
 from pipeline.oci.reference import RegistryTarget, parse_tagged
-from pipeline.oci.registry import RegistryClient
+from pipeline.oci.registry import RegistryClient, RegistryLogin
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,7 @@ class PushReport:
 def push_bundle(
     path: Path,
     registry: str,
-    username: str | None = None,
-    password: str | None = None,
-    ca_cert: Path | None = None,
-    insecure_http: bool = False,
+    login: RegistryLogin | None = None,
     progress: ByteProgress | None = None,
     *,
     tries: int = 4,
@@ -68,17 +65,16 @@ def push_bundle(
     """Verify the bundle (refusing a corrupt one), then push it. ``transport`` and ``sleep``
     exist for tests."""
     target = RegistryTarget.parse(registry)
-    if (username is None) != (password is None):
-        raise BadInput("give both a username and a password, or neither")
+    login = login or RegistryLogin()
     with open_bundle(path) as root:
         verify_layout(root, None, label=path).raise_if_failed()
         images = _plan(root, target)
         client = RegistryClient(
             target.host,
-            username=username,
-            password=password,
-            ca_cert=ca_cert,
-            insecure_http=insecure_http,
+            username=login.username,
+            password=login.password,
+            ca_cert=login.ca_cert,
+            plain_http=login.plain_http,
             tries=tries,
             backoff=backoff,
             sleep=sleep,

@@ -23,6 +23,7 @@ TAG_RE = re.compile(TAG)
 DIGEST_RE = re.compile(DIGEST)
 # Where images go: a host, then an optional project path (Harbor: host/project).
 REGISTRY_RE = re.compile(rf"(?P<host>{HOST})(?:/(?P<project>{PATH}))?")
+REGISTRY_FORM = "host[:port]/project, e.g. harbor.example.com/ai-infra"
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,19 @@ class Reference:
         return self.path.rsplit("/", 1)[-1]
 
 
+def names_a_host(first: str) -> bool:
+    """Whether a reference's first part is a registry host, as docker reads it:
+    ``confluentinc/cp-kafka`` is a Docker Hub path, ``harbor/p`` too."""
+    return "." in first or ":" in first or first == "localhost"
+
+
 def parse(ref: str) -> Reference:
     """Split a reference without validating it, so that text with unexpanded ARGs
     (``${REGISTRY}/x:${VERSION}``) still splits; ``is_reference`` validates."""
     rest, at, digest = ref.partition("@")
     host = None
     first, slash, remainder = rest.partition("/")
-    # As docker does: `confluentinc/cp-kafka` is a Docker Hub path, not a host.
-    if slash and ("." in first or ":" in first or first == "localhost"):
+    if slash and names_a_host(first):
         host, rest = first, remainder
     head, slash, last = rest.rpartition("/")
     name, colon, tag = last.partition(":")
@@ -118,6 +124,35 @@ def is_image_name(name: str) -> bool:
     return PATH_RE.fullmatch(name) is not None
 
 
+def hide_credentials(text: str) -> str:
+    """``robot:hunter2@host/p`` → ``***@host/p``: what a message may show of a registry (a
+    project path has no ``@``, so everything before the last one is the user and password)."""
+    _userinfo, at, rest = text.rpartition("@")
+    return f"***@{rest}" if at else text
+
+
+def check_registry(text: str, *, project_required: bool) -> tuple[str, str | None]:
+    """``host[:port][/project]`` → (host, project); ValueError says what is wrong without
+    repeating the text, which may hold a password."""
+    if "@" in text:
+        raise ValueError("a registry holds no user or password: pass --username and --password")
+    match = REGISTRY_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not {REGISTRY_FORM} (no scheme, the project in lowercase)")
+    host, project = match["host"], match["project"]
+    port = host.partition(":")[2]
+    if port and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is not in 1-65535")
+    if not names_a_host(host):  # images pushed there would go to Docker Hub
+        raise ValueError(
+            f"{host!r} is not a registry host (no dot, no port, not localhost); "
+            f"expected {REGISTRY_FORM}"
+        )
+    if project_required and not project:
+        raise ValueError(f"no project; expected {REGISTRY_FORM}")
+    return host, project
+
+
 @dataclass(frozen=True)
 class RegistryTarget:
     """``host[:port]/project[/sub]``: where images go; ``repository(name)`` = project/name."""
@@ -128,12 +163,12 @@ class RegistryTarget:
     @classmethod
     def parse(cls, text: str) -> RegistryTarget:
         value = text.strip().removeprefix("https://").removeprefix("http://").strip("/")
-        match = REGISTRY_RE.fullmatch(value)
-        if match is None or not match["project"]:
-            raise BadInput(
-                f"registry {text!r} must be host[:port]/project, e.g. harbor.example.com/ai-infra"
-            )
-        return cls(host=match["host"], project=match["project"])
+        try:
+            host, project = check_registry(value, project_required=True)
+        except ValueError as exc:
+            raise BadInput(f"registry {hide_credentials(text)!r}: {exc}") from None
+        assert project is not None  # project_required
+        return cls(host=host, project=project)
 
     def repository(self, name: str) -> str:
         return f"{self.project}/{name}"

@@ -15,6 +15,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NoReturn, TypeVar
 
@@ -33,6 +34,20 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Who logs in with which password (both or neither), and how to reach the host."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_cert: Path | None = None
+    plain_http: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise BadInput("give both a username and a password, or neither")
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -41,7 +56,7 @@ class RegistryClient:
         username: str | None = None,
         password: str | None = None,
         ca_cert: Path | None = None,
-        insecure_http: bool = False,
+        plain_http: bool = False,
         tries: int = TRIES,
         backoff: float = BACKOFF_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
@@ -50,7 +65,7 @@ class RegistryClient:
         self.host = host
         self.username = username
         self._password = password
-        self.base = f"{'http' if insecure_http else 'https'}://{host}"
+        self.base = f"{'http' if plain_http else 'https'}://{host}"
         self.tries = max(tries, 1)
         self.backoff = backoff
         self.sleep = sleep

@@ -58,7 +58,7 @@ class Lab:
     ca_cert: Path
 
     def plain_client(self) -> RegistryClient:
-        return RegistryClient(self.registry, insecure_http=True)
+        return RegistryClient(self.registry, plain_http=True)
 
     def secure_client(self, password: str | None = None) -> RegistryClient:
         return RegistryClient(

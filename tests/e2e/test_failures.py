@@ -436,7 +436,7 @@ def test_5_corrupt_blob_is_named_and_push_and_load_refuse(corrupt_copy, lab: Lab
     assert "checks failed" in one_error(verify)
     push = run_cli(
         "bundle", "push", str(copy), "--registry", f"{lab.registry}/corrupt-{unique}",
-        "--insecure-http",
+        "--plain-http",
     )  # fmt: skip
     assert push.returncode == 1 and f"sha256:{digest}" in one_error(push)
     assert manifest_status(lab, lab.registry, f"corrupt-{unique}/ai-infra-gateway", TAG) == 404
@@ -486,7 +486,7 @@ def test_6_hostile_archive_is_refused_by_every_verb(tmp_path: Path, verb: str):
     for kind, archive in hostile_tar(site, outside).items():
         extra = {
             "verify": [],
-            "push": ["--registry", "127.0.0.1:9/x", "--insecure-http"],
+            "push": ["--registry", "127.0.0.1:9/x", "--plain-http"],
             "load": ["--into", "containerd"],
         }[verb]
         result = run_cli("bundle", verb, str(archive), *extra)

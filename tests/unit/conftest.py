@@ -133,3 +133,25 @@ def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"unit tests must not start processes: {args!r}")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """Run the CLI in-process through `main` (the one place errors become exit codes):
+    `cli("plan", ...)` gives (exit code, stdout, stderr). The CLI reads os.environ: the
+    runner's own settings are kept out."""
+    from pipeline.cli import main
+    from pipeline.settings import ENV_NAMES
+
+    for name in [*ENV_NAMES.values(), "PIPELINE_DEBUG"]:
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return info.value.code or 0, out, err
+
+    return run

@@ -77,6 +77,14 @@ BAD_INPUT = {
     "unknown component": (
         None, ["release", "--components", "gatewy"], "PIPELINE_COMPONENTS: unknown 'gatewy'",
     ),
+    "empty component list": (
+        None, ["release", "--components", ""],
+        "error: PIPELINE_COMPONENTS='' (from arguments): an empty list selects nothing; "
+        "unset it to build every component",
+    ),
+    "empty component list in the environment": (
+        None, ["plan"], "PIPELINE_COMPONENTS='' (from environment): an empty list selects nothing",
+    ),
     "malformed tag": (None, ["release", "--tag", "v1/../x"], "IMAGE_TAG='v1/../x'"),
     "unknown platform": (
         None, ["release", "--platforms", "linux/amd64,linux/s390x"], "unknown platform 'linux/s3",
@@ -92,11 +100,46 @@ BAD_INPUT = {
     "unreadable .env": (_env_not_utf8, ["release"], ".env: cannot read (not UTF-8)"),
     "no registry": (None, ["release", "--registry", ""], "release needs a registry"),
     "malformed registry": (None, ["release", "--registry", "https://h/p"], "PRIVATE_REGISTRY="),
+    "registry with a password": (
+        None, ["release", "--registry", "robot:hunter2@h.example/p"],
+        "PRIVATE_REGISTRY='***@h.example/p' (from arguments): a registry holds no user or password",
+    ),
+    "registry port too high": (
+        None, ["release", "--registry", "h.example:99999/p"], "port 99999 is not in 1-65535",
+    ),
+    "registry port 0": (None, ["plan", "--registry", "h.example:0/p"], "port 0 is not in 1-65535"),
+    "registry not a host": (
+        None, ["plan", "--registry", "harbor"],
+        "'harbor' is not a registry host (no dot, no port, not localhost); "
+        "expected host[:port]/project",
+    ),
     "password as a value": (None, ["release", "--password", "hunter2"], "--password takes env:"),
     "password variable unset": (
-        None, ["release", "--password", "env:NO_SUCH_VARIABLE"], "env:NO_SUCH_VARIABLE",
+        None, ["release", "--username", "u", "--password", "env:NO_SUCH_VARIABLE"],
+        "error: --password env:NO_SUCH_VARIABLE: the variable is not set",
+    ),
+    "password without a user": (
+        None, ["release", "--password", "env:X"], "error: --password needs --username",
+    ),
+    "password from stdin without a user": (
+        None, ["release", "--password-stdin"], "error: --password-stdin needs --username",
+    ),
+    "user without a password": (
+        None, ["release", "--username", "robot"],
+        "error: --username needs --password env:VAR|file:PATH or --password-stdin",
+    ),
+    "two passwords": (
+        None, ["release", "--username", "u", "--password", "env:X", "--password-stdin"],
+        "error: give --password or --password-stdin, not both",
     ),
     "missing CA": (None, ["release", "--ca-cert", "/nonexistent/ca.crt"], "--ca-cert"),
+    "report in a missing folder": (
+        None, ["release", "--report-json", "/no/such/dir/r.json"],
+        "error: --report-json /no/such/dir/r.json: folder /no/such/dir does not exist",
+    ),
+    "report on a folder": (
+        None, ["release", "--report-json", "{tmp}"], "--report-json {tmp}: is a directory",
+    ),
     "bad publish timeout": (None, ["release", "--tag", "v1"], "PIPELINE_PUBLISH_TIMEOUT='soon'"),
     "bundle: unknown component": (
         None, ["bundle", "create", "--components", "nope"], "unknown 'nope'",
@@ -112,26 +155,57 @@ BAD_INPUT = {
 }  # fmt: skip
 
 
+CASE_ENV = {
+    "password without a user": {"X": "hunter2"},
+    "two passwords": {"X": "hunter2"},
+    "bad publish timeout": {"PIPELINE_PUBLISH_TIMEOUT": "soon"},
+    "empty component list in the environment": {"PIPELINE_COMPONENTS": ""},
+}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_8_bad_input_is_one_line_exit_2_before_any_engine(case: str, tmp_path: Path, run_cli):
     change, args, expected = BAD_INPUT[case]
     source = copy_of(tmp_path, change) if change else MINI_MATRIX
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    expected = expected.replace("{tmp}", str(tmp_path))
     where = ["--source", str(source)]
     if args[0] == "release" and "--registry" not in args:
         where += ["--registry", "127.0.0.1:5000/bad-input"]
     if args[:2] == ["bundle", "create"] and "--output" not in args:
         where += ["--output", str(tmp_path / "out" / "bundle")]
     env = dict(NO_ENGINE)
-    if case == "bad publish timeout":
-        env["PIPELINE_PUBLISH_TIMEOUT"] = "soon"
+    env |= CASE_ENV.get(case, {})
     result = run_cli(*args, *where, env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     line = one_error(result)
     assert expected in line
     assert result.stderr.count("\n") == 1  # nothing else: no build, no engine
-    assert "Secr3t" not in result.stderr + result.stdout
+    for secret in ("Secr3t", "hunter2"):
+        assert secret not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("registry", "expected"),
+    [
+        ("127.0.0.1:99999/p", "registry '127.0.0.1:99999/p': port 99999 is not in 1-65535"),
+        ("h.example/AI", "registry 'h.example/AI': not host[:port]/project"),
+        ("robot:hunter2@h.example/p", "registry '***@h.example/p': a registry holds no user"),
+    ],
+)
+def test_bundle_push_refuses_a_bad_registry_at_once(
+    registry: str, expected: str, tmp_path: Path, run_cli, monkeypatch
+):
+    """Exit 2 before stdin is read, the bundle opened or a host tried."""
+    monkeypatch.setattr("sys.stdin", None)  # reading it would fail the test
+    result = run_cli(
+        "bundle", "push", str(tmp_path / "no-bundle"), "--registry", registry,
+        "--username", "robot", "--password-stdin", env={},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_error(result).startswith(f"error: {expected}")
+    assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_8_good_input_does_reach_for_the_engine(run_cli):

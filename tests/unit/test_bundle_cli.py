@@ -57,14 +57,17 @@ def test_verify_names_a_corrupt_blob(bundle: Path, tmp_path: Path) -> None:
     assert layout.blob_relpath(f"sha256:{blob.name}") in result.output
 
 
-def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, monkeypatch) -> None:
-    calls = []
-
-    def fake_push(path, registry, **kw):
-        calls.append((path, registry, kw))
+def fake_push(calls: list):
+    def push(path, registry, login, **kw):
+        calls.append((path, registry, login))
         return PushReport(registry=registry, blobs_uploaded=3, bytes_uploaded=10)
 
-    monkeypatch.setattr(cli, "push_bundle", fake_push)
+    return push
+
+
+def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(cli, "push_bundle", fake_push(calls))
     result = runner.invoke(
         cli.app,
         [
@@ -76,18 +79,44 @@ def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, mo
             "admin",
             "--password-stdin",
             "--ca-cert",
-            "/etc/ca.pem",
+            __file__,
         ],
         input="Harbor12345\n",
     )
 
     assert result.exit_code == 0, result.output
-    [(path, registry, kw)] = calls
+    [(path, registry, login)] = calls
     assert registry == "harbor.local/ai-infra"
-    assert kw["username"] == "admin" and kw["password"] == "Harbor12345"
-    assert kw["ca_cert"] == Path("/etc/ca.pem") and kw["insecure_http"] is False
+    assert login.username == "admin" and login.password == "Harbor12345"
+    assert login.ca_cert == Path(__file__) and login.plain_http is False
     assert "Harbor12345" not in result.output
     assert "3 blobs uploaded" in result.output
+
+
+def test_push_takes_the_password_as_release_does(bundle: Path, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(cli, "push_bundle", fake_push(calls))
+    monkeypatch.setenv("HARBOR_PASSWORD", "Harbor12345")
+    args = ["push", str(bundle), "--registry", "h.test/p", "--plain-http"]
+    result = runner.invoke(
+        cli.app, [*args, "--username", "admin", "--password", "env:HARBOR_PASSWORD"]
+    )
+    assert result.exit_code == 0, result.output
+    [(_, _, login)] = calls
+    assert (login.username, login.password, login.plain_http) == ("admin", "Harbor12345", True)
+
+
+def test_push_still_takes_the_old_name_of_plain_http(bundle: Path, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(cli, "push_bundle", fake_push(calls))
+    result = runner.invoke(
+        cli.app, ["push", str(bundle), "--registry", "h.test/p", "--insecure-http"]
+    )
+    assert result.exit_code == 0, result.output
+    assert calls[0][2].plain_http is True
+    assert "--insecure-http is deprecated; use --plain-http" in result.output
+    help_text = runner.invoke(cli.app, ["push", "--help"]).output
+    assert "--insecure-http" not in help_text and "--plain-http" in help_text
 
 
 @pytest.mark.parametrize(
@@ -95,17 +124,17 @@ def test_push_reads_the_password_from_stdin_and_never_prints_it(bundle: Path, mo
     [
         (
             LoginRequired("registry h requires a login (HTTP 401)"),
-            "--username and --password-stdin",
+            "--username with --password or --password-stdin",
         ),
         (UntrustedCertificate("registry h: its TLS certificate is not trusted"), "--ca-cert"),
     ],
 )
 def test_push_adds_the_flag_that_fixes_it(bundle: Path, monkeypatch, error, hint) -> None:
-    def fake_push(path, registry, **kw):
+    def failing_push(path, registry, login, **kw):
         raise error
 
-    monkeypatch.setattr(cli, "push_bundle", fake_push)
-    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p"])
+    monkeypatch.setattr(cli, "push_bundle", failing_push)
+    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h.test/p"])
     assert isinstance(result.exception, BundleError)
     assert str(result.exception).startswith(f"{error}: pass ")
     assert str(result.exception).endswith(hint)
@@ -116,7 +145,8 @@ def test_push_adds_the_flag_that_fixes_it(bundle: Path, monkeypatch, error, hint
     [["--username", "admin"], ["--password-stdin"]],
 )
 def test_push_credentials_come_in_pairs(bundle: Path, args: list[str]) -> None:
-    result = runner.invoke(cli.app, ["push", str(bundle), "--registry", "h/p", *args], input="pw\n")
+    args = ["push", str(bundle), "--registry", "h.test/p", *args]
+    result = runner.invoke(cli.app, args, input="pw\n")
     assert isinstance(result.exception, BadInput)
 
 

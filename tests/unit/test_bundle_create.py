@@ -201,8 +201,10 @@ def test_archive_is_written_beside_the_layout_and_verifies(tmp_path: Path, fmt: 
     if fmt == "tar":
         with tarfile.open(result.archive) as tar:
             names = tar.getnames()
-        assert names[:2] == ["SHA256SUMS", "blobs"]  # layout at the root, sorted
-        assert {"index.json", "oci-layout", "inventory.json"} <= set(names)
+        # The layout at the root; its metadata first (inventory.json bounds the extraction of
+        # the blobs that follow), then the blobs, each part sorted.
+        assert names[:5] == ["SHA256SUMS", "index.json", "inventory.json", "oci-layout", "blobs"]
+        assert names[6:] == sorted(names[6:]) and names[6].startswith("blobs/sha256/")
 
 
 def test_archives_are_reproducible(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from pipeline.bundle import create_bundle, push_bundle
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
+from pipeline.oci.registry import RegistryLogin
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -144,8 +145,13 @@ def bundle(tmp_path_factory) -> tuple[Path, list]:
     return root / "bundle", sources
 
 
+def login(**kw) -> RegistryLogin:
+    """The fake registry speaks plain HTTP."""
+    return RegistryLogin(**{"plain_http": True, **kw})
+
+
 def push(path: Path, registry: FakeRegistry, **kw):
-    kw.setdefault("insecure_http", True)
+    kw.setdefault("login", login())
     kw.setdefault("sleep", lambda s: None)
     return push_bundle(path, f"{HOST}/ai-infra", transport=registry.transport(), **kw)
 
@@ -255,7 +261,7 @@ def test_login(bundle, auth: str) -> None:
     path, sources = bundle
     registry = FakeRegistry(auth=auth)
 
-    report = push(path, registry, username="admin", password="s3cret")
+    report = push(path, registry, login=login(username="admin", password="s3cret"))
 
     assert report.blobs_uploaded + report.blobs_mounted == blob_count(sources)
 
@@ -266,7 +272,7 @@ def test_wrong_password_names_registry_and_user_never_password(bundle, auth: str
     registry = FakeRegistry(auth=auth)
 
     with pytest.raises(BundleError) as caught:
-        push(path, registry, username="admin", password="wrong-Pa55")
+        push(path, registry, login=login(username="admin", password="wrong-Pa55"))
 
     message = str(caught.value)
     assert HOST in message and "'admin'" in message and "401" in message
@@ -321,12 +327,11 @@ def test_progress_counts_every_byte(bundle) -> None:
         ({"registry": "registry.test"}, "host\\[:port\\]/project"),
         ({"username": "admin"}, "both a username and a password"),
         ({"password": "x"}, "both a username and a password"),
-        ({"ca_cert": Path("/nonexistent/ca.pem"), "insecure_http": False}, "does not exist"),
+        ({"ca_cert": Path("/nonexistent/ca.pem"), "plain_http": False}, "does not exist"),
     ],
 )
 def test_bad_input(bundle, kw: dict, message: str) -> None:
     path, _ = bundle
     registry = kw.pop("registry", f"{HOST}/ai-infra")
-    kw.setdefault("insecure_http", True)
     with pytest.raises(BadInput, match=message):
-        push_bundle(path, registry, transport=FakeRegistry().transport(), **kw)
+        push_bundle(path, registry, login(**kw), transport=FakeRegistry().transport())

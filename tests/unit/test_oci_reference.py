@@ -1,6 +1,8 @@
 """pipeline.oci.reference: the one image-reference parser, its grammar and the registry
 target."""
 
+import re
+
 import pytest
 
 from pipeline.errors import BadInput
@@ -126,7 +128,9 @@ def test_parse_tagged_says_what_is_missing(ref, message):
     [
         ("harbor.example.com/ai-infra", "harbor.example.com", "ai-infra"),
         ("https://h:5000/a/b/", "h:5000", "a/b"),
-        (" harbor/p ", "harbor", "p"),
+        (" harbor.local/p ", "harbor.local", "p"),
+        ("localhost/p", "localhost", "p"),
+        ("h:65535/p", "h:65535", "p"),
     ],
 )
 def test_registry_target(text, host, project):
@@ -136,7 +140,22 @@ def test_registry_target(text, host, project):
     assert str(target) == f"{host}/{project}"
 
 
-@pytest.mark.parametrize("text", ["registry.test", "h//p", "h/p q", "h/Upper", ""])
+@pytest.mark.parametrize("text", ["registry.test", "h//p", "h/p q", "h/Upper", "", "harbor/p"])
 def test_registry_target_needs_host_and_project(text):
     with pytest.raises(BadInput, match=r"host\[:port\]/project"):
         RegistryTarget.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("h:0/p", "port 0 is not in 1-65535"),
+        ("h:99999/p", "port 99999 is not in 1-65535"),
+        ("robot:hunter2@h.example/p", "'***@h.example/p': a registry holds no user or password"),
+        ("https://u:p@ss@h.example/p", "'***@h.example/p'"),
+    ],
+)
+def test_registry_target_checks_port_and_never_shows_credentials(text, message):
+    with pytest.raises(BadInput, match=re.escape(message)) as info:
+        RegistryTarget.parse(text)
+    assert "hunter2" not in str(info.value) and "p@ss" not in str(info.value)

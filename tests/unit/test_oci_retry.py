@@ -1,10 +1,16 @@
 """pipeline.oci.retry: the one policy, sync and async: bounded tries, exponential backoff, only
 Transient failures retried, GaveUp carrying the last one."""
 
+from pathlib import Path
+
 import anyio
 import pytest
 
+from pipeline import publish
+from pipeline.oci import registry
 from pipeline.oci.retry import GaveUp, Transient, retry, retry_async
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class Flaky:
@@ -64,3 +70,21 @@ def test_async_uses_the_same_policy():
 
     anyio.run(main)
     assert sleeps == [1.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("tries", "backoff", "gave_up"),
+    [
+        (publish.PUBLISH_TRIES, publish.PUBLISH_BACKOFF, "gave up after"),
+        (registry.TRIES, registry.BACKOFF_SECONDS, "failed after"),
+    ],
+)
+def test_readme_states_each_retry_policy(tries: int, backoff: float, gave_up: str):
+    """Pushes through the engine and requests of our registry client retry differently: the
+    README says both, as the policy waits and as the error line counts."""
+    sleeps: list[float] = []
+    with pytest.raises(GaveUp):
+        retry(Flaky(*[Transient("x")] * tries), tries=tries, backoff=backoff, sleep=sleeps.append)
+    waits = ", ".join(f"{s:g} s" for s in sleeps)
+    readme = " ".join(README.read_text().split())
+    assert f"{tries} tries, {waits} apart (`{gave_up} {tries} tries`)" in readme

@@ -75,6 +75,8 @@ def test_env_wins_over_env_example_which_fills_its_missing_keys(tmp_path: Path):
         ({"PRIVATE_REGISTRY": "https://harbor.example.com"}, "PRIVATE_REGISTRY"),
         ({"PRIVATE_REGISTRY": "harbor.example.com/AI-Infra"}, "PRIVATE_REGISTRY"),
         ({"PRIVATE_REGISTRY": "harbor example"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor"}, "PRIVATE_REGISTRY"),
+        ({"PRIVATE_REGISTRY": "harbor.example.com:65536/ai"}, "PRIVATE_REGISTRY"),
         ({"TARGET_PLATFORMS": "linux/ppc64le"}, "TARGET_PLATFORMS"),
         ({"TARGET_PLATFORMS": "windows/amd64"}, "TARGET_PLATFORMS"),
         ({"TARGET_PLATFORMS": "linux/amd64,linux/amd64"}, "TARGET_PLATFORMS"),
@@ -83,6 +85,8 @@ def test_env_wins_over_env_example_which_fills_its_missing_keys(tmp_path: Path):
         ({"PIPELINE_CONCURRENCY": "two"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_CONCURRENCY": "1000000000"}, "PIPELINE_CONCURRENCY"),
         ({"PIPELINE_PER_ARCH_TAGS": "maybe"}, "PIPELINE_PER_ARCH_TAGS"),
+        ({"PIPELINE_COMPONENTS": ""}, "PIPELINE_COMPONENTS"),
+        ({"PIPELINE_COMPONENTS": " , "}, "PIPELINE_COMPONENTS"),
     ],
 )
 def test_bad_value_names_setting_and_value_on_one_line(env, setting):
@@ -99,6 +103,14 @@ def test_bad_value_names_the_file_it_came_from(tmp_path: Path):
     (tmp_path / ".env").write_text("TARGET_PLATFORMS=linux/s390x\n")
     with pytest.raises(BadInput, match=r"TARGET_PLATFORMS=.*\(from .*\.env\): unknown platform"):
         load_settings(tmp_path, {}, {})
+
+
+def test_a_password_in_the_registry_is_never_repeated(tmp_path: Path):
+    (tmp_path / ".env").write_text("PRIVATE_REGISTRY=robot$ci:hunter2@harbor.example.com/ai\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value).startswith("PRIVATE_REGISTRY='***@harbor.example.com/ai' (from ")
+    assert "hunter2" not in str(info.value) and "robot" not in str(info.value)
 
 
 def test_good_values_are_normalised():
@@ -119,8 +131,8 @@ def test_good_values_are_normalised():
     assert s.components == ("backend", "gitea")
 
 
-def test_empty_registry_and_components_mean_none():
-    s = load_settings(None, {"PRIVATE_REGISTRY": "", "PIPELINE_COMPONENTS": ""}, {})
+def test_empty_registry_means_none():
+    s = load_settings(None, {"PRIVATE_REGISTRY": ""}, {})
     assert s.private_registry is None and s.components is None
     # An empty argument clears a registry set in lower layers.
     env = {"PRIVATE_REGISTRY": "harbor.example.com"}
