@@ -20,13 +20,13 @@ import dagger
 from dagger import dag
 
 from pipeline.build import Built
-from pipeline.errors import PipelineError, PublishFailed
+from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
-from pipeline.oci.errors import refusal
+from pipeline.oci.errors import Refused, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
-from pipeline.plan import ImagePlan
+from pipeline.plan import ImagePlan, Plan
 from pipeline.settings import PUBLISH_TIMEOUT
 
 PUBLISH_TRIES = 3
@@ -157,6 +157,37 @@ def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGrap
             raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
         top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
         return layout.walk_image(top, lambda d: client.get_manifest(reference.path, d)[0], ref)
+
+
+def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
+    """Before any build, what the registry says for sure: the login is refused, or its token
+    (Harbor's) does not grant push on the release's project. Anything less certain (no
+    answer, Basic auth) is left to the push itself; and through the engine, this code may
+    not reach the registry at all."""
+    if access.through_engine or not plan.components:
+        return
+    reference = parse_tagged(plan.components[0].ref)
+    project = reference.path.rsplit("/", 1)[0] if "/" in reference.path else reference.path
+    with RegistryClient(
+        reference.registry,
+        username=access.username,
+        password=access.password,
+        ca_cert=access.ca_cert,
+        plain_http=access.plain_http,
+        tries=1,
+    ) as client:
+        try:
+            may = client.may_push(reference.path)
+        except Refused as err:
+            raise BadInput(str(err)) from None
+        except PipelineError:
+            return
+    if may is False:
+        who = f"user {access.username!r}" if access.username else "anonymous access"
+        raise BadInput(
+            f"registry {reference.registry}: {who} may not push to project {project} "
+            "(its token grants no push); give the account push rights on the project"
+        )
 
 
 def run_secret(plaintext: str) -> dagger.Secret:

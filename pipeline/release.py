@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+import anyio
 import dagger
 
 from pipeline import engine, serve
@@ -19,7 +20,7 @@ from pipeline.dockerfile import declared_args, replace_image
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan, waves
-from pipeline.publish import Published, RegistryAccess, publish_image
+from pipeline.publish import Published, RegistryAccess, check_push_rights, publish_image
 from pipeline.report import Report, finished, image_row, new_report, published_so_far
 from pipeline.serve import FOREIGN_PLATFORM_ARGS, Served
 
@@ -47,6 +48,7 @@ async def release(
     """The release of `plan`; a run cut short by the engine says what got out before."""
     if not plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    await anyio.to_thread.run_sync(check_push_rights, plan, access)
     published: dict[str, Published] = {}
     try:
         async with connect() as log:

@@ -6,7 +6,11 @@ from __future__ import annotations
 from pipeline.errors import BundleError
 
 
-class LoginRequired(BundleError):
+class Refused(BundleError):
+    """The registry said no (HTTP 401 or 403): trying again will not help."""
+
+
+class LoginRequired(Refused):
     """The registry wants credentials and none were given."""
 
 

@@ -11,6 +11,7 @@ registry:2 with token auth), scoped per repository and refreshed on a 401. Trans
 from __future__ import annotations
 
 import base64
+import json
 import re
 import ssl
 import time
@@ -23,7 +24,7 @@ import httpx
 
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
-from pipeline.oci.errors import LoginRequired, UntrustedCertificate, refusal
+from pipeline.oci.errors import LoginRequired, Refused, UntrustedCertificate, refusal
 from pipeline.oci.retry import GaveUp, Transient, retry
 
 USER_AGENT = "ai-infra-matrix-pipeline (bundle push)"
@@ -213,6 +214,22 @@ class RegistryClient:
         return response.content, response.headers.get("Content-Type", "")
 
     # --- plumbing -----------------------------------------------------------------------------
+    def may_push(self, repository: str) -> bool | None:
+        """Whether this login may push to `repository`, as far as a registry says before any
+        push: a token service (Harbor's) grants scopes; under Basic auth only the login itself
+        can be checked (ping), so None."""
+        self.ping()
+        self._retrying(
+            f"ask for the rights on {repository}",
+            lambda: self._send("GET", f"/v2/{repository}/tags/list", repository),
+        )
+        token = self._tokens.get(_scope_key(repository, None))
+        claims = _jwt_claims(token.removeprefix("Bearer ")) if token else None
+        if claims is None:
+            return None
+        granted = [a for a in claims.get("access") or [] if a.get("name") == repository]
+        return any("push" in (a.get("actions") or []) for a in granted)
+
     def _upload_url(self, location: str) -> httpx.URL:
         url = httpx.URL(self.base).join(location)
         if url.netloc.decode() == self.host and url.scheme != httpx.URL(self.base).scheme:
@@ -318,7 +335,22 @@ class RegistryClient:
     def _fail(self, response: httpx.Response, what: str) -> NoReturn:
         code = response.status_code
         message = refusal(self.host, code, self.username, what, _errors(response))
-        raise (LoginRequired if code == 401 and not self.username else BundleError)(message)
+        if code == 401 and not self.username:
+            raise LoginRequired(message)
+        raise (Refused if code in (401, 403) else BundleError)(message)
+
+
+def _jwt_claims(token: str) -> dict | None:
+    """The claims of a JWT, unverified (the registry verifies it; we only read the grant),
+    or None for an opaque token."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def _scope_key(repository: str | None, extra_pull: list[str] | None) -> str:

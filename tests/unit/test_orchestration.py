@@ -194,6 +194,12 @@ def fake_connect(text: str = ""):
     return connect
 
 
+@pytest.fixture(autouse=True)
+def _no_registry(monkeypatch) -> None:
+    """release() asks the registry about push rights first: tests/unit/test_push_rights.py."""
+    monkeypatch.setattr(release, "check_push_rights", lambda plan, access: None)
+
+
 @pytest.fixture
 def fake_engine(monkeypatch) -> FakeEngine:
     fake = FakeEngine(fail={"ai-infra-leaky linux/arm64"})
