@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 import dagger
+import httpx
 from dagger import dag
 
 from pipeline.build import Built
@@ -29,6 +30,9 @@ from pipeline.oci.retry import GaveUp, Transient, retry_async
 from pipeline.plan import ImagePlan, Plan
 from pipeline.settings import PUBLISH_TIMEOUT
 
+# Asking about push rights may not hold up a release: a registry that is slow to answer now
+# is the push's business (its own retries and timeout).
+RIGHTS_CHECK_SECONDS = 5.0
 PUBLISH_TRIES = 3
 PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
 
@@ -175,6 +179,7 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
         ca_cert=access.ca_cert,
         plain_http=access.plain_http,
         tries=1,
+        timeout=httpx.Timeout(RIGHTS_CHECK_SECONDS),
     ) as client:
         try:
             may = client.may_push(reference.path)

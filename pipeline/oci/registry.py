@@ -62,6 +62,7 @@ class RegistryClient:
         backoff: float = BACKOFF_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
     ) -> None:
         self.host = host
         self.username = username
@@ -81,7 +82,7 @@ class RegistryClient:
         self._client = httpx.Client(
             verify=verify,
             transport=transport,
-            timeout=TIMEOUT,
+            timeout=timeout,
             headers={"User-Agent": USER_AGENT},
         )
         self._basic: str | None = None
