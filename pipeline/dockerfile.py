@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 
+from pipeline.errors import BadInput
 from pipeline.oci.reference import image_name
 
 _DIRECTIVE = re.compile(r"#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
@@ -65,6 +66,53 @@ def numbered_instructions(text: str) -> list[tuple[int, str, str]]:
         keyword, _, args = " ".join(pending).partition(" ")
         result.append((start, keyword.upper(), args.strip()))
     return result
+
+
+# What BuildKit's Dockerfile frontend accepts; anything else fails the build at that line.
+KEYWORDS = frozenset(
+    [
+        "FROM",
+        "RUN",
+        "CMD",
+        "LABEL",
+        "MAINTAINER",
+        "EXPOSE",
+        "ENV",
+        "ADD",
+        "COPY",
+        "ENTRYPOINT",
+        "VOLUME",
+        "USER",
+        "WORKDIR",
+        "ARG",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
+    ]
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check(text: str, path: str) -> None:
+    """What would fail the build at once, found by `plan` instead: one BadInput naming
+    `path` and the line. (Not the `dockerfile` PyPI package, which wraps BuildKit's parser:
+    3.4.0 has no wheel for arm64, where `dagger call` runs on an arm64 engine.)"""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _CONTROL.search(line):
+            raise BadInput(f"{path}:{number}: not text (control characters): not a Dockerfile")
+    found = numbered_instructions(text)
+    if not any(keyword == "FROM" for _, keyword, _ in found):
+        raise BadInput(f"{path}: no FROM instruction")
+    for number, keyword, args in found:
+        if keyword not in KEYWORDS:
+            raise BadInput(f"{path}:{number}: unknown instruction {keyword!r}")
+        if keyword == "FROM" and not [w for w in args.split() if not w.startswith("--")]:
+            raise BadInput(f"{path}:{number}: FROM names no image")
+    first = next(keyword for _, keyword, _ in found if keyword != "ARG")
+    if first != "FROM":
+        number = next(n for n, keyword, _ in found if keyword == first)
+        raise BadInput(f"{path}:{number}: {first} before the first FROM (only ARG may be)")
 
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")

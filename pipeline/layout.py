@@ -20,6 +20,9 @@ from pipeline.oci.reference import is_image_name
 from pipeline.settings import parse_env
 
 PHASES = ("foundation", "dependent")
+# The files of a component folder the plan reads.
+MARKERS = ("Dockerfile", "Dockerfile.tpl", "build.conf", "build-targets.conf", "dependency.conf",
+           "dependency.conf.tpl")  # fmt: skip
 # Serves packages to later builds (slurm-master installs Slurm from it), as build.sh runs it.
 DEFAULT_SERVICES = {"apphub": "80"}
 _TARGET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -78,14 +81,30 @@ def discover(root: Path) -> Layout:
     components: list[Component] = []
     dependencies: list[Dependency] = []
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        _inside(root, folder)
         component = _component(folder)
         if component:
             components.append(component)
         dependency = _dependency(folder)
         if dependency:
             dependencies.append(dependency)
+    if not components and not dependencies:
+        raise BadInput(f"{src}: no component (src/<name>/Dockerfile) and no dependency.conf")
     _check_unique_images(components)
     return Layout(root, tuple(components), tuple(dependencies))
+
+
+def _inside(root: Path, folder: Path) -> None:
+    """A component folder, and every file of it the plan reads, must be in the checkout: a
+    symbolic link out of it would build from (or read) what the release does not hold."""
+    real_root = root.resolve()
+    for path in [folder, *(folder / name for name in MARKERS)]:
+        leaves = path.exists() and not path.resolve().is_relative_to(real_root)
+        if leaves and (path.is_symlink() or path == folder):
+            raise BadInput(
+                f"{path.relative_to(root)}: a symbolic link out of the checkout (to "
+                f"{path.resolve()}); the release builds only what it holds"
+            )
 
 
 def _existing(folder: Path, name: str) -> str | None:

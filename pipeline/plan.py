@@ -303,6 +303,7 @@ def _component_plans(
     text = read_text(root / path, path)
     if component.template:
         text = render(text, values, path, allow_empty=True, withheld=settings.withheld)
+    dockerfile.check(text, path)
     args = _build_args(text, settings)
     platform = dockerfile.uses_build_platform(text)
     registry = f"{settings.private_registry}/" if settings.private_registry else ""

@@ -220,3 +220,31 @@ def test_8_good_input_does_reach_for_the_engine(run_cli):
         "error: cannot reach the Dagger engine at unix:///nonexistent (No such file or directory)"
     )
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda r: (r / "src/backend/Dockerfile").write_text("FROM busybox\nRUNN echo\n"),
+         "src/backend/Dockerfile:2: unknown instruction 'RUNN'"),
+        (lambda r: (r / "src/backend/Dockerfile").write_text("ARG X=1\nFROM\n"),
+         "src/backend/Dockerfile:2: FROM names no image"),
+        (lambda r: (r / "src/backend/Dockerfile").write_bytes(b"\x7fELF\x02\x01\x01junk\n"),
+         "src/backend/Dockerfile:1: not text (control characters): not a Dockerfile"),
+        (lambda r: (r / "src/backend/Dockerfile").write_text("RUN true\nFROM busybox\n"),
+         "src/backend/Dockerfile:1: RUN before the first FROM (only ARG may be)"),
+        (lambda r: (r / "src/x").symlink_to("/usr/share"),
+         "src/x: a symbolic link out of the checkout (to /usr/share)"),
+        (lambda r: ((r / "src/gateway/Dockerfile").unlink(),
+                    (r / "src/gateway/Dockerfile").symlink_to("/etc/passwd")),
+         "src/gateway/Dockerfile: a symbolic link out of the checkout (to /etc/passwd)"),
+        (lambda r: [shutil.rmtree(p) for p in (r / "src").iterdir()],
+         "no component (src/<name>/Dockerfile) and no dependency.conf"),
+    ],
+)  # fmt: skip
+def test_plan_finds_broken_dockerfiles_and_links_out_of_the_tree(change, expected, tmp_path,
+                                                                  run_cli):  # fmt: skip
+    repo = copy_of(tmp_path, change)
+    result = run_cli("plan", "--source", str(repo), env=NO_ENGINE)
+    assert result.returncode == 2, result.stderr
+    assert expected in one_error(result)

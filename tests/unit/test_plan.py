@@ -111,7 +111,7 @@ def test_template_empty_value_renders_empty(tree):
     root = tree(
         {
             ".env": "N9E_FE_VERSION=\n",
-            "src/a/Dockerfile.tpl": "ARG N9E_FE_VERSION={{N9E_FE_VERSION}}",
+            "src/a/Dockerfile.tpl": "ARG N9E_FE_VERSION={{N9E_FE_VERSION}}\nFROM busybox\n",
         }
     )
     component = plan_for(root).components[0]
