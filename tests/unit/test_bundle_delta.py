@@ -1,6 +1,6 @@
 """Delta bundles: two releases where one image changed; the delta holds every manifest, index
-and config but only the new layers, verifies alone and against its base, and loads only with
-its base."""
+and config but only the new layers, verifies alone and against its base, pushes only over a
+registry that has the base, and loads only with its base."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ import pytest
 from pipeline.bundle import create_bundle, load_bundle, verify_bundle
 from pipeline.bundle.archive import write_archive
 from pipeline.bundle.delta import NeedsBase
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
 
 try:
     from tests.unit import bundle_fixtures as bf
     from tests.unit import test_bundle_load as tl
+    from tests.unit import test_bundle_push as tp
 except ImportError:  # tests/unit is not a package
     import bundle_fixtures as bf
     import test_bundle_load as tl
+    import test_bundle_push as tp
 
 OLD, NEW = "v0.3.8", "v0.3.9"
 
@@ -273,6 +275,92 @@ def test_base_for_a_full_bundle_or_an_inventory_is_bad_input(releases, cli) -> N
     )
     assert code == 2 and err.count("\n") == 1
     assert "give the base bundle (folder or archive), not its inventory" in err
+
+
+# --- push -------------------------------------------------------------------------------------
+def registry_with(releases: Releases) -> tp.FakeRegistry:
+    """A registry that holds the previous release, as `bundle push` left it."""
+    registry = tp.FakeRegistry()
+    tp.push(releases.previous, registry)
+    registry.log.clear()
+    return registry
+
+
+def writes(registry: tp.FakeRegistry) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in registry.log if m not in ("HEAD", "GET")]
+
+
+def test_push_over_the_base_uploads_only_new_blobs(releases) -> None:
+    registry = registry_with(releases)
+    before = set(registry.blobs)
+
+    report = tp.push(releases.delta, registry)
+
+    uploaded = {d for (_repo, d) in set(registry.blobs) - before}
+    new, old = releases.blobs(releases.new), releases.blobs(releases.old)
+    new_blobs = {d for d in held(releases.delta) - set(old) if not tp.is_manifest(new[d])}
+    assert uploaded == new_blobs
+    assert report.blobs_uploaded == registry.blob_puts_log() == len(uploaded)
+    assert not uploaded & set(releases.expected())
+    for source in releases.new:
+        repo = f"ai-infra/{source.image.name}"
+        assert registry.manifests[(repo, NEW)][1] == source.blobs[source.top]
+
+
+def test_push_mounts_base_blobs_from_another_repository(releases) -> None:
+    registry = registry_with(releases)
+    frontend = "ai-infra/ai-infra-frontend"
+    for key in [k for k in registry.blobs if k[0] == frontend]:
+        del registry.blobs[key]
+
+    report = tp.push(releases.delta, registry)
+
+    backend, frontend_blobs = releases.new[0].blobs, releases.new[1].blobs
+    frontend_expected = set(frontend_blobs) & set(releases.expected())
+    # and, as in any push, a held blob already pushed with the backend (a shared config)
+    both = set(backend) & set(frontend_blobs) - frontend_expected
+    shared = {d for d in both if not tp.is_manifest(backend[d])}
+    assert report.blobs_mounted == len(frontend_expected) + len(shared)
+    assert len(frontend_expected) == 3 and len(shared) == 1
+    assert all((frontend, d) in registry.blobs for d in frontend_expected)
+    mounts = [p for m, p in registry.log if m == "POST"][: len(frontend_expected)]
+    assert all(p == f"/v2/{frontend}/blobs/uploads/" for p in mounts)
+
+
+def test_push_to_a_registry_without_the_base_pushes_nothing_and_says_what_is_missing(
+    releases,
+) -> None:
+    registry = registry_with(releases)
+    gone = sorted(releases.expected())[0]
+    for key in [k for k in registry.blobs if k[1] == gone]:
+        del registry.blobs[key]
+
+    with pytest.raises(BundleError) as caught:
+        tp.push(releases.delta, registry)
+
+    message = str(caught.value)
+    assert message.startswith(f"1 blobs this delta expects from its base {OLD} are not in ")
+    assert f"{gone} (ai-infra-" in message and "nothing was pushed" in message
+    assert writes(registry) == []
+
+
+def test_push_to_an_empty_registry_lists_the_first_few(releases) -> None:
+    registry = tp.FakeRegistry()
+    with pytest.raises(BundleError, match=rf"^{len(releases.expected())} blobs .* and \d+ more;"):
+        tp.push(releases.delta, registry)
+    assert writes(registry) == []
+
+
+def test_push_when_the_registry_will_not_mount(releases) -> None:
+    registry = registry_with(releases)
+    for key in [k for k in registry.blobs if k[0] == "ai-infra/ai-infra-frontend"]:
+        del registry.blobs[key]
+    registry.mounts = False
+
+    with pytest.raises(BundleError, match="would not mount sha256:.* this delta does not hold it"):
+        tp.push(releases.delta, registry)
+    assert registry.uploads == {}  # the upload it opened instead was cancelled
+    assert not [p for m, p in registry.log if m == "PUT"]
 
 
 # --- load -------------------------------------------------------------------------------------
