@@ -4,6 +4,7 @@
 its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the traceback.
 """
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -21,6 +22,7 @@ from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import CONTEXT_SETTINGS
 from pipeline.bundle.cli import app as bundle_app
+from pipeline.bundle.delta import describe_expected, read_base
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.plan import Plan, resolve_plan
@@ -218,21 +220,37 @@ def bundle_create(
     archive: Annotated[
         str | None, typer.Option("--archive", help="Also write an archive: tar or tar.zst.")
     ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            "--since",
+            help="A previous bundle (folder, archive or its inventory.json): write a delta, "
+            "without the layers that bundle has.",
+            metavar="PREVIOUS",
+        ),
+    ] = None,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
     from pipeline.export import export_bundle
 
     check_archive_format(archive)
+    if since is not None:
+        read_base(since)  # a wrong --since ends here, not after every build
     the_plan = _resolve(source, tag, registry, platforms, components)
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
     result = run_core(
-        export_bundle, the_plan, host.checkout(source, the_plan.ssh_key_dir), output, archive
+        functools.partial(export_bundle, since=since),
+        the_plan,
+        host.checkout(source, the_plan.ssh_key_dir),
+        output,
+        archive,
     )
     typer.echo(
         f"bundle {result.path}: {result.images} images, {result.blobs} blobs, "
         f"{result.total_bytes / 1e6:.1f} MB"
+        + (f"; {describe_expected(result.base.tag, result.base.blobs)}" if result.base else "")
         + (f"; archive {result.archive}" if result.archive else "")
     )
 

@@ -19,6 +19,7 @@ from pipeline import engine
 from pipeline.build import Built
 from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
+from pipeline.bundle.delta import read_base
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.events import Events
 from pipeline.plan import Plan
@@ -54,10 +55,14 @@ async def export_bundle(
     archive: str | None,
     events: Events,
     connect: engine.Connect = engine.session,
+    since: Path | None = None,
 ) -> CreateResult:
-    """The release as one OCI layout at `output` (and its archive); nothing there unless whole."""
+    """The release as one OCI layout at `output` (and its archive); nothing there unless whole.
+    With `since` (a previous bundle or its inventory.json), a delta of it."""
     refuse_needs(plan)
     check_archive_format(archive)
+    if since is not None:
+        read_base(since)  # before the builds: a wrong one is bad input
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
     async with connect() as log:
@@ -73,7 +78,7 @@ async def export_bundle(
                     )
                 with events.step(f"writing the bundle at {output}"):
                     images = bundle_images(plan, scratch)
-                    return create_bundle(output, images, plan.platforms, archive)
+                    return create_bundle(output, images, plan.platforms, archive, since=since)
     report = finished(report, plan, log, plan.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))
 

@@ -226,17 +226,31 @@ class AiInfraMatrix:
         components: Components = None,
         archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
         ssh_key: SshKey = None,
+        since: Annotated[
+            dagger.File | None,
+            Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
+        ] = None,
     ) -> dagger.Directory:
         """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
 
         `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
         """
         the_plan = await self._plan(tag, registry, platforms, components)
+        previous = None
+        if since is not None:  # outside the result's folder: it is not part of the bundle
+            previous = Path(tempfile.mkdtemp(prefix="since-")) / "previous"
+            await since.export(str(previous))
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await export_bundle(
-            the_plan, self._checkout(ssh_key), out, archive, events(), connect=engine.joined
+            the_plan,
+            self._checkout(ssh_key),
+            out,
+            archive,
+            events(),
+            connect=engine.joined,
+            since=previous,
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

@@ -117,6 +117,29 @@ def _open_tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
         raise BundleError(f"{path}: not a readable archive: {exc}") from None
 
 
+def is_archive(path: Path) -> bool:
+    """A ``.tar`` or ``.tar.zst`` by its first bytes (a tar header says ``ustar`` at 257)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    return head[:4] == ZSTD_MAGIC or head[257:262] == b"ustar"
+
+
+def read_member(archive: Path, name: str, limit: int) -> bytes | None:
+    """The bytes of the regular file ``name`` in ``archive`` (None if absent), read without
+    extracting anything: our archives put the top-level metadata first, so a delta's base is
+    known from a multi-gigabyte archive after reading a few kilobytes."""
+    wanted = PurePosixPath(name)
+    with _open_tar_stream(archive) as tar:
+        for member in tar:
+            if PurePosixPath(member.name) != wanted or not member.isfile():
+                continue
+            if member.size > limit:
+                raise BundleError(f"{archive}: {name} is {human(member.size)}, over {human(limit)}")
+            f = tar.extractfile(member)
+            return f.read() if f is not None else None
+    return None
+
+
 def _inside(root: Path, target: Path) -> bool:
     return target == root or root in target.parents
 

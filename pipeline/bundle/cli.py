@@ -14,11 +14,12 @@ from typing import Annotated
 import typer
 
 from pipeline import registry_flags as flags
+from pipeline.bundle.delta import NeedsBase
 from pipeline.bundle.load import DEFAULT_NAMESPACE, load_bundle
 from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
-from pipeline.errors import BundleError
+from pipeline.errors import BadInput, BundleError
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
 from pipeline.oci.reference import RegistryTarget
 
@@ -37,6 +38,16 @@ BundlePath = Annotated[
 ]
 
 
+BasePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--base",
+        help="For a delta: the bundle (folder or archive) it was made against.",
+        metavar="PREVIOUS",
+    ),
+]
+
+
 def split_platforms(values: list[str] | None) -> list[str] | None:
     """``--platforms linux/amd64,linux/arm64`` and repeated ``--platforms`` both work."""
     if not values:
@@ -51,12 +62,15 @@ def verify(
         list[str] | None,
         typer.Option(help="Platforms every image must have (default: the bundle's inventory)."),
     ] = None,
+    base: BasePath = None,
 ) -> None:
     """Check every blob (exists, size, sha256), every image's platforms, the inventory and
-    SHA256SUMS."""
-    report = verify_bundle(bundle, split_platforms(platforms))
+    SHA256SUMS. A delta's blobs left to its base are counted; with --base, checked there."""
+    report = verify_bundle(bundle, split_platforms(platforms), base)
     for failure in report.failures:
         typer.echo(failure.describe(), err=True)
+    if report.base is not None:
+        typer.echo(report.delta_line())
     if not report.ok:
         raise BundleError(f"bundle {bundle}: {report.summary()}")
     typer.echo(f"bundle {bundle}: {report.summary()}")
@@ -100,7 +114,11 @@ def load(
     bundle: BundlePath,
     into: Annotated[str, typer.Option(help="containerd (ctr, namespace k8s.io) or docker.")],
     namespace: Annotated[str, typer.Option(help="containerd namespace.")] = DEFAULT_NAMESPACE,
+    base: BasePath = None,
 ) -> None:
     """Import every image, all platforms, into this host's containerd or Docker."""
-    result = load_bundle(bundle, into, namespace=namespace)
+    try:
+        result = load_bundle(bundle, into, namespace=namespace, base=base)
+    except NeedsBase as err:  # the core names no flag: this door adds its own
+        raise BadInput(f"{err}: pass it with --base PREVIOUS") from None
     typer.echo(f"loaded {len(result.images)} images into {into}: {' '.join(result.command)}")

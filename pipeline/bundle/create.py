@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bundle.archive import archive_path, write_archive
+from pipeline.bundle.delta import Base, base_section, read_base
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
@@ -36,8 +37,9 @@ class CreateResult:
     path: Path
     archive: Path | None
     images: int
-    blobs: int
+    blobs: int  # what the bundle holds
     total_bytes: int
+    base: Base | None = None  # for a delta: its base, and (``base.blobs``) what it leaves to it
 
 
 def create_bundle(
@@ -47,13 +49,17 @@ def create_bundle(
     archive: str | None = None,
     *,
     replace: bool = False,
+    since: Path | None = None,
 ) -> CreateResult:
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
+    With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
+    that bundle has are left out, and the inventory lists them as expected from it.
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.
     """
     wanted = _check_arguments(output, images, platforms, archive, replace)
+    previous = read_base(since) if since is not None else None
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -61,8 +67,9 @@ def create_bundle(
         (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
         graphs = [_walk(image) for image in images]
         _require_platforms(images, graphs, wanted)
-        digests = _copy_blobs(partial, images, graphs)
-        _write_metadata(partial, images, graphs, wanted, digests)
+        base = _left_to_base(graphs, previous) if previous is not None else None
+        digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
+        _write_metadata(partial, images, graphs, wanted, digests, base)
         _put_in_place(partial, output, replace)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -76,6 +83,7 @@ def create_bundle(
         images=len(images),
         blobs=len(digests),
         total_bytes=sum(digests.values()),
+        base=base,
     )
 
 
@@ -123,6 +131,7 @@ def _check_arguments(
 class _Walked:
     graph: layout.ImageGraph
     top_raw: dict[str, Any]
+    layers: set[str]  # digests the graph uses as layers (a delta may leave them to its base)
 
 
 def _read_blob(src: LayoutSource):
@@ -130,10 +139,18 @@ def _read_blob(src: LayoutSource):
 
 
 def _walk(image: BundleImage) -> _Walked:
+    layers: set[str] = set()
+
+    def note_layers(desc: layout.Descriptor, kind: str | None, platform: str | None) -> bool:
+        if kind == "layer":
+            layers.add(desc.digest)
+        return True
+
     with open_source(image.source) as src:
         top = _top_descriptor(src, image)
-        graph = layout.walk_image(top, _read_blob(src), f"image {image.name} ({src.label})")
-    return _Walked(graph=graph, top_raw=top.raw)
+        where = f"image {image.name} ({src.label})"
+        graph = layout.walk_image(top, _read_blob(src), where, note_layers)
+    return _Walked(graph=graph, top_raw=top.raw, layers=layers)
 
 
 def _top_descriptor(src: LayoutSource, image: BundleImage) -> layout.Descriptor:
@@ -161,15 +178,35 @@ def _require_platforms(
         raise BundleError("; ".join(problems))
 
 
+def _left_to_base(walked: Sequence[_Walked], previous: Base) -> Base:
+    """The part of ``previous`` a delta leaves to it: the layers it has with the same size.
+    Manifests, indexes and configs stay in the delta whatever the base holds: small, and
+    verify needs them to walk every image."""
+    small = {d.digest for w in walked for d in w.graph.ordered if d.digest not in w.layers}
+    layers = {d for w in walked for d in w.layers} - small
+    sizes = {d.digest: d.size for w in walked for d in w.graph.ordered}
+    expected = [d for d in sizes if d in layers and previous.blobs.get(d) == sizes[d]]
+    return Base(
+        previous.inventory,
+        previous.tag,
+        {d: sizes[d] for d in expected},
+        {d: previous.images[d] for d in expected},
+    )
+
+
 def _copy_blobs(
-    root: Path, images: Sequence[BundleImage], walked: Sequence[_Walked]
+    root: Path,
+    images: Sequence[BundleImage],
+    walked: Sequence[_Walked],
+    leave_out: dict[str, int],
 ) -> dict[str, int]:
-    """Copy every reachable blob once; returns digest → size of everything stored."""
+    """Copy every reachable blob once but those in ``leave_out``; returns digest → size of
+    everything stored."""
     stored: dict[str, int] = {}
     for image, w in zip(images, walked, strict=True):
         with open_source(image.source) as src:
             for desc in w.graph.ordered:
-                if desc.digest not in stored:
+                if desc.digest not in stored and desc.digest not in leave_out:
                     copy_blob(src, desc, layout.blob_path(root, desc.digest))
                     stored[desc.digest] = desc.size
     return stored
@@ -181,6 +218,7 @@ def _write_metadata(
     walked: Sequence[_Walked],
     wanted: Sequence[str],
     digests: dict[str, int],
+    base: Base | None,
 ) -> None:
     entries = []
     inventory_images = []
@@ -207,6 +245,8 @@ def _write_metadata(
         "images": inventory_images,
         "blobs": {"count": len(digests), "bytes": sum(digests.values())},
     }
+    if base is not None:
+        inventory["base"] = base_section(base)
     (root / layout.INVENTORY_FILE).write_bytes(layout.dumps(inventory))
 
     # Blobs were hashed while copied, so their sums are their digests.
@@ -235,6 +275,8 @@ def inventory_entry(name: str, ref: str, tag: str, graph: layout.ImageGraph) -> 
             for platform, pm in sorted(graph.platforms.items())
         },
         "total_bytes": graph.total_bytes,
+        # Every blob, so that a later delta knows from this file alone what the bundle has.
+        "blobs": [{"digest": d.digest, "size": d.size} for d in graph.ordered],
     }
 
 

@@ -1,7 +1,9 @@
 """push: copy every image of a bundle, all platforms, into a registry such as Harbor, digests
 unchanged: blobs first (skipping those the registry has, so a rerun after an interruption
 uploads only what is missing), then each platform manifest by digest, then the index under
-its tag.
+its tag. A delta first makes sure the registry has every blob it leaves to its base (in the
+image's repository, or mounted from another of the project's), writing nothing if one is
+missing: a manifest pushed over absent layers would name an image nobody can pull.
 
 The registry client is ours (pipeline/oci/registry.py); the README says why no library.
 """
@@ -16,8 +18,9 @@ from pathlib import Path
 import httpx
 
 from pipeline.bundle.archive import open_bundle
+from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
-from pipeline.bundle.verify import verify_layout
+from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
 from pipeline.oci import layout
 from pipeline.oci.reference import RegistryTarget, parse_tagged
@@ -67,7 +70,8 @@ def push_bundle(
     target = RegistryTarget.parse(registry)
     login = login or RegistryLogin()
     with open_bundle(path) as root:
-        verify_layout(root, None, label=path).raise_if_failed()
+        verified = verify_layout(root, None, label=path)
+        verified.raise_if_failed()
         images = _plan(root, target)
         client = RegistryClient(
             target.host,
@@ -82,7 +86,10 @@ def push_bundle(
         )
         with client:
             client.ping()
-            return _push(root, target, images, client, progress)
+            report = PushReport(registry=str(target))
+            if verified.base is not None:
+                _bring_base_blobs(images, verified, client, target, report)
+            return _push(root, target, images, client, progress, report, verified.from_base)
 
 
 @dataclass
@@ -106,15 +113,69 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     return planned
 
 
+def _bring_base_blobs(
+    images: list[_Planned],
+    verified: VerifyReport,
+    client: RegistryClient,
+    target: RegistryTarget,
+    report: PushReport,
+) -> None:
+    """Make every blob a delta leaves to its base present in each repository that needs it,
+    before anything else is written: look (HEAD) first, everywhere; only when all are found,
+    mount those found in another repository of the project."""
+    base = verified.base
+    assert base is not None
+    mounts: list[tuple[str, str, str]] = []  # repository, digest, repository to mount from
+    missing: dict[str, list[str]] = {}  # digest → the images that need it
+    for image in images:
+        for desc in image.graph.ordered:
+            if desc.digest not in verified.from_base:
+                continue
+            source = _find_blob(client, target, base, image.repository, desc.digest)
+            if source is None:
+                missing.setdefault(desc.digest, []).append(short_ref(image.ref))
+            elif source == image.repository:
+                report.blobs_skipped += 1
+            else:
+                mounts.append((image.repository, desc.digest, source))
+    if missing:
+        named = [f"{digest} ({', '.join(users)})" for digest, users in missing.items()]
+        raise BundleError(
+            f"{len(missing)} blobs this delta expects from its base {base.tag} are not in "
+            f"{target}: {first_few(named, ', ')}; push the base there first (nothing was pushed)"
+        )
+    for repository, digest, source in mounts:
+        if not client.mount_blob(repository, digest, source):
+            raise BundleError(
+                f"registry {target.host} would not mount {digest} from {source} into "
+                f"{repository}, and this delta does not hold it"
+            )
+        report.blobs_mounted += 1
+
+
+def _find_blob(
+    client: RegistryClient, target: RegistryTarget, base: Base, repository: str, digest: str
+) -> str | None:
+    """A repository of the project that has ``digest``: ``repository`` itself, else one of the
+    base images that held it."""
+    held_by = [target.repository(name) for name in base.images.get(digest, [])]
+    for candidate in dict.fromkeys([repository, *held_by]):
+        if client.blob_exists(candidate, digest):
+            return candidate
+    return None
+
+
 def _push(
     root: Path,
     target: RegistryTarget,
     images: list[_Planned],
     client: RegistryClient,
     progress: ByteProgress | None,
+    report: PushReport,
+    from_base: dict[str, int],
 ) -> PushReport:
-    report = PushReport(registry=str(target))
-    total = sum(d.size for image in images for d in image.graph.ordered)
+    """Blobs, then manifests, image by image; ``from_base`` (a delta's) are in place already."""
+    total = sum(d.size for i in images for d in i.graph.ordered if d.digest not in from_base)
     if progress:
         progress.start(total, f"push to {target}")
     advance = progress.advance if progress else (lambda n: None)
@@ -122,7 +183,7 @@ def _push(
     for image in images:
         repo = image.repository
         for desc in image.graph.ordered:
-            if desc.is_index or desc.is_manifest:
+            if desc.is_index or desc.is_manifest or desc.digest in from_base:
                 continue
             if client.blob_exists(repo, desc.digest):
                 report.blobs_skipped += 1
@@ -145,16 +206,7 @@ def _push(
                     report.blobs_mounted += 1
                     advance(desc.size)
             present.setdefault(desc.digest, repo)
-        for desc in image.graph.ordered:  # children before parents; the top goes last, by tag
-            if not (desc.is_index or desc.is_manifest):
-                continue
-            body = layout.blob_path(root, desc.digest).read_bytes()
-            reference = image.tag if desc is image.graph.top else desc.digest
-            got = client.put_manifest(repo, reference, desc.media_type, body)
-            if got != desc.digest:  # pragma: no cover - verify checked the bytes
-                raise BundleError(f"manifest {desc.digest} of {image.ref} hashes to {got}")
-            report.manifests_pushed += 1
-            advance(desc.size)
+        _push_manifests(root, image, client, report, advance)
         report.images.append(
             PushedImage(
                 ref=image.ref,
@@ -166,3 +218,22 @@ def _push(
     if progress:
         progress.finish()
     return report
+
+
+def _push_manifests(
+    root: Path,
+    image: _Planned,
+    client: RegistryClient,
+    report: PushReport,
+    advance: Callable[[int], None],
+) -> None:
+    for desc in image.graph.ordered:  # children before parents; the top goes last, by tag
+        if not (desc.is_index or desc.is_manifest):
+            continue
+        body = layout.blob_path(root, desc.digest).read_bytes()
+        reference = image.tag if desc is image.graph.top else desc.digest
+        got = client.put_manifest(image.repository, reference, desc.media_type, body)
+        if got != desc.digest:  # pragma: no cover - verify checked the bytes
+            raise BundleError(f"manifest {desc.digest} of {image.ref} hashes to {got}")
+        report.manifests_pushed += 1
+        advance(desc.size)

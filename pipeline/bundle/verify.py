@@ -4,11 +4,15 @@ Every blob reachable from ``index.json`` goes exists → size → streamed sha25
 once), then: every image has the release's platforms, ``inventory.json`` agrees with the
 layout, and ``SHA256SUMS`` matches every file. Each check is one typed result; the report ends
 with "N of M checks failed" and names what is wrong.
+
+A delta's layers that its inventory expects from the base are not checks but a count; given
+the base bundle, each is checked there as a blob is here.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -16,6 +20,7 @@ from typing import Any
 
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_entry
+from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
 from pipeline.oci.reference import parse_tagged
@@ -58,6 +63,13 @@ class VerifyReport:
     platforms: list[str]
     images: list[str]
     results: list[CheckResult] = field(default_factory=list)
+    base: Base | None = None  # a delta's base, as its inventory names it
+    from_base: dict[str, int] = field(default_factory=dict)  # digest → size, left to the base
+
+    def delta_line(self) -> str | None:
+        if self.base is None:
+            return None
+        return describe_expected(self.base.tag, self.from_base)
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -77,23 +89,52 @@ class VerifyReport:
         """BundleError naming the first failures; used by push and load to refuse a bundle."""
         if self.ok:
             return
-        shown = "; ".join(r.describe() for r in self.failures[:limit])
-        more = len(self.failures) - limit
-        tail = f"; and {more} more" if more > 0 else ""
-        raise BundleError(f"bundle {self.path} is corrupt, {self.summary()}: {shown}{tail}")
+        shown = first_few([r.describe() for r in self.failures], "; ", limit)
+        raise BundleError(f"bundle {self.path} is corrupt, {self.summary()}: {shown}")
 
 
-def verify_bundle(path: Path, platforms: list[str] | None = None) -> VerifyReport:
+def first_few(items: list[str], sep: str, limit: int = 3) -> str:
+    """The first ``limit`` items, and how many more: a one-line error stays one line."""
+    more = len(items) - limit
+    return sep.join(items[:limit]) + (f"{sep}and {more} more" if more > 0 else "")
+
+
+def verify_bundle(
+    path: Path, platforms: list[str] | None = None, base: Path | None = None
+) -> VerifyReport:
     """Verify a bundle directory or archive (an archive is extracted safely to a scratch
-    directory beside it first). ``platforms`` defaults to the ones in ``inventory.json``."""
-    with open_bundle(path) as root:
-        return verify_layout(root, platforms, label=path)
+    directory beside it first). ``platforms`` defaults to the ones in ``inventory.json``.
+    ``base``, for a delta: the bundle it was made against, checked for what the delta expects."""
+    with open_bundle(path) as root, open_base(base) if base else nullcontext() as base_root:
+        return verify_layout(root, platforms, label=path, base=base_root, base_label=base)
 
 
 def verify_layout(
-    root: Path, platforms: list[str] | None, label: Path | None = None
+    root: Path,
+    platforms: list[str] | None,
+    label: Path | None = None,
+    *,
+    base: Path | None = None,
+    base_label: Path | None = None,
 ) -> VerifyReport:
-    return _Verifier(root, label or root).run(platforms)
+    """Verify the layout at ``root``; ``base`` is the layout of a delta's base."""
+    verifier = _Verifier(root, label or root)
+    if base is not None:
+        verifier.base_root, verifier.base_label = base, base_label or base
+    return verifier.run(platforms)
+
+
+def check_file(path: Path, digest: str, size: int) -> tuple[Status, str, str | None]:
+    """exists → size → sha256 of one blob file: its status, what is wrong, and its content's
+    digest if it was read."""
+    if not path.is_file() or path.is_symlink():
+        return Status.MISSING, "", None
+    if (actual_size := path.stat().st_size) != size:
+        return Status.SIZE_MISMATCH, f"{actual_size} bytes, descriptor says {size}", None
+    actual, _ = layout.hash_file(path)
+    if actual != digest:
+        return Status.DIGEST_MISMATCH, f"content hashes to {actual}", actual
+    return Status.OK, "", actual
 
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
@@ -111,11 +152,16 @@ class _Verifier:
         self.blob_detail: dict[str, str] = {}
         self.blob_users: dict[str, dict[str, None]] = {}  # digest → "image platform" (ordered)
         self.blob_kind: dict[str, str] = {}
+        self.base: Base | None = None  # the base this bundle's inventory names, for a delta
+        self.from_base: dict[str, int] = {}
+        self.base_root: Path | None = None
+        self.base_label: Path | None = None
 
     # --- entry ------------------------------------------------------------------------------
     def run(self, platforms: list[str] | None) -> VerifyReport:
         self._check_layout_file()
         inventory = self._read_inventory()
+        self.base = self._read_base(inventory)
         images = self._read_images()
         if platforms is None:
             platforms = list((inventory or {}).get("platforms") or [])
@@ -132,6 +178,18 @@ class _Verifier:
             raise BadInput(str(exc)) from None
         found = {ref: self._walk_image(ref, top) for ref, top in images}
         self._emit_blob_results()
+        self._check_platforms(found, wanted)
+        if inventory is not None:
+            self._check_inventory(inventory, found)
+        self._check_sums()
+        if self.base_root is not None:
+            self._check_base()
+        report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
+        report.results = self.results
+        report.base, report.from_base = self.base, self.from_base
+        return report
+
+    def _check_platforms(self, found: dict[str, _Walked], wanted: list[str]) -> None:
         for ref, (_top, have, graph) in found.items():
             for platform in wanted:
                 status = Status.OK if platform in have else Status.PLATFORM_MISSING
@@ -140,18 +198,12 @@ class _Verifier:
                     detail += " (some of its blobs are damaged, see above)"
                 self._add(
                     "platform",
-                    f"{_short(ref)} {platform}",
+                    f"{short_ref(ref)} {platform}",
                     status,
                     detail,
                     image=ref,
                     platform=platform,
                 )
-        if inventory is not None:
-            self._check_inventory(inventory, found)
-        self._check_sums()
-        report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
-        report.results = self.results
-        return report
 
     def _add(self, check: str, subject: str, status: Status, detail: str = "", **kw: Any) -> None:
         self.results.append(CheckResult(check, subject, status, detail, **kw))
@@ -194,6 +246,17 @@ class _Verifier:
             )
             return None
         return doc
+
+    def _read_base(self, inventory: dict[str, Any] | None) -> Base | None:
+        try:
+            base = parse_section(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} base", Status.INVALID, str(exc), file=file)
+            return None
+        if base is None and self.base_root is not None:
+            raise BadInput(f"bundle {self.label} is not a delta: it has no base to check")
+        return base
 
     def _read_images(self) -> list[tuple[str, layout.Descriptor]]:
         try:
@@ -240,24 +303,54 @@ class _Verifier:
         self, desc: layout.Descriptor, kind: str, image: str, platform: str | None
     ) -> bool:
         users = self.blob_users.setdefault(desc.digest, {})
-        users[f"{_short(image)} {platform}" if platform else _short(image)] = None
+        users[f"{short_ref(image)} {platform}" if platform else short_ref(image)] = None
         self.blob_kind.setdefault(desc.digest, kind)
+        if desc.digest in self.from_base:
+            return True
         if desc.digest in self.blob_status:
             return self.blob_status[desc.digest] is Status.OK
         path = layout.blob_path(self.root, desc.digest)
-        if not path.is_file() or path.is_symlink():
-            status, detail = Status.MISSING, ""
-        elif (size := path.stat().st_size) != desc.size:
-            status, detail = Status.SIZE_MISMATCH, f"{size} bytes, descriptor says {desc.size}"
-        else:
-            actual, _ = layout.hash_file(path)
+        if self._left_to_base(desc, kind, path):
+            return True
+        status, detail, actual = check_file(path, desc.digest, desc.size)
+        if actual is not None:
             self.actual[desc.digest] = actual
-            ok = actual == desc.digest
-            status = Status.OK if ok else Status.DIGEST_MISMATCH
-            detail = "" if ok else f"content hashes to {actual}"
         self.blob_status[desc.digest] = status
         self.blob_detail[desc.digest] = detail
         return status is Status.OK
+
+    def _left_to_base(self, desc: layout.Descriptor, kind: str, path: Path) -> bool:
+        """A layer a delta does not hold and expects from its base: counted, not checked here.
+        Only layers: verify must read every manifest and config to walk the images."""
+        if self.base is None or kind != "layer" or path.exists():
+            return False
+        if self.base.blobs.get(desc.digest) != desc.size:
+            return False
+        self.from_base[desc.digest] = desc.size
+        return True
+
+    def _check_base(self) -> None:
+        """With the base at hand: it is the bundle the delta was made against (its
+        inventory.json unchanged) and holds, intact, each blob the delta expects from it."""
+        assert self.base is not None and self.base_root is not None
+        file = layout.INVENTORY_FILE
+        path = self.base_root / file
+        got = layout.hash_file(path)[0] if path.is_file() else "none"
+        status = Status.OK if got == self.base.inventory else Status.MISMATCH
+        detail = f"is {got}; the delta was made against {self.base.inventory}"
+        self._add("base", file, status, "" if status is Status.OK else detail, file=file)
+        for digest, size in self.from_base.items():
+            status, detail, _ = check_file(layout.blob_path(self.base_root, digest), digest, size)
+            users = ", ".join(self.blob_users[digest])
+            text = f"layer of {users}, expected from the base {self.base_label}"
+            self._add(
+                "base",
+                digest,
+                status,
+                "" if status is Status.OK else f"{text}; {detail}" if detail else text,
+                digest=digest,
+                file=layout.blob_relpath(digest),
+            )
 
     def _walk_image(self, ref: str, top: layout.Descriptor) -> _Walked:
         """Check every blob of one image, going on past damaged ones."""
@@ -342,11 +435,13 @@ class _Verifier:
                 expected = inventory_entry(entry.get("name"), ref, entry.get("tag"), graph)
             else:  # its blobs are reported above; compare what can still be read
                 expected = {**entry, "digest": top.digest}
+            if inventory.get("schema") == 1:  # schema 1 listed no blobs
+                expected.pop("blobs", None)
             diffs = [k for k in sorted(expected) if expected[k] != entry.get(k)]
             status = Status.MISMATCH if diffs else Status.OK
             detail = f"differs in {', '.join(diffs)}" if diffs else ""
             self._add(
-                "inventory", _short(ref), status, detail, image=ref, file=layout.INVENTORY_FILE
+                "inventory", short_ref(ref), status, detail, image=ref, file=layout.INVENTORY_FILE
             )
 
     def _read_blob_bytes(self, digest: str) -> bytes:
@@ -408,7 +503,7 @@ class _Verifier:
         return layout.split_digest(layout.hash_file(file)[0])[1]
 
 
-def _short(ref: str) -> str:
+def short_ref(ref: str) -> str:
     """``harbor.example.com/ai-infra/backend:v1`` → ``backend``; for messages."""
     try:
         return parse_tagged(ref).name

@@ -41,7 +41,7 @@ BLOBS_DIR = "blobs"
 INVENTORY_FILE = "inventory.json"
 CHECKSUMS_FILE = "SHA256SUMS"
 LAYOUT_VERSION = "1.0.0"
-INVENTORY_SCHEMA = 1
+INVENTORY_SCHEMA = 2  # 2: each image lists its blobs; a delta names its base
 
 ALGORITHM = "sha256"
 CHUNK = 1 << 20

@@ -141,16 +141,7 @@ class RegistryClient:
                     yield chunk
 
         def attempt() -> bool:
-            params = {"mount": digest, "from": mount_from} if mount_from else None
-            scopes = [mount_from] if mount_from else []
-            start = self._send(
-                "POST",
-                f"/v2/{repository}/blobs/uploads/",
-                repository,
-                params=params,
-                extra_pull=scopes,
-                headers={"Content-Length": "0"},
-            )
+            start = self._start_upload(repository, digest, mount_from)
             if start.status_code == 201 and mount_from:
                 return False
             if start.status_code != 202:
@@ -174,6 +165,23 @@ class RegistryClient:
             return True
 
         return self._retrying(f"upload blob {digest} to {repository}", attempt)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Mount a blob of ``source`` into ``repository`` without sending it (a delta does not
+        hold it); False if the registry would not. It then opens an upload instead, which is
+        cancelled so as to leave nothing behind."""
+
+        def attempt() -> bool:
+            start = self._start_upload(repository, digest, source)
+            if start.status_code == 201:
+                return True
+            location = start.headers.get("Location")
+            if start.status_code != 202 or not location:
+                self._fail(start, f"mount blob {digest} from {source} into {repository}")
+            self._send("DELETE", str(self._upload_url(location)), repository)
+            return False
+
+        return self._retrying(f"mount blob {digest} into {repository}", attempt)
 
     def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
         """PUT a manifest or index exactly as stored (so its digest stays); returns the digest
@@ -230,6 +238,17 @@ class RegistryClient:
             return None
         granted = [a for a in claims.get("access") or [] if a.get("name") == repository]
         return any("push" in (a.get("actions") or []) for a in granted)
+
+    def _start_upload(self, repository: str, digest: str, mount_from: str | None) -> httpx.Response:
+        """POST an upload; with ``mount_from``, ask to mount the blob from that repository."""
+        return self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            repository,
+            params={"mount": digest, "from": mount_from} if mount_from else None,
+            extra_pull=[mount_from] if mount_from else [],
+            headers={"Content-Length": "0"},
+        )
 
     def _upload_url(self, location: str) -> httpx.URL:
         url = httpx.URL(self.base).join(location)

@@ -152,6 +152,13 @@ BAD_INPUT = {
         _no_portal_version, ["bundle", "create"], "PORTAL_VERSION has no value",
     ),
     "bundle: output exists": (None, ["bundle", "create", "--output", "{tmp}"], "already exists"),
+    "bundle: --since missing": (
+        None, ["bundle", "create", "--since", "/no/such/bundle"],
+        "error: previous bundle /no/such/bundle does not exist",
+    ),
+    "bundle: --since not a bundle": (
+        None, ["bundle", "create", "--since", "{tmp}"], "is not a bundle: it has no inventory.json",
+    ),
 }  # fmt: skip
 
 

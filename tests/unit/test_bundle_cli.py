@@ -153,8 +153,8 @@ def test_push_credentials_come_in_pairs(bundle: Path, args: list[str]) -> None:
 def test_load_passes_runtime_and_namespace(bundle: Path, monkeypatch) -> None:
     calls = []
 
-    def fake_load(path, into, namespace):
-        calls.append((path, into, namespace))
+    def fake_load(path, into, namespace, base):
+        calls.append((path, into, namespace, base))
         from pipeline.bundle import LoadResult
 
         return LoadResult(into=into, command=["ctr"], images=["a"], output="")
@@ -162,4 +162,4 @@ def test_load_passes_runtime_and_namespace(bundle: Path, monkeypatch) -> None:
     monkeypatch.setattr(cli, "load_bundle", fake_load)
     result = runner.invoke(cli.app, ["load", str(bundle), "--into", "containerd"])
     assert result.exit_code == 0, result.output
-    assert calls == [(bundle, "containerd", "k8s.io")]
+    assert calls == [(bundle, "containerd", "k8s.io", None)]

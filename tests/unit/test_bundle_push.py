@@ -41,6 +41,7 @@ class FakeRegistry:
         self.fail_with: list[int | type[Exception]] = []  # failures to inject, in order
         self.fail_on: str = ""  # only for requests whose "METHOD path" contains this
         self.die_after_puts: int | None = None  # connection dies for good after N blob PUTs
+        self.mounts = True  # False: a registry that answers a mount with an upload session
         self.blob_puts = 0
 
     def transport(self) -> httpx.MockTransport:
@@ -95,13 +96,16 @@ class FakeRegistry:
             return httpx.Response(200 if found else 404)
         if request.method == "POST" and rest == "uploads/":
             mount, source = request.url.params.get("mount"), request.url.params.get("from")
-            if mount and (source, mount) in self.blobs:
+            if mount and self.mounts and (source, mount) in self.blobs:
                 self.blobs[(repo, mount)] = self.blobs[(source, mount)]
                 return httpx.Response(201, headers={"Docker-Content-Digest": mount})
             upload = uuid.uuid4().hex
             self.uploads[upload] = repo
             location = f"/v2/{repo}/blobs/uploads/{upload}?_state=abc"
             return httpx.Response(202, headers={"Location": location})
+        if request.method == "DELETE" and rest.startswith("uploads/"):
+            self.uploads.pop(rest.removeprefix("uploads/"))
+            return httpx.Response(204)
         if request.method == "PUT" and rest.startswith("uploads/"):
             if self.die_after_puts is not None and self.blob_puts >= self.die_after_puts:
                 raise httpx.ConnectError("connection reset", request=request)
