@@ -14,6 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import dagger
@@ -60,6 +61,17 @@ class RegistryAccess:
     tries: int = PUBLISH_TRIES
     backoff: float = PUBLISH_BACKOFF
     secret: dagger.Secret | None = field(default=None, repr=False)
+
+    def client(self, host: str, **options: Any) -> RegistryClient:
+        """Our own client of the registry with this login (read-back, rights check)."""
+        return RegistryClient(
+            host,
+            username=self.username,
+            password=self.password,
+            ca_cert=self.ca_cert,
+            plain_http=self.plain_http,
+            **options,
+        )
 
     def in_session(self, timeout: float) -> RegistryAccess:
         """For this run, inside its engine session: the password as its secret."""
@@ -148,13 +160,7 @@ def push_error(host: str, text: str, username: str | None) -> str:
 def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGraph:
     """Fetch the tag's index through the registry API and walk it to every platform manifest."""
     reference = parse_tagged(ref)
-    with RegistryClient(
-        reference.registry,
-        username=access.username,
-        password=access.password,
-        ca_cert=access.ca_cert,
-        plain_http=access.plain_http,
-    ) as client:
+    with access.client(reference.registry) as client:
         body, media_type = client.get_manifest(reference.path, reference.tag)
         got = layout.digest_bytes(body)
         if got != digest:
@@ -172,15 +178,8 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
         return
     reference = parse_tagged(plan.components[0].ref)
     project = reference.path.rsplit("/", 1)[0] if "/" in reference.path else reference.path
-    with RegistryClient(
-        reference.registry,
-        username=access.username,
-        password=access.password,
-        ca_cert=access.ca_cert,
-        plain_http=access.plain_http,
-        tries=1,
-        timeout=httpx.Timeout(RIGHTS_CHECK_SECONDS),
-    ) as client:
+    timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
+    with access.client(reference.registry, tries=1, timeout=timeout) as client:
         try:
             may = client.may_push(reference.path)
         except Refused as err:
