@@ -8,21 +8,29 @@ Why BuildKit (DOCKER_BUILDKIT=1): the classic builder of 20.10 does not set BUIL
 invalid component` (measure.py records that attempt). Why `--network host`: dockerd runs
 with `--bridge=none --iptables=false` so it leaves the Dagger engine's CNI and the host's
 firewall alone, and a RUN step on the default network then fails with "network bridge not
-found"; no RUN step here uses the network.
+found"; the one RUN step that uses the network (slurm-master's) reaches AppHub on the host's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform as host_platform
+import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import host
 from pipeline.plan import ImagePlan, Plan
+from pipeline.release import with_services
+from pipeline.serve import Served
 
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is a newer one
+SERVICE_NAME = "bench-build-time-service"
 
 
 @dataclass
@@ -57,7 +65,8 @@ def local_ref(image: str, tag: str, platform: str) -> str:
 def build_command(image: ImagePlan, dockerfile: Path, tag: str, platform: str) -> list[str]:
     cmd = [DOCKER, "build", "--progress=plain", "--network", "host", "--platform", platform]
     cmd += ["-f", str(dockerfile), "-t", local_ref(image.image, tag, platform)]
-    for name, value in sorted(image.build_args.items()):
+    args = image.build_args | image.platform_args.get(platform, {})
+    for name, value in sorted(args.items()):
         cmd += ["--build-arg", f"{name}={value}"]
     if image.target:
         cmd += ["--target", image.target]
@@ -82,17 +91,64 @@ def steps(log: str) -> list[tuple[str, bool]]:
     ]
 
 
+def prepare_like_build_sh(plan: Plan, source: Path) -> None:
+    """What build.sh writes into the checkout before it builds: the rendered config files and
+    the SSH key pair (the pipeline's own, so both sides build the same bytes)."""
+    keys = host.DEFAULT_SSH_KEY_DIR.expanduser()
+    host.ensure_key_pair(keys)
+    for made in plan.generated:
+        target = source / made.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if made.text is not None:
+            target.write_text(made.text)
+        else:
+            shutil.copyfile(keys / Path(made.path).name, target)
+
+
+def serve_like_build_sh(image: ImagePlan, tag: str, env: Mapping[str, str]) -> Served:
+    """Run the built image on the host's network, as build.sh runs AppHub during builds."""
+    native = f"linux/{'arm64' if host_platform.machine() in ('aarch64', 'arm64') else 'amd64'}"
+    ref = local_ref(image.image, tag, native)
+    subprocess.run([DOCKER, "rm", "-f", SERVICE_NAME], env=dict(env), capture_output=True)
+    subprocess.run([DOCKER, "run", "-d", "--network", "host", "--name", SERVICE_NAME, ref],
+                   env=dict(env), check=True, capture_output=True)  # fmt: skip
+    url = f"http://127.0.0.1:{image.serves}"
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=1).close()
+            return Served(url, native)
+        time.sleep(0.1)
+    raise RuntimeError(f"{image.image} did not answer at {url}")
+
+
 def build_and_save(
     plan: Plan, source: Path, work: Path, env: Mapping[str, str], log=print
 ) -> DockerRun:
     """Every image x platform of `plan`, built from `source`, then saved under work/save."""
+    prepare_like_build_sh(plan, source)
+    served: dict[str, Served] = {}
+    try:
+        return _build_and_save(plan, source, work, env, log, served)
+    finally:
+        subprocess.run([DOCKER, "rm", "-f", SERVICE_NAME], env=dict(env), capture_output=True)
+
+
+def _build_and_save(
+    plan: Plan,
+    source: Path,
+    work: Path,
+    env: Mapping[str, str],
+    log,
+    served: dict[str, Served],
+) -> DockerRun:
     run = DockerRun()
     (work / "dockerfiles").mkdir(parents=True, exist_ok=True)
     (work / "save").mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     executed: set[str] = set()
     started = time.monotonic()
-    for image in plan.components:
+    for planned in plan.components:
+        image = with_services(planned, served, plan.platforms)
         dockerfile = work / "dockerfiles" / f"{image.image}.Dockerfile"
         dockerfile.write_text(image.dockerfile_text)
         for platform in plan.platforms:
@@ -134,6 +190,8 @@ def build_and_save(
                 + (f", {len(reused)} reused from this run" if reused else "")
                 + (f", STALE cache hits: {'; '.join(stale)}" if stale else "")
             )
+        if image.serves:  # plan order: what reaches it comes later
+            served[image.image] = serve_like_build_sh(image, plan.tag, env)
     run.build_seconds = time.monotonic() - started
     started = time.monotonic()
     for image in plan.components:

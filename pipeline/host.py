@@ -40,16 +40,23 @@ def ssh_key_store(folder: Path):
     """The key pair in `folder`, made there the first time (and said so)."""
 
     async def keys(events: Events) -> dagger.Directory:
-        if not (folder / "id_rsa").is_file():
-            private, public = new_key_pair()
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_whole(folder / "id_rsa.pub", public, 0o644)
-            _write_whole(folder / "id_rsa", private, 0o600)
+        if ensure_key_pair(folder):
             events.note(f"made a new SSH key pair in {folder}; later releases use it "
                         "(PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
         return dag.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
 
     return keys
+
+
+def ensure_key_pair(folder: Path) -> bool:
+    """Make the pair in `folder` unless it is there; whether it was made."""
+    if (folder / "id_rsa").is_file():
+        return False
+    private, public = new_key_pair()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_whole(folder / "id_rsa.pub", public, 0o644)
+    _write_whole(folder / "id_rsa", private, 0o600)
+    return True
 
 
 def _write_whole(path: Path, data: bytes, mode: int) -> None:
