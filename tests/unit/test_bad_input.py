@@ -69,6 +69,13 @@ def _no_portal_version(repo: Path) -> None:
         (repo / name).write_text(re.sub(r"(?m)^PORTAL_VERSION=.*\n", "", text))
 
 
+def _reads_the_gateway(repo: Path) -> None:
+    (repo / "src/node").mkdir()
+    (repo / "src/node/Dockerfile").write_text(
+        "FROM busybox:1.36\nCOPY --from=ai-infra-gateway:latest /www /www\n"
+    )
+
+
 def _env_not_utf8(repo: Path) -> None:
     (repo / ".env").write_bytes(b"IMAGE_TAG=v1\nPOSTGRES_PASSWORD=\xff\xfe-Secr3t\n")
 
@@ -152,6 +159,14 @@ BAD_INPUT = {
         _no_portal_version, ["bundle", "create"], "PORTAL_VERSION has no value",
     ),
     "bundle: output exists": (None, ["bundle", "create", "--output", "{tmp}"], "already exists"),
+    "export: reads a release image": (
+        _reads_the_gateway, ["export", "--components", "node,gateway", "--output", "{tmp}/x"],
+        "ai-infra-node reads ai-infra-gateway at build time: release to a registry first",
+    ),
+    "bundle: reads a release image": (
+        _reads_the_gateway, ["bundle", "create", "--components", "node,gateway"],
+        "ai-infra-node reads ai-infra-gateway at build time",
+    ),
     "bundle: --since missing": (
         None, ["bundle", "create", "--since", "/no/such/bundle"],
         "error: previous bundle /no/such/bundle does not exist",
