@@ -13,12 +13,12 @@ found"; the one RUN step that uses the network (slurm-master's) reaches AppHub o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform as host_platform
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,10 +114,13 @@ def serve_like_build_sh(image: ImagePlan, tag: str, env: Mapping[str, str]) -> S
                    env=dict(env), check=True, capture_output=True)  # fmt: skip
     url = f"http://127.0.0.1:{image.serves}"
     for _ in range(100):
-        with contextlib.suppress(OSError):
+        try:
             urllib.request.urlopen(url, timeout=1).close()
             return Served(url, native)
-        time.sleep(0.1)
+        except urllib.error.HTTPError:  # an answer all the same (busybox httpd: 404 for /)
+            return Served(url, native)
+        except OSError:
+            time.sleep(0.1)
     raise RuntimeError(f"{image.image} did not answer at {url}")
 
 
