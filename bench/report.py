@@ -119,8 +119,8 @@ def markdown(results: dict) -> str:
             "(a new uuid each time), then again into the last one.",
             "- Figure 6: one more line in a file gateway COPYs, in the last cold copy of each "
             "side, then the same command again with the same tag: the pipeline rebuilds gateway "
-            "and publishes all six (five unchanged); docker runs every build (all cached but "
-            "gateway's) and every save.",
+            "and publishes every image (the others unchanged); docker runs every build (all "
+            "cached but gateway's) and every save.",
             "- Figure 7: the lower bound of each cold release is the CPU seconds the engine and "
             "its reaped children (runc, every build step) used during it, divided by the CPUs, "
             "plus its bytes (manifests, configs, layers of every platform) at the rate of "
