@@ -399,3 +399,29 @@ def test_skopeo_reads_every_image_and_copies_one_with_all_platforms(bundle: Path
     assert {p: m.descriptor.digest for p, m in copied.platforms.items()} == {
         p: v["digest"] for p, v in by_ref[ref]["platforms"].items()
     }
+
+
+def test_a_delta_of_the_next_release_holds_only_what_changed(
+    bundle: Path, pushed: Pushed, lab: Lab, tmp_path: Path
+):
+    """The next release, one gateway file changed: `bundle create --since` the bundle holds
+    every manifest and config but only the layers the base lacks; it verifies against the
+    base, and pushes into the project that holds the base, not into an empty one."""
+    source = tmp_path / "src"
+    shutil.copytree(MINI_MATRIX, source)
+    conf = source / "src/gateway/httpd.conf"
+    conf.write_text(conf.read_text() + "# the next release\n")
+    delta = tmp_path / "delta"
+    result = run_cli("bundle", "create", "--source", str(source), "--tag", "v0.3.9",
+                     "--since", str(bundle), "--output", str(delta))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    base_inventory = (bundle / layout.INVENTORY_FILE).read_bytes()
+    assert inventory(delta)["base"]["inventory"] == layout.digest_bytes(base_inventory)
+    assert tree_bytes(delta) * 20 < tree_bytes(bundle), (tree_bytes(delta), tree_bytes(bundle))
+    verified = run_cli("bundle", "verify", str(delta), "--base", str(bundle))
+    assert verified.returncode == 0, verified.stderr[-3000:]
+    assert "expected from the base" in verified.stdout + verified.stderr
+    onto_base = push_ok(delta, lab, pushed.project)
+    assert onto_base.skipped > 0
+    lone = run_push(delta, lab, fresh_project())
+    assert lone.returncode == 1 and "nothing was pushed" in lone.stderr, lone.stderr[-2000:]
