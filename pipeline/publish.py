@@ -37,10 +37,13 @@ RIGHTS_CHECK_SECONDS = 5.0
 PUBLISH_TRIES = 3
 PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
 
-# BuildKit's texts for failures worth another try: it has retried a few itself by then.
+# BuildKit's texts for failures worth another try: it has retried a few itself by then. A 400
+# too: two runs pushing the same blobs into one repository at once (two `dagger call release`
+# in one project) race, and the registry answers 400 (a manifest naming a blob the other
+# upload has not committed) until the other push lands; a real 400 costs 3 s more.
 _TRANSIENT = re.compile(
     r"connection refused|connection reset|broken pipe|i/o timeout|deadline exceeded|"
-    r"\bEOF\b|TLS handshake timeout|no route to host|: (5\d\d|429) [A-Z]"
+    r"\bEOF\b|TLS handshake timeout|no route to host|: (5\d\d|429|400) [A-Z]"
 )
 _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 

@@ -146,6 +146,15 @@ def test_transient_failures_are_retried_then_succeed():
     assert base.calls == 3
 
 
+def test_a_400_is_retried_as_concurrent_pushes_of_one_repository_race():
+    raced = UNAVAILABLE.replace("HEAD", "PUT").replace("503 Service Unavailable", "400 Bad Request")
+    base = FakeBase([raced])
+    assert run_push(base).startswith("h:1/p/img:v1@sha256:")
+    assert base.calls == 2
+    with pytest.raises(PublishFailed, match=r"HTTP 400 Bad Request \(gave up after 3 tries\)"):
+        run_push(FakeBase([raced] * 3))
+
+
 @pytest.mark.parametrize(
     ("failures", "message"),
     [
