@@ -14,7 +14,7 @@ import anyio
 import dagger
 
 from pipeline import engine
-from pipeline.engine import build_platform_args, native_platform
+from pipeline.engine import build_platform_args
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan
 from pipeline.prepare import SSH_KEY_DIR
@@ -105,9 +105,8 @@ async def build_one(
     return Built(image, platform, time.monotonic() - started, container=container)
 
 
-async def engine_builder(context: dagger.Directory) -> BuildOne:
-    """Builds from the prepared context; $BUILDPLATFORM stages on the engine's own platform."""
-    native = await native_platform()
+def engine_builder(context: dagger.Directory, native: str) -> BuildOne:
+    """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's."""
 
     async def build(image: ImagePlan, platform: str) -> Built:
         return await build_one(context, image, platform, native)

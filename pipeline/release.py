@@ -79,7 +79,7 @@ async def engine_steps(
         chosen = next((b for b in built if b.platform == native), built[0])
         return await serve.serve(image, chosen)
 
-    return EngineSteps(await engine_builder(context), serve_one, concurrency, publish)
+    return EngineSteps(engine_builder(context, native), serve_one, concurrency, publish)
 
 
 async def publish_release(
