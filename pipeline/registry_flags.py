@@ -36,6 +36,15 @@ CaCert = Annotated[
 PlainHttp = Annotated[
     bool, typer.Option("--plain-http", help="The registry speaks plain HTTP (a lab registry).")
 ]
+# Given like a password: where the key is, never the key (pipeline/sign.py reads it).
+SignKey = Annotated[
+    str | None,
+    typer.Option(
+        "--sign-key",
+        metavar="env:VAR|file:PATH",
+        help="Sign each image index (cosign's format) with this PEM EC P-256 private key.",
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,13 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / blob_relpath(digest)
 
 
+def write_blob(root: Path, data: bytes) -> str:
+    """Store ``data`` as a blob of the layout at ``root``; its digest."""
+    digest = digest_bytes(data)
+    blob_path(root, digest).write_bytes(data)
+    return digest
+
+
 # --- platforms ---------------------------------------------------------------------------------
 def normalize_platform(platform: str) -> str:
     """``linux/arm64/v8`` → ``linux/arm64``; the default variant is dropped, others are kept."""
