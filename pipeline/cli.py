@@ -27,6 +27,7 @@ from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.plan import Plan, resolve_plan
 from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
+from pipeline.sign import fingerprint, read_sign_key
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -229,6 +230,7 @@ def bundle_create(
             metavar="PREVIOUS",
         ),
     ] = None,
+    sign_key: flags.SignKey = None,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
     from pipeline.export import export_bundle
@@ -236,12 +238,14 @@ def bundle_create(
     check_archive_format(archive)
     if since is not None:
         read_base(since)  # a wrong --since ends here, not after every build
+    key = read_sign_key(sign_key, os.environ) if sign_key is not None else None
     the_plan = _resolve(source, tag, registry, platforms, components)
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
     result = run_core(
-        functools.partial(export_bundle, since=since),
+        # sign_key only when given, until export_bundle takes it (it passes it to create_bundle)
+        functools.partial(export_bundle, since=since, **({"sign_key": key} if key else {})),
         the_plan,
         host.checkout(source, the_plan.ssh_key_dir),
         output,
@@ -252,6 +256,7 @@ def bundle_create(
         f"{result.total_bytes / 1e6:.1f} MB"
         + (f"; {describe_expected(result.base.tag, result.base.blobs)}" if result.base else "")
         + (f"; archive {result.archive}" if result.archive else "")
+        + (f"; signed with key {fingerprint(key.public_key())}" if key else "")
     )
 
 

@@ -36,31 +36,44 @@ CaCert = Annotated[
 PlainHttp = Annotated[
     bool, typer.Option("--plain-http", help="The registry speaks plain HTTP (a lab registry).")
 ]
+# Given like a password: where the key is, never the key (pipeline/sign.py reads it).
+SignKey = Annotated[
+    str | None,
+    typer.Option(
+        "--sign-key",
+        metavar="env:VAR|file:PATH",
+        help="Sign each image index (cosign's format) with this PEM EC P-256 private key.",
+    ),
+]
 
 
 @dataclass(frozen=True)
 class PasswordSpec:
-    """`env:VAR` or `file:PATH`: where the password is, never the value itself."""
+    """`env:VAR` or `file:PATH`: where a secret is (a password, a signing key), never the value
+    itself. ``flag`` and ``what`` name it in errors."""
 
     kind: str
     where: str
+    flag: str = "--password"
 
     @classmethod
-    def parse(cls, text: str) -> PasswordSpec:
+    def parse(cls, text: str, flag: str = "--password", what: str = "password") -> PasswordSpec:
         kind, _, where = text.partition(":")
         if kind not in ("env", "file") or not where:
-            raise BadInput("--password takes env:VAR or file:PATH, never the password itself")
-        return cls(kind, where)
+            raise BadInput(f"{flag} takes env:VAR or file:PATH, never the {what} itself")
+        return cls(kind, where, flag)
 
     def read(self, env: Mapping[str, str]) -> str:
         if self.kind == "env":
             if not env.get(self.where):
-                raise BadInput(f"--password env:{self.where}: the variable is not set")
+                raise BadInput(f"{self.flag} env:{self.where}: the variable is not set")
             return env[self.where]
         try:
             return Path(self.where).read_text().strip()
         except OSError as err:
-            raise BadInput(f"--password file:{self.where}: {err.strerror}") from None
+            raise BadInput(f"{self.flag} file:{self.where}: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{self.flag} file:{self.where}: not a text file") from None
 
 
 def registry_login(

@@ -22,6 +22,7 @@ from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
 from pipeline.oci.reference import RegistryTarget
+from pipeline.sign import fingerprint, load_public_key
 
 # -h as well as --help, on every command (the main CLI's too).
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -63,10 +64,20 @@ def verify(
         typer.Option(help="Platforms every image must have (default: the bundle's inventory)."),
     ] = None,
     base: BasePath = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Public key (PEM): every image must carry a signature made with its private key.",
+            metavar="PUB.pem",
+        ),
+    ] = None,
 ) -> None:
     """Check every blob (exists, size, sha256), every image's platforms, the inventory and
-    SHA256SUMS. A delta's blobs left to its base are counted; with --base, checked there."""
-    report = verify_bundle(bundle, split_platforms(platforms), base)
+    SHA256SUMS. A delta's blobs left to its base are counted; with --base, checked there.
+    With --key, every image's signature too."""
+    public = load_public_key(key) if key is not None else None
+    report = verify_bundle(bundle, split_platforms(platforms), base, public)
     for failure in report.failures:
         typer.echo(failure.describe(), err=True)
     if report.base is not None:
@@ -74,6 +85,8 @@ def verify(
     if not report.ok:
         raise BundleError(f"bundle {bundle}: {report.summary()}")
     typer.echo(f"bundle {bundle}: {report.summary()}")
+    if public is not None:
+        typer.echo(f"every image signed with key {fingerprint(public)}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import sign
 from pipeline.bundle.archive import archive_path, write_archive
 from pipeline.bundle.delta import Base, base_section, read_base
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
@@ -50,10 +51,13 @@ def create_bundle(
     *,
     replace: bool = False,
     since: Path | None = None,
+    sign_key: sign.SigningKey | None = None,
 ) -> CreateResult:
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
     With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
-    that bundle has are left out, and the inventory lists them as expected from it.
+    that bundle has are left out, and the inventory lists them as expected from it. With
+    ``sign_key``, each image's index is signed (cosign's format): the signature images are
+    blobs of the layout, which ``inventory.json`` names with the key's fingerprint.
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.
@@ -69,7 +73,8 @@ def create_bundle(
         _require_platforms(images, graphs, wanted)
         base = _left_to_base(graphs, previous) if previous is not None else None
         digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
-        _write_metadata(partial, images, graphs, wanted, digests, base)
+        signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
+        _write_metadata(partial, images, graphs, wanted, digests, base, signed)
         _put_in_place(partial, output, replace)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -212,6 +217,49 @@ def _copy_blobs(
     return stored
 
 
+@dataclass(frozen=True)
+class _Signed:
+    key: str  # the public key's fingerprint
+    manifests: dict[str, layout.Descriptor]  # image name → its signature manifest
+
+
+def _sign(
+    root: Path,
+    images: Sequence[BundleImage],
+    walked: Sequence[_Walked],
+    key: sign.SigningKey,
+    stored: dict[str, int],
+) -> _Signed:
+    """Write a signature image of each image's top descriptor (the index) into the layout,
+    adding its blobs to ``stored``."""
+    manifests = {}
+    for image, w in zip(images, walked, strict=True):
+        made = sign.signature_image(key, sign.docker_reference(image.ref), w.graph.top.digest)
+        for data in [made.manifest, *made.blobs.values()]:
+            stored[layout.write_blob(root, data)] = len(data)
+        manifests[image.name] = layout.Descriptor(
+            layout.OCI_MANIFEST, made.digest, len(made.manifest)
+        )
+    return _Signed(sign.fingerprint(key.public_key()), manifests)
+
+
+def inventory_signatures(inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
+    """image ref → its signature manifest, as ``inventory.json`` names them; BundleError if one
+    is malformed."""
+    found = {}
+    for entry in inventory.get("images") or []:
+        signature = entry.get("signature") if isinstance(entry, dict) else None
+        if signature is None:
+            continue
+        if isinstance(signature, dict):
+            signature = {"mediaType": layout.OCI_MANIFEST, **signature}
+        ref = entry.get("ref")
+        found[ref] = layout.Descriptor.parse(
+            signature, f"{layout.INVENTORY_FILE}: signature of {ref}"
+        )
+    return found
+
+
 def _write_metadata(
     root: Path,
     images: Sequence[BundleImage],
@@ -219,6 +267,7 @@ def _write_metadata(
     wanted: Sequence[str],
     digests: dict[str, int],
     base: Base | None,
+    signed: _Signed | None,
 ) -> None:
     entries = []
     inventory_images = []
@@ -232,6 +281,9 @@ def _write_metadata(
         annotations[layout.ANNOTATION_CONTAINERD_NAME] = image.ref
         entries.append({**w.top_raw, "annotations": annotations})
         inventory_images.append(inventory_entry(image.name, image.ref, image.tag, w.graph))
+        if signed is not None:
+            manifest = signed.manifests[image.name]
+            inventory_images[-1]["signature"] = {"digest": manifest.digest, "size": manifest.size}
 
     (root / layout.LAYOUT_FILE).write_bytes(
         layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})
@@ -247,6 +299,8 @@ def _write_metadata(
     }
     if base is not None:
         inventory["base"] = base_section(base)
+    if signed is not None:
+        inventory["signing"] = {"format": "cosign", "public_key": signed.key}
     (root / layout.INVENTORY_FILE).write_bytes(layout.dumps(inventory))
 
     # Blobs were hashed while copied, so their sums are their digests.

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from pipeline import sign
 from pipeline.bundle.archive import open_bundle
+from pipeline.bundle.create import inventory_signatures
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
@@ -44,6 +46,7 @@ class PushReport:
     blobs_mounted: int = 0  # the registry had them in another repository of this push
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
+    signatures_pushed: int = 0  # signature images, each under its image's sha256-<hex>.sig
 
     def summary(self) -> str:
         return (
@@ -51,6 +54,7 @@ class PushReport:
             f"{self.blobs_uploaded} blobs uploaded ({self.bytes_uploaded} bytes), "
             f"{self.blobs_skipped} already there, {self.blobs_mounted} mounted, "
             f"{self.manifests_pushed} manifests"
+            + (f", {self.signatures_pushed} signatures" if self.signatures_pushed else "")
         )
 
 
@@ -98,10 +102,13 @@ class _Planned:
     repository: str
     tag: str
     graph: layout.ImageGraph
+    signature: layout.Descriptor | None = None  # its signature image's manifest, if signed
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     planned = []
+    inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), layout.INVENTORY_FILE)
+    signatures = inventory_signatures(inventory)  # verify checked their blobs
     for top in layout.read_index(root):
         ref = top.annotations[layout.ANNOTATION_REF_NAME]  # verify checked it is there
         try:
@@ -109,7 +116,8 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
         except ValueError as exc:
             raise BundleError(f"bundle image {ref}: {exc}") from None
         graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
-        planned.append(_Planned(ref, target.repository(parsed.name), parsed.tag, graph))
+        repository = target.repository(parsed.name)
+        planned.append(_Planned(ref, repository, parsed.tag, graph, signatures.get(ref)))
     return planned
 
 
@@ -207,6 +215,9 @@ def _push(
                     advance(desc.size)
             present.setdefault(desc.digest, repo)
         _push_manifests(root, image, client, report, advance)
+        if image.signature is not None:
+            _push_signature(root, image, image.signature, client)
+            report.signatures_pushed += 1
         report.images.append(
             PushedImage(
                 ref=image.ref,
@@ -218,6 +229,21 @@ def _push(
     if progress:
         progress.finish()
     return report
+
+
+def _push_signature(
+    root: Path, image: _Planned, signature: layout.Descriptor, client: RegistryClient
+) -> None:
+    """The image's signature, under its ``sha256-<hex>.sig`` tag: the index digest is the
+    same in the registry as in the bundle, so the signature still holds."""
+    manifest = layout.blob_path(root, signature.digest).read_bytes()
+    sign.put_signature(
+        client,
+        image.repository,
+        image.graph.top.digest,
+        manifest,
+        lambda digest: layout.blob_path(root, digest).read_bytes(),
+    )
 
 
 def _push_manifests(

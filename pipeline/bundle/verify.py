@@ -7,6 +7,10 @@ with "N of M checks failed" and names what is wrong.
 
 A delta's layers that its inventory expects from the base are not checks but a count; given
 the base bundle, each is checked there as a blob is here.
+
+The blobs of the signature images that ``inventory.json`` names are checked like any other;
+given the public key, each image's signature is checked too (pipeline/sign.py): it must sign
+that image's index in that repository, with that key.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline import sign
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.create import inventory_entry
+from pipeline.bundle.create import inventory_entry, inventory_signatures
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
@@ -39,7 +44,7 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # layout | blob | platform | inventory | checksum
+    check: str  # layout | blob | platform | inventory | checksum | base | signature
     subject: str
     status: Status
     detail: str = ""
@@ -100,13 +105,17 @@ def first_few(items: list[str], sep: str, limit: int = 3) -> str:
 
 
 def verify_bundle(
-    path: Path, platforms: list[str] | None = None, base: Path | None = None
+    path: Path,
+    platforms: list[str] | None = None,
+    base: Path | None = None,
+    key: sign.PublicKey | None = None,
 ) -> VerifyReport:
     """Verify a bundle directory or archive (an archive is extracted safely to a scratch
     directory beside it first). ``platforms`` defaults to the ones in ``inventory.json``.
-    ``base``, for a delta: the bundle it was made against, checked for what the delta expects."""
+    ``base``, for a delta: the bundle it was made against, checked for what the delta expects.
+    ``key``: the public key every image's signature must verify with."""
     with open_bundle(path) as root, open_base(base) if base else nullcontext() as base_root:
-        return verify_layout(root, platforms, label=path, base=base_root, base_label=base)
+        return verify_layout(root, platforms, label=path, base=base_root, base_label=base, key=key)
 
 
 def verify_layout(
@@ -116,11 +125,13 @@ def verify_layout(
     *,
     base: Path | None = None,
     base_label: Path | None = None,
+    key: sign.PublicKey | None = None,
 ) -> VerifyReport:
     """Verify the layout at ``root``; ``base`` is the layout of a delta's base."""
     verifier = _Verifier(root, label or root)
     if base is not None:
         verifier.base_root, verifier.base_label = base, base_label or base
+    verifier.key = key
     return verifier.run(platforms)
 
 
@@ -156,6 +167,7 @@ class _Verifier:
         self.from_base: dict[str, int] = {}
         self.base_root: Path | None = None
         self.base_label: Path | None = None
+        self.key: sign.PublicKey | None = None
 
     # --- entry ------------------------------------------------------------------------------
     def run(self, platforms: list[str] | None) -> VerifyReport:
@@ -177,6 +189,7 @@ class _Verifier:
         except ValueError as exc:
             raise BadInput(str(exc)) from None
         found = {ref: self._walk_image(ref, top) for ref, top in images}
+        signatures = self._walk_signatures(inventory or {})
         self._emit_blob_results()
         self._check_platforms(found, wanted)
         if inventory is not None:
@@ -184,6 +197,8 @@ class _Verifier:
         self._check_sums()
         if self.base_root is not None:
             self._check_base()
+        if self.key is not None:
+            self._check_signatures(found, signatures, (inventory or {}).get("signing"))
         report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
         report.results = self.results
         report.base, report.from_base = self.base, self.from_base
@@ -380,6 +395,60 @@ class _Verifier:
             self._add("blob", top.digest, Status.INVALID, str(exc), image=ref, digest=top.digest)
             return top, have, None
         return top, have | set(graph.platforms), graph if intact else None
+
+    # --- signatures --------------------------------------------------------------------------
+    def _walk_signatures(self, inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
+        """Check every blob of the signature images the inventory names; image ref → the
+        signature manifest, for those whose blobs are all intact."""
+        try:
+            named = inventory_signatures(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} signatures", Status.INVALID, str(exc), file=file)
+            return {}
+        return {ref: desc for ref, desc in named.items() if self._walk_signature(ref, desc)}
+
+    def _walk_signature(self, ref: str, desc: layout.Descriptor) -> bool:
+        checked = []
+
+        def accept(d: layout.Descriptor, kind: str | None, platform: str | None) -> bool:
+            checked.append(self._check_blob(d, "signature", ref, None))
+            return checked[-1]
+
+        try:
+            layout.walk_image(desc, self._read_blob_bytes, f"signature of {ref}", accept)
+        except (BundleError, AttributeError, TypeError) as exc:
+            self._add("blob", desc.digest, Status.INVALID, str(exc), image=ref)
+            return False
+        return all(checked)
+
+    def _check_signatures(
+        self, found: dict[str, _Walked], signatures: dict[str, layout.Descriptor], signing: Any
+    ) -> None:
+        """Each image's signature, under ``self.key``: one result per image."""
+        assert self.key is not None
+        named_key = signing.get("public_key") if isinstance(signing, dict) else None
+        for ref, (top, _platforms, _graph) in found.items():
+            desc = signatures.get(ref)
+            if desc is None:
+                status, detail = Status.MISSING, "the bundle holds no intact signature of it"
+            else:
+                problem = self._signature_problem(ref, top, desc)
+                status = Status.OK if problem is None else Status.INVALID
+                detail = problem or ""
+                if problem and problem.startswith("not signed by") and named_key:
+                    detail += f" (inventory.json names the key {named_key})"
+            self._add("signature", short_ref(ref), status, detail, image=ref, digest=top.digest)
+
+    def _signature_problem(
+        self, ref: str, top: layout.Descriptor, signature: layout.Descriptor
+    ) -> str | None:
+        manifest = self._read_blob_bytes(signature.digest)
+        reference = sign.docker_reference(ref)
+        try:
+            return sign.problem(manifest, self._read_blob_bytes, self.key, reference, top.digest)
+        except BundleError as exc:  # intact blobs, but not a signature image
+            return str(exc)
 
     def _emit_blob_results(self) -> None:
         for digest, status in self.blob_status.items():

@@ -23,6 +23,9 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+# cosign's signature image: one layer per signature, the simple-signing payload itself.
+COSIGN_SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
@@ -33,6 +36,7 @@ ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 ANNOTATION_REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_TYPE_ATTESTATION = "attestation-manifest"
 UNKNOWN_PLATFORM = "unknown/unknown"
+ANNOTATION_COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"  # base64 of the DER signature
 
 # --- file names --------------------------------------------------------------------------------
 LAYOUT_FILE = "oci-layout"
@@ -86,6 +90,13 @@ def blob_relpath(digest: str) -> str:
 
 def blob_path(root: Path, digest: str) -> Path:
     return root / blob_relpath(digest)
+
+
+def write_blob(root: Path, data: bytes) -> str:
+    """Store ``data`` as a blob of the layout at ``root``; its digest."""
+    digest = digest_bytes(data)
+    blob_path(root, digest).write_bytes(data)
+    return digest
 
 
 # --- platforms ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The part of the OCI distribution API that a bundle push and a release read-back need, over
 httpx (see pipeline/bundle/push.py for why no registry library): ping, blob HEAD, blob upload
 (cross-repository mount, else one streamed monolithic PUT), manifest PUT of exact bytes with
-any media type, manifest GET.
+any media type, manifest GET, and GET of a small blob (a signature's payload).
 
 Auth follows the registry's challenge: Basic, or Bearer tokens from the realm it names (Harbor,
 registry:2 with token auth), scoped per repository and refreshed on a 401. Transport errors,
@@ -221,6 +221,20 @@ class RegistryClient:
         if response.status_code != 200:
             self._fail(response, f"get manifest {reference} of {repository}")
         return response.content, response.headers.get("Content-Type", "")
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A small blob (a signature's payload), checked against its digest."""
+        response = self._retrying(
+            f"get blob {digest} of {repository}",
+            lambda: self._send(
+                "GET", f"/v2/{repository}/blobs/{digest}", repository, follow_redirects=True
+            ),
+        )
+        if response.status_code != 200:
+            self._fail(response, f"get blob {digest} of {repository}")
+        if layout.digest_bytes(response.content) != digest:
+            raise BundleError(f"registry {self.host}: blob {digest} of {repository} is corrupt")
+        return response.content
 
     # --- plumbing -----------------------------------------------------------------------------
     def may_push(self, repository: str) -> bool | None:

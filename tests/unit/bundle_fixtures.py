@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bundle import BundleImage
+from pipeline.bundle.create import inventory_entry
+from pipeline.oci import layout
 from pipeline.oci.layout import OCI_INDEX, OCI_MANIFEST
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -226,3 +228,31 @@ def link(name: str, target: str, hard: bool = False) -> tarfile.TarInfo:
     info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
     info.linkname = target
     return info
+
+
+def tamper_index(bundle: Path, top: str) -> str:
+    """Tamper with an image of a bundle as a careful attacker would: its index changed and
+    stored under its new digest, with index.json, inventory.json and SHA256SUMS all made to
+    agree (only a signature can tell). Returns the new digest."""
+    index = json.loads(layout.blob_path(bundle, top).read_bytes())
+    index["annotations"] = {"evil": "yes"}
+    data = json.dumps(index).encode()
+    new = layout.write_blob(bundle, data)
+    layout.blob_path(bundle, top).unlink()
+    doc = json.loads((bundle / layout.INDEX_FILE).read_bytes())
+    entry = next(m for m in doc["manifests"] if m["digest"] == top)
+    entry |= {"digest": new, "size": len(data)}
+    (bundle / layout.INDEX_FILE).write_bytes(layout.dumps(doc))
+    inventory = json.loads((bundle / layout.INVENTORY_FILE).read_bytes())
+    image = next(e for e in inventory["images"] if e["digest"] == top)
+    graph = layout.walk_image(
+        layout.Descriptor.parse(entry, layout.INDEX_FILE),
+        lambda d: layout.blob_path(bundle, d).read_bytes(),
+        "tampered",
+    )
+    image |= inventory_entry(image["name"], image["ref"], image["tag"], graph)
+    (bundle / layout.INVENTORY_FILE).write_bytes(layout.dumps(inventory))
+    files = [f for f in layout.iter_files(bundle) if f != layout.CHECKSUMS_FILE]
+    sums = [f"{layout.split_digest(layout.hash_file(bundle / f)[0])[1]}  {f}\n" for f in files]
+    (bundle / layout.CHECKSUMS_FILE).write_text("".join(sums))
+    return new

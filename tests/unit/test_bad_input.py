@@ -174,6 +174,18 @@ BAD_INPUT = {
     "bundle: --since not a bundle": (
         None, ["bundle", "create", "--since", "{tmp}"], "is not a bundle: it has no inventory.json",
     ),
+    "bundle: --sign-key given as the key": (
+        None, ["bundle", "create", "--sign-key", "MHcCAQEEIFd7AAJ"],
+        "error: --sign-key takes env:VAR or file:PATH, never the key itself",
+    ),
+    "bundle: --sign-key not a key": (
+        None, ["bundle", "create", "--sign-key", f"file:{MINI_MATRIX / 'README.md'}"],
+        "README.md: not a PEM private key",
+    ),
+    "bundle: --sign-key variable unset": (
+        None, ["bundle", "create", "--sign-key", "env:NO_SUCH_SIGN_KEY"],
+        "error: --sign-key env:NO_SUCH_SIGN_KEY: the variable is not set",
+    ),
 }  # fmt: skip
 
 
