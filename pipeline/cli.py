@@ -158,6 +158,7 @@ def release(
     ca_cert: flags.CaCert = None,
     plain_http: flags.PlainHttp = False,
     report_json: ReportJson = None,
+    sign_key: flags.SignKey = None,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
     from pipeline.publish import RegistryAccess
@@ -177,6 +178,7 @@ def release(
         password=login.password,
         ca_cert=login.ca_cert,
         plain_http=login.plain_http,
+        sign_key=read_sign_key(sign_key, os.environ) if sign_key is not None else None,
     )
     report = run_core(release_core, the_plan, host.checkout(source, the_plan.ssh_key_dir), access)
     host.write_report(report, report_json, os.environ)
@@ -244,8 +246,7 @@ def bundle_create(
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
     result = run_core(
-        # sign_key only when given, until export_bundle takes it (it passes it to create_bundle)
-        functools.partial(export_bundle, since=since, **({"sign_key": key} if key else {})),
+        functools.partial(export_bundle, since=since, sign_key=key),
         the_plan,
         host.checkout(source, the_plan.ssh_key_dir),
         output,

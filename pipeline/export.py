@@ -25,6 +25,7 @@ from pipeline.events import Events
 from pipeline.plan import Plan
 from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
+from pipeline.sign import SigningKey
 
 # Where the tarballs go: a host folder (CLI), the function's result (`dagger call`).
 Deliver = Callable[[dagger.Directory], Awaitable[None]]
@@ -56,9 +57,11 @@ async def export_bundle(
     events: Events,
     connect: engine.Connect = engine.session,
     since: Path | None = None,
+    sign_key: SigningKey | None = None,
 ) -> CreateResult:
     """The release as one OCI layout at `output` (and its archive); nothing there unless whole.
-    With `since` (a previous bundle or its inventory.json), a delta of it."""
+    With `since` (a previous bundle or its inventory.json), a delta of it; with `sign_key`,
+    every image signed."""
     refuse_needs(plan)
     check_archive_format(archive)
     if since is not None:
@@ -78,7 +81,9 @@ async def export_bundle(
                     )
                 with events.step(f"writing the bundle at {output}"):
                     images = bundle_images(plan, scratch)
-                    return create_bundle(output, images, plan.platforms, archive, since=since)
+                    return create_bundle(
+                        output, images, plan.platforms, archive, since=since, sign_key=sign_key
+                    )
     report = finished(report, plan, log, plan.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))
 

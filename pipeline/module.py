@@ -31,6 +31,7 @@ from pipeline.prepare import new_key_pair
 from pipeline.publish import RegistryAccess
 from pipeline.release import release as release_core
 from pipeline.settings import door_overrides
+from pipeline.sign import SigningKey, load_private_key
 
 # The files discovery and planning read; everything else stays in the engine.
 LAYOUT_FILES = [
@@ -64,6 +65,16 @@ SshKey = Annotated[
     Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
         "(default: a pair made once and kept on the engine)"),
 ]  # fmt: skip
+SignKey = Annotated[
+    dagger.Secret | None,
+    Doc("PEM EC P-256 private key that signs each image index (cosign's format), e.g. env:VAR"),
+]
+
+
+async def signing_key(secret: dagger.Secret | None) -> SigningKey | None:
+    if secret is None:
+        return None
+    return load_private_key((await secret.plaintext()).encode(), "--sign-key")
 
 
 def events() -> Events:
@@ -172,6 +183,7 @@ class AiInfraMatrix:
         password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
         ssh_key: SshKey = None,
+        sign_key: SignKey = None,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
@@ -183,6 +195,7 @@ class AiInfraMatrix:
             username=username,
             password=await password.plaintext() if password else None,
             through_engine=True,
+            sign_key=await signing_key(sign_key),
         )
         report = await release_core(
             the_plan, self._checkout(ssh_key), access, events(), connect=engine.joined
@@ -230,6 +243,7 @@ class AiInfraMatrix:
             dagger.File | None,
             Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
         ] = None,
+        sign_key: SignKey = None,
     ) -> dagger.Directory:
         """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
 
@@ -251,6 +265,7 @@ class AiInfraMatrix:
             events(),
             connect=engine.joined,
             since=previous,
+            sign_key=await signing_key(sign_key),
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

@@ -21,6 +21,7 @@ import dagger
 import httpx
 from dagger import dag
 
+from pipeline import sign
 from pipeline.build import Built
 from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
@@ -30,6 +31,7 @@ from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
 from pipeline.plan import ImagePlan, Plan
 from pipeline.settings import PUBLISH_TIMEOUT
+from pipeline.sign import SigningKey
 
 # Asking about push rights may not hold up a release: a registry that is slow to answer now
 # is the push's business (its own retries and timeout).
@@ -64,6 +66,8 @@ class RegistryAccess:
     tries: int = PUBLISH_TRIES
     backoff: float = PUBLISH_BACKOFF
     secret: dagger.Secret | None = field(default=None, repr=False)
+    # Sign each published index (cosign's format) with our own client, after its read-back.
+    sign_key: SigningKey | None = field(default=None, repr=False)
 
     def client(self, host: str, **options: Any) -> RegistryClient:
         """Our own client of the registry with this login (read-back, rights check)."""
@@ -89,6 +93,7 @@ class Published:
     # Every platform the registry's index holds; its manifest when read through the API.
     platforms: dict[str, layout.PlatformManifest | None] = field(default_factory=dict)
     error: str | None = None
+    signature: str | None = None  # the digest of its signature manifest, when signed
 
 
 async def publish_image(
@@ -116,8 +121,28 @@ async def publish_image(
         return Published(image, digest=digest, error=f"read-back failed: {err}")
     expected = {b.platform for b in builds}
     missing = sorted(expected - set(platforms))
-    error = f"registry index lacks {', '.join(missing)}" if missing else None
-    return Published(image, digest=digest, platforms=platforms, error=error)
+    if missing:
+        error = f"registry index lacks {', '.join(missing)}"
+        return Published(image, digest=digest, platforms=platforms, error=error)
+    published = Published(image, digest=digest, platforms=platforms)
+    if access.sign_key is not None:
+        try:
+            published.signature = await anyio.to_thread.run_sync(
+                sign_index, image.ref, digest, access
+            )
+        except PipelineError as err:
+            published.error = f"published, but its signature was not: {err}"
+    return published
+
+
+def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:
+    """Push the signature of the index `digest` beside it (the `sha256-<hex>.sig` tag)."""
+    assert access.sign_key is not None
+    reference = parse_tagged(ref)
+    with access.client(reference.registry) as client:
+        return sign.push_signature(
+            client, reference.path, sign.docker_reference(ref), digest, access.sign_key
+        )
 
 
 async def push(

@@ -43,6 +43,7 @@ class ImageRow:
     digest: str | None = None
     error: str | None = None
     platforms: list[PlatformRow] = field(default_factory=list)
+    signature: str | None = None  # its signature manifest's digest (release --sign-key)
 
 
 @dataclass
@@ -95,7 +96,8 @@ class Report:
         published = [i for i in self.images if i.status == Status.PUBLISHED and i.digest]
         if published:
             lines += ["", "Published indexes (pin these):", ""]
-            lines += [f"- `{i.ref}@{i.digest}`" for i in published]
+            lines += [f"- `{i.ref}@{i.digest}`" + (" (signed)" if i.signature else "")
+                      for i in published]  # fmt: skip
         failed = [i for i in self.images if i.status == Status.FAILED]
         for image in failed:
             lines += ["", f"### {image.image} failed", ""]
@@ -141,7 +143,11 @@ def image_row(
     built_all = all(b.ok for b in builds)
     row = ImageRow(image=image.image, ref=image.ref, status=Status.FAILED)
     if published is not None:
-        row.digest, row.error = published.digest, published.error
+        row.digest, row.error, row.signature = (
+            published.digest,
+            published.error,
+            published.signature,
+        )
     row.platforms = [platform_row(b, published, exported) for b in builds]
     if built_all and exported:
         row.status = Status.EXPORTED

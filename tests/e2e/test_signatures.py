@@ -7,6 +7,7 @@ No engine: the images are small OCI layouts made in Python and pushed with our o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,26 @@ def test_bundle_verify_key_names_each_image_that_fails(keys, lab: Lab, unique, t
         f"missing: signature {name}: the bundle holds no intact signature of it"
         for name in ("ai-infra-backend", "ai-infra-frontend")
     ]
+
+
+def test_release_signs_every_index_it_publishes(cosign, keys, lab: Lab, unique, tmp_path):
+    """`release --sign-key`: cosign verifies each published index; the report says signed."""
+    project = f"sig-{unique}"
+    report_path = tmp_path / "report.json"
+    result = run_cli(
+        "release", "--source", str(ROOT / "examples" / "mini-matrix"),
+        "--registry", f"{lab.registry}/{project}", "--plain-http",
+        "--components", "gateway,backend", "--tag", f"s-{unique}",
+        "--sign-key", f"file:{keys['key']}", "--report-json", str(report_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert {row["status"] for row in report["images"]} == {"published"}
+    for row in report["images"]:
+        assert row["signature"], row
+        pinned = f"{row['ref'].rsplit(':', 1)[0]}@{row['digest']}"
+        assert f"`{row['ref']}@{row['digest']}` (signed)" in result.stdout
+        verified = cosign_verify(cosign, keys["key.pub"], pinned)
+        assert verified.returncode == 0, verified.stderr
+        assert f'"docker-manifest-digest":"{row["digest"]}"' in verified.stdout
+    assert keys["key"].read_text().splitlines()[1] not in result.stdout + result.stderr
