@@ -31,6 +31,7 @@ class Built:
     seconds: float
     container: dagger.Container | None = None
     error: str | None = None  # tail of the build log when it failed
+    engine: str | None = None  # the engine that built it, when the run has several
 
     @property
     def ok(self) -> bool:
@@ -47,15 +48,15 @@ def build_context(source: dagger.Directory) -> dagger.Directory:
 
 
 async def prepared_context(
-    plan: Plan, checkout: engine.Checkout, events: Events
+    plan: Plan, checkout: engine.Checkout, events: Events, client: dagger.Client
 ) -> dagger.Directory:
-    """The checkout with the prepare step's files in it (plan.generated)."""
-    context = build_context(checkout.directory())
+    """The checkout, as `client`'s engine reads it, with the prepare step's files in it."""
+    context = build_context(checkout.directory(client))
     for made in plan.generated:
         if made.text is not None:
             context = context.with_new_file(made.path, made.text)
     if any(made.text is None for made in plan.generated):
-        context = context.with_directory(SSH_KEY_DIR, await checkout.ssh_keys(events))
+        context = context.with_directory(SSH_KEY_DIR, await checkout.ssh_keys(events, client))
     return context
 
 
@@ -105,11 +106,13 @@ async def build_one(
     return Built(image, platform, time.monotonic() - started, container=container)
 
 
-def engine_builder(context: dagger.Directory, native: str) -> BuildOne:
+def engine_builder(context: dagger.Directory, native: str, label: str | None = None) -> BuildOne:
     """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's."""
 
     async def build(image: ImagePlan, platform: str) -> Built:
-        return await build_one(context, image, platform, native)
+        built = await build_one(context, image, platform, native)
+        built.engine = label
+        return built
 
     return build
 

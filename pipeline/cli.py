@@ -59,6 +59,16 @@ Components = Annotated[
     str | None,
     typer.Option("--components", help="Comma list of names to keep (env PIPELINE_COMPONENTS)."),
 ]
+Engines = Annotated[
+    str | None,
+    typer.Option(
+        "--engines",
+        metavar="PLATFORM=ADDRESS,...",
+        help="The Dagger engine that builds each platform, e.g. "
+        "linux/arm64=tcp://arm-builder:1234; others use the default engine "
+        "(env PIPELINE_ENGINES).",
+    ),
+]
 
 
 def _print_version(wanted: bool) -> None:
@@ -96,9 +106,11 @@ def _resolve(
     registry: str | None,
     platforms: str | None,
     components: str | None,
+    engines: str | None = None,
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
-    return resolve_plan(source, os.environ, door_overrides(tag, registry, platforms, components))
+    overrides = door_overrides(tag, registry, platforms, components, engines)
+    return resolve_plan(source, os.environ, overrides)
 
 
 # The settings no option sets, said in the --help of the commands they act on.
@@ -124,10 +136,11 @@ def plan(
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
+    engines: Engines = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show what would be built, from which Dockerfile, under which reference."""
-    the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components, engines)
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
     else:
@@ -152,6 +165,7 @@ def release(
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
+    engines: Engines = None,
     username: flags.Username = None,
     password: flags.Password = None,
     password_stdin: flags.PasswordStdin = False,
@@ -164,7 +178,7 @@ def release(
     from pipeline.publish import RegistryAccess
     from pipeline.release import release as release_core
 
-    the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components, engines)
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
@@ -195,11 +209,12 @@ def export_cmd(
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
+    engines: Engines = None,
 ) -> None:
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
     from pipeline.export import export_images
 
-    the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components, engines)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     report = run_core(
@@ -220,6 +235,7 @@ def bundle_create(
     registry: Registry = None,
     platforms: Platforms = None,
     components: Components = None,
+    engines: Engines = None,
     archive: Annotated[
         str | None, typer.Option("--archive", help="Also write an archive: tar or tar.zst.")
     ] = None,
@@ -241,7 +257,7 @@ def bundle_create(
     if since is not None:
         read_base(since)  # a wrong --since ends here, not after every build
     key = read_sign_key(sign_key, os.environ) if sign_key is not None else None
-    the_plan = _resolve(source, tag, registry, platforms, components)
+    the_plan = _resolve(source, tag, registry, platforms, components, engines)
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")

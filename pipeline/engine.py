@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,11 +49,12 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[EngineLog]]
 @dataclass(frozen=True)
 class Checkout:
     """What a door hands the core, both reached from inside the session (a host directory
-    can only be named once connected): the checkout, and the folder holding the SSH key pair
-    the prepare step generates (`id_rsa`, `id_rsa.pub`), made there once and then kept."""
+    can only be named once connected), through the client of the engine that reads it: the
+    checkout, and the folder holding the SSH key pair the prepare step generates (`id_rsa`,
+    `id_rsa.pub`), made there once and then kept."""
 
-    directory: Callable[[], dagger.Directory]
-    ssh_keys: Callable[[Events], Awaitable[dagger.Directory]]
+    directory: Callable[[dagger.Client], dagger.Directory]
+    ssh_keys: Callable[[Events, dagger.Client], Awaitable[dagger.Directory]]
 
 
 @contextlib.asynccontextmanager
@@ -90,6 +91,44 @@ async def session() -> AsyncIterator[EngineLog]:
             log.text = file.read()
     if watch.gone:
         raise EngineGone(watch.message())
+
+
+@contextlib.asynccontextmanager
+async def foreign(address: str) -> AsyncIterator[tuple[dagger.Client, EngineLog]]:
+    """A client of another engine than the session's (PIPELINE_ENGINES), with its own log.
+
+    The SDK's CLI reads the engine's address from its environment only, so the variable is
+    set while that CLI starts; the run opens its engines one after another, before any build.
+    """
+    check_runner_host({RUNNER_HOST: address})
+    log = EngineLog()
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as file:
+        connection = dagger.Connection(dagger.Config(log_output=file))
+        try:
+            with _runner_host(address):
+                client = await connection.__aenter__()
+        except dagger.DaggerError as err:
+            raise EngineUnavailable(f"cannot reach the Dagger engine at {address}: {err}") from None
+        try:
+            yield client, log
+        finally:
+            with contextlib.suppress(dagger.DaggerError, OSError):
+                await connection.close()
+            file.seek(0)
+            log.text = file.read()
+
+
+@contextlib.contextmanager
+def _runner_host(address: str) -> Iterator[None]:
+    saved = os.environ.get(RUNNER_HOST)
+    os.environ[RUNNER_HOST] = address
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[RUNNER_HOST]
+        else:
+            os.environ[RUNNER_HOST] = saved
 
 
 @contextlib.asynccontextmanager
@@ -185,9 +224,9 @@ def check_runner_host(env: Mapping[str, str]) -> None:
         raise EngineUnavailable(f"cannot reach the Dagger engine at {host} ({reason})") from None
 
 
-async def native_platform() -> str:
+async def native_platform(client: dagger.Client = dag) -> str:
     """The engine's own platform: where build stages marked $BUILDPLATFORM should run."""
-    return str(await dag.default_platform())
+    return str(await client.default_platform())
 
 
 def build_platform_args(native: str) -> dict[str, str]:
@@ -212,11 +251,11 @@ CPU_PROBE_IMAGE = "busybox:1.36"
 FALLBACK_CONCURRENCY = 4
 
 
-async def default_concurrency(events: Events) -> int:
+async def default_concurrency(events: Events, client: dagger.Client = dag) -> int:
     """Builds at once when PIPELINE_CONCURRENCY is unset: the engine's CPU count (not this
     host's: the engine may be remote), at least 2, since builds also wait on pulls."""
     try:
-        found = await dag.container().from_(CPU_PROBE_IMAGE).with_exec(["nproc"]).stdout()
+        found = await client.container().from_(CPU_PROBE_IMAGE).with_exec(["nproc"]).stdout()
         return max(2, int(found.strip()))
     except (dagger.DaggerError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]

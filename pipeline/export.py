@@ -7,21 +7,26 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import dagger
 from dagger import dag
 
-from pipeline import engine
+from pipeline import engine, fleet
 from pipeline.build import Built
 from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
 from pipeline.bundle.delta import read_base
+from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.events import Events
+from pipeline.oci import layout
 from pipeline.plan import Plan
 from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
@@ -40,13 +45,18 @@ async def export_images(
 ) -> Report:
     """`<image>.tar` for every fully built image and, when all built, `dependencies/*.tar`."""
     refuse_needs(plan)
-    async with connect() as log:
-        builds, report = await build_images(plan, checkout, events)
-        tarballs = image_tarballs(plan, builds)
-        if report.ok:
-            tarballs = tarballs.with_directory("dependencies", dependency_tarballs(plan))
-        await deliver(tarballs)
-    return finished(report, plan, log, plan.secrets)
+    async with connect() as log, fleet.fleet(plan, events) as engines:
+        builds, report = await build_images(plan, checkout, events, engines)
+        if plan.engines:
+            with tempfile.TemporaryDirectory(prefix="export-") as scratch:
+                await stitched_tarballs(plan, builds, engines, Path(scratch), report.ok)
+                await deliver(dag.host().directory(scratch))
+        else:
+            tarballs = image_tarballs(plan, builds)
+            if report.ok:
+                tarballs = tarballs.with_directory("dependencies", dependency_tarballs(plan))
+            await deliver(tarballs)
+    return finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
 
 
 async def export_bundle(
@@ -68,23 +78,26 @@ async def export_bundle(
         read_base(since)  # before the builds: a wrong one is bad input
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
-    async with connect() as log:
-        builds, report = await build_images(plan, checkout, events)
+    async with connect() as log, fleet.fleet(plan, events) as engines:
+        builds, report = await build_images(plan, checkout, events, engines)
         if report.ok:
             output.parent.mkdir(parents=True, exist_ok=True)
             with scratch_beside(output) as scratch:
                 with events.step("exporting images from the engine"):
-                    await (
-                        image_tarballs(plan, builds)
-                        .with_directory("dependencies", dependency_tarballs(plan))
-                        .export(str(scratch))
-                    )
+                    if plan.engines:
+                        await stitched_tarballs(plan, builds, engines, scratch, True)
+                    else:
+                        await (
+                            image_tarballs(plan, builds)
+                            .with_directory("dependencies", dependency_tarballs(plan))
+                            .export(str(scratch))
+                        )
                 with events.step(f"writing the bundle at {output}"):
                     images = bundle_images(plan, scratch)
                     return create_bundle(
                         output, images, plan.platforms, archive, since=since, sign_key=sign_key
                     )
-    report = finished(report, plan, log, plan.secrets)
+    report = finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))
 
 
@@ -100,10 +113,10 @@ def refuse_needs(plan: Plan) -> None:
 
 
 async def build_images(
-    plan: Plan, checkout: engine.Checkout, events: Events
+    plan: Plan, checkout: engine.Checkout, events: Events, engines: list[fleet.Engine]
 ) -> tuple[dict[str, list[Built]], Report]:
     started = time.monotonic()
-    steps = await engine_steps(plan, checkout, events)
+    steps = await engine_steps(plan, checkout, events, engines)
     builds = await build_in_waves(plan, steps, events, published={})
     report = new_report(plan, steps.concurrency, time.monotonic() - started)
     for image in plan.components:
@@ -120,6 +133,70 @@ def image_tarballs(plan: Plan, builds: dict[str, list[Built]]) -> dagger.Directo
             tarball = dag.container().as_tarball(platform_variants=variants)
             out = out.with_file(f"{image.image}.tar", tarball)
     return out
+
+
+async def stitched_tarballs(
+    plan: Plan,
+    builds: dict[str, list[Built]],
+    engines: list[fleet.Engine],
+    scratch: Path,
+    with_dependencies: bool,
+) -> None:
+    """Several engines: each writes its platforms of every fully built image (all engines at
+    once), and each image's layout is joined here under one index: scratch/<image>.tar, as
+    `image_tarballs` would have made it. Dependencies come from the session's engine."""
+    parts = scratch / ".parts"
+    done = [i for i in plan.components if all(b.ok for b in builds[i.image])]
+
+    async def export_part(built: Built) -> None:
+        assert built.container is not None
+        slug = built.platform.replace("/", "-")
+        await built.container.export(str(parts / built.image.image / f"{slug}.tar"))
+
+    async with anyio.create_task_group() as group:
+        for image in done:
+            for built in builds[image.image]:
+                group.start_soon(export_part, built)
+        if with_dependencies:
+            group.start_soon(dependency_tarballs(plan).export, str(scratch / "dependencies"))
+    for image in done:
+        joined = parts / image.image / "layout"
+        stitch(sorted((parts / image.image).glob("*.tar")), joined, f"image {image.image}")
+        with tarfile.open(scratch / f"{image.image}.tar", "w") as tar:
+            for path in sorted(joined.rglob("*")):
+                if path.is_file():
+                    tar.add(path, arcname=str(path.relative_to(joined)))
+    shutil.rmtree(parts)
+
+
+def stitch(parts: list[Path], dest: Path, where: str) -> None:
+    """One OCI layout at `dest` from single-platform ones (one per engine), with an image
+    index of their manifests written here; no blob is re-encoded, so digests stay."""
+    layout.blob_path(dest, layout.digest_bytes(b"")).parent.mkdir(parents=True)
+    manifests = []
+    for part in parts:
+        with open_source(part) as src:
+            entries = layout.loads(src.read(layout.INDEX_FILE), f"{part}: index.json")["manifests"]
+            top = layout.Descriptor.parse(entries[0], f"{part}: index.json")
+            read = lambda digest: src.read(layout.blob_relpath(digest))  # noqa: E731
+            graph = layout.walk_image(top, read, f"{where} ({part.name})")
+            for platform, manifest in graph.platforms.items():
+                manifests.append(replace(manifest.descriptor, platform=platform))
+                for blob in [manifest.descriptor, *manifest.blobs]:
+                    target = layout.blob_path(dest, blob.digest)
+                    if not target.exists():
+                        copy_blob(src, blob, target)
+    index = layout.image_index(manifests)
+    top = {
+        "mediaType": layout.OCI_INDEX,
+        "digest": layout.write_blob(dest, index),
+        "size": len(index),
+    }
+    (dest / layout.LAYOUT_FILE).write_bytes(
+        layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})
+    )
+    index_file = {"schemaVersion": 2, "mediaType": layout.OCI_INDEX, "manifests": [top]}
+    (dest / layout.INDEX_FILE).write_bytes(layout.dumps(index_file))
 
 
 def dependency_tarballs(plan: Plan) -> dagger.Directory:

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dagger
-from dagger import dag
 
 from pipeline import engine
 from pipeline.errors import BadInput
@@ -31,7 +30,9 @@ def checkout(path: Path, ssh_key_dir: str | None = None) -> engine.Checkout:
     """The checkout as the engine sees it, and the SSH key pair kept on this host."""
     keys = Path(ssh_key_dir).expanduser() if ssh_key_dir else DEFAULT_SSH_KEY_DIR.expanduser()
     return engine.Checkout(
-        directory=lambda: dag.host().directory(str(path.resolve()), exclude=SOURCE_EXCLUDES),
+        directory=lambda client: client.host().directory(
+            str(path.resolve()), exclude=SOURCE_EXCLUDES
+        ),
         ssh_keys=ssh_key_store(keys),
     )
 
@@ -39,11 +40,11 @@ def checkout(path: Path, ssh_key_dir: str | None = None) -> engine.Checkout:
 def ssh_key_store(folder: Path):
     """The key pair in `folder`, made there the first time (and said so)."""
 
-    async def keys(events: Events) -> dagger.Directory:
+    async def keys(events: Events, client: dagger.Client) -> dagger.Directory:
         if ensure_key_pair(folder):
             events.note(f"made a new SSH key pair in {folder}; later releases use it "
                         "(PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
-        return dag.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
+        return client.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
 
     return keys
 

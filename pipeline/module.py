@@ -23,7 +23,7 @@ from dagger import DefaultPath, Doc, dag, field, function, object_type
 from pipeline import engine
 from pipeline.build import build_context
 from pipeline.engine import CPU_PROBE_IMAGE
-from pipeline.errors import BuildFailed, PipelineError
+from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
 from pipeline.export import export_bundle, export_images
 from pipeline.plan import Plan, resolve_plan
@@ -85,7 +85,7 @@ def events() -> Events:
 SSH_KEY_VOLUME = "ai-infra-matrix-ssh-key"
 
 
-async def engine_ssh_keys(events: Events) -> dagger.Directory:
+async def engine_ssh_keys(events: Events, _client: dagger.Client) -> dagger.Directory:
     """The engine's kept key pair; a new one (made here, offered every time) the first time."""
     fresh = Path(tempfile.mkdtemp(prefix="ssh-key-", dir="."))
     private, public = new_key_pair()
@@ -141,10 +141,10 @@ class AiInfraMatrix:
         keys = engine_ssh_keys
         if ssh_key is not None:
 
-            async def keys(_events: Events) -> dagger.Directory:
+            async def keys(_events: Events, _client: dagger.Client) -> dagger.Directory:
                 return ssh_key
 
-        return engine.Checkout(directory=lambda: self.source, ssh_keys=keys)
+        return engine.Checkout(directory=lambda _client: self.source, ssh_keys=keys)
 
     async def _plan(
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
@@ -156,7 +156,13 @@ class AiInfraMatrix:
         # What the build context holds, for the COPY check (the copy has only the above).
         present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
         overrides = door_overrides(tag, registry, platforms, components)
-        return resolve_plan(copy, {}, overrides, present)
+        the_plan = resolve_plan(copy, {}, overrides, present)
+        if the_plan.engines:  # a module runs in the one engine `dagger call` started
+            raise BadInput(
+                "PIPELINE_ENGINES (.env): several engines are for the CLI door "
+                "(python -m pipeline release --engines ...); dagger call builds on its own engine"
+            )
+        return the_plan
 
     @function
     @one_line_errors

@@ -85,6 +85,7 @@ class Plan:
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     generated: tuple[Generated, ...] = ()  # the prepare step's files
     ssh_key_dir: str | None = None
+    engines: Mapping[str, str] = field(default_factory=dict)  # platform -> its engine's address
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -92,6 +93,7 @@ class Plan:
             "tag": self.tag,
             "platforms": list(self.platforms),
             "registry": self.registry,
+            "engines": dict(self.engines),
             "components": [
                 {
                     "name": c.name,
@@ -161,6 +163,7 @@ def make_plan(
         secrets=settings.secret_values,
         generated=tuple(generated),
         ssh_key_dir=settings.ssh_key_dir,
+        engines=dict(settings.engines),
     )
 
 

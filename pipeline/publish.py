@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ _TRANSIENT = re.compile(
     r"connection refused|connection reset|broken pipe|i/o timeout|deadline exceeded|"
     r"\bEOF\b|TLS handshake timeout|no route to host|: (5\d\d|429|400) [A-Z]"
 )
+# What a manifest pushed by digest is named with before it exists: BuildKit's push replaces
+# the digest with the real one and PUTs the manifest under it alone, no tag (checked at 0.18.10).
+UNKNOWN_DIGEST = "sha256:" + "0" * 64
 _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
 
 
@@ -80,9 +84,10 @@ class RegistryAccess:
             **options,
         )
 
-    def in_session(self, timeout: float) -> RegistryAccess:
-        """For this run, inside its engine session: the password as its secret."""
-        secret = run_secret(self.password) if self.password else None
+    def in_session(self, timeout: float, client: dagger.Client = dag) -> RegistryAccess:
+        """For this run, inside its engine session: the password as its secret (of the engine
+        `client` reaches)."""
+        secret = run_secret(self.password, client) if self.password else None
         return replace(self, secret=secret, timeout=timeout)
 
 
@@ -110,7 +115,69 @@ async def publish_image(
                 await push(base, f"{image.ref}-{arch}", [built.container], access)
     except PublishFailed as err:
         return Published(image, error=str(err))
-    digest = address.rsplit("@", 1)[1]
+    return await checked(image, address.rsplit("@", 1)[1], builds, access)
+
+
+async def publish_stitched(
+    image: ImagePlan,
+    builds: list[Built],
+    access_of: Callable[[Built], RegistryAccess],
+    per_arch_tags: bool,
+) -> Published:
+    """Several engines (fleet.py): each pushes its platform's manifest by digest, with no
+    tag; the index that joins them is written here, pushed under the tag and read back."""
+    reference = parse_tagged(image.ref)
+    by_digest = f"{reference.registry}/{reference.path}@{UNKNOWN_DIGEST}"
+    manifests: dict[str, str] = {}
+    errors: list[str] = []
+
+    async def push_one(built: Built) -> None:
+        access = access_of(built)
+        base = authed(built.container, image.ref, access)
+        try:
+            address = await push(base, by_digest, [], access)
+        except PublishFailed as err:
+            errors.append(str(err))
+            return
+        manifests[built.platform] = address.rsplit("@", 1)[1]
+
+    async with anyio.create_task_group() as group:
+        for built in builds:
+            group.start_soon(push_one, built)
+    if errors:
+        return Published(image, error=errors[0])
+    access = access_of(builds[0])
+    ordered = {b.platform: manifests[b.platform] for b in builds}
+    try:
+        digest = await anyio.to_thread.run_sync(
+            put_index, image.ref, ordered, access, per_arch_tags
+        )
+    except PipelineError as err:
+        return Published(image, error=f"index not written: {err}")
+    return await checked(image, digest, builds, access)
+
+
+def put_index(
+    ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
+) -> str:
+    """Write the index of the platform manifests (platform -> digest) under the tag."""
+    reference = parse_tagged(ref)
+    descriptors = []
+    with access.client(reference.registry) as client:
+        for platform, digest in manifests.items():
+            body, media_type = client.get_manifest(reference.path, digest)
+            descriptors.append(layout.Descriptor(media_type, digest, len(body), platform))
+            if per_arch_tags:
+                arch = platform.split("/", 1)[1].replace("/", "")
+                client.put_manifest(reference.path, f"{reference.tag}-{arch}", media_type, body)
+        index = layout.image_index(descriptors)
+        return client.put_manifest(reference.path, reference.tag, layout.OCI_INDEX, index)
+
+
+async def checked(
+    image: ImagePlan, digest: str, builds: list[Built], access: RegistryAccess
+) -> Published:
+    """Read the pushed index back: every built platform must be there; then sign it."""
     try:
         if access.through_engine:
             platforms = await read_back_through_engine(image.ref, digest, builds, access)
@@ -222,7 +289,7 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
         )
 
 
-def run_secret(plaintext: str) -> dagger.Secret:
+def run_secret(plaintext: str, client: dagger.Client = dag) -> dagger.Secret:
     """The registry password as a secret of this run alone.
 
     At 0.18.10 a call's result is cached engine-wide by its ID, side effects included:
@@ -230,7 +297,7 @@ def run_secret(plaintext: str) -> dagger.Secret:
     time. A secret whose ID is the same in two runs (a fixed name, or `env:VAR` under
     `dagger call`) left the second of two concurrent runs with no credential (HTTP 401).
     """
-    return dag.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
+    return client.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
 
 
 def authed(container: dagger.Container, ref: str, access: RegistryAccess) -> dagger.Container:

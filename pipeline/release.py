@@ -14,26 +14,33 @@ from dataclasses import dataclass, replace
 import anyio
 import dagger
 
-from pipeline import engine, serve
+from pipeline import engine, fleet, serve
 from pipeline.build import BuildOne, Built, build_all, engine_builder, prepared_context
 from pipeline.dockerfile import declared_args, replace_image
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
 from pipeline.plan import ImagePlan, Plan, waves
-from pipeline.publish import Published, RegistryAccess, check_push_rights, publish_image
+from pipeline.publish import (
+    Published,
+    RegistryAccess,
+    check_push_rights,
+    publish_image,
+    publish_stitched,
+)
 from pipeline.report import Report, finished, image_row, new_report, published_so_far
 from pipeline.serve import FOREIGN_PLATFORM_ARGS, Served
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
-ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[Served]]
+# Start a built image as a build-time service: platform -> the service its builds reach.
+ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[dict[str, Served]]]
 
 
 @dataclass(frozen=True)
 class EngineSteps:
-    """What the orchestration asks of the engine; `publish` None: nothing leaves it (export)."""
+    """What the orchestration asks of the engines; `publish` None: nothing leaves them."""
 
     build: BuildOne
-    serve: ServeOne  # start a built image as a build-time service
+    serve: ServeOne
     concurrency: int
     publish: PublishOne | None = None
 
@@ -51,35 +58,73 @@ async def release(
     await anyio.to_thread.run_sync(check_push_rights, plan, access)
     published: dict[str, Published] = {}
     try:
-        async with connect() as log:
-            steps = await engine_steps(plan, checkout, events, access)
+        async with connect() as log, fleet.fleet(plan, events) as engines:
+            steps = await engine_steps(plan, checkout, events, engines, access)
             report = await publish_release(plan, steps, events, published)
     except engine.EngineGone as err:
         raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
     secrets = plan.secrets | ({access.password} if access.password else set())
-    return finished(report, plan, log, secrets)
+    return finished(report, plan, fleet.joined_log(log, engines), secrets)
 
 
 async def engine_steps(
-    plan: Plan, checkout: engine.Checkout, events: Events, access: RegistryAccess | None = None
+    plan: Plan,
+    checkout: engine.Checkout,
+    events: Events,
+    engines: list[fleet.Engine],
+    access: RegistryAccess | None = None,
 ) -> EngineSteps:
-    """The engine's steps for this run (publishing only when given registry access)."""
-    context = await prepared_context(plan, checkout, events)
-    concurrency = plan.concurrency or await engine.default_concurrency(events)
-    native = await engine.native_platform()
+    """The engines' steps for this run (publishing only when given registry access): each
+    platform is built, served and pushed on its own engine."""
+    builders: dict[str, BuildOne] = {}
+    accesses: dict[str | None, RegistryAccess] = {}
+    natives: dict[str, str] = {}
+    concurrency = 0
+    for one in engines:
+        if one.client is None:
+            builders |= dict.fromkeys(one.platforms, unreachable(one))
+            continue
+        context = await prepared_context(plan, checkout, events, one.client)
+        natives[one.label] = await engine.native_platform(one.client)
+        builders |= dict.fromkeys(
+            one.platforms, engine_builder(context, natives[one.label], one.label)
+        )
+        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
+        if access is not None:
+            accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
+
+    async def build(image: ImagePlan, platform: str) -> Built:
+        return await builders[platform](image, platform)
+
+    async def serve_one(image: ImagePlan, built: list[Built]) -> dict[str, Served]:
+        served: dict[str, Served] = {}
+        for one in engines:
+            mine = [b for b in built if b.platform in one.platforms and b.ok]
+            if one.client is None or not mine:
+                continue
+            # The engine's own platform, as build.sh runs AppHub on the build host's.
+            chosen = next((b for b in mine if b.platform == natives[one.label]), mine[0])
+            served |= dict.fromkeys(one.platforms, await serve.serve(image, chosen, one.client))
+        return served
+
     publish = None
     if access is not None:
-        run_access = access.in_session(plan.publish_timeout)
 
         async def publish(image: ImagePlan, built: list[Built]) -> Published:
-            return await publish_image(image, built, run_access, plan.per_arch_tags)
+            if plan.engines:
+                return await publish_stitched(
+                    image, built, lambda b: accesses[b.engine], plan.per_arch_tags
+                )
+            return await publish_image(image, built, accesses[fleet.DEFAULT], plan.per_arch_tags)
 
-    async def serve_one(image: ImagePlan, built: list[Built]) -> Served:
-        # The engine's own platform, as build.sh runs AppHub on the build host's.
-        chosen = next((b for b in built if b.platform == native), built[0])
-        return await serve.serve(image, chosen)
+    return EngineSteps(build, serve_one, max(concurrency, 1), publish)
 
-    return EngineSteps(engine_builder(context, native), serve_one, concurrency, publish)
+
+def unreachable(one: fleet.Engine) -> BuildOne:
+    async def build(image: ImagePlan, platform: str) -> Built:
+        return Built(image, platform, 0.0, error=one.error, engine=one.label)
+
+    return build
 
 
 async def publish_release(
@@ -102,7 +147,7 @@ async def build_in_waves(
     COPY --from) is built after that one is published, against its exact digest; one that
     reaches a build-time service, after that service is built and started."""
     builds: dict[str, list[Built]] = {}
-    served: dict[str, Served] = {}  # by served image
+    served: dict[str, dict[str, Served]] = {}  # served image -> platform -> its service
 
     async def image_done(image: ImagePlan, built: list[Built]) -> None:
         if steps.publish is None or not all(b.ok for b in built):
@@ -134,7 +179,7 @@ async def start_services(
     builds: Mapping[str, list[Built]],
     steps: EngineSteps,
     events: Events,
-) -> dict[str, Served]:
+) -> dict[str, dict[str, Served]]:
     """Serve each image just built that a later image reaches, if it built everywhere."""
     reached = {name for i in plan.components for name in i.reaches.values()}
     served = {}
@@ -156,7 +201,9 @@ def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
 
 
 def blocked_by(
-    image: ImagePlan, published: Mapping[str, Published], served: Mapping[str, Served]
+    image: ImagePlan,
+    published: Mapping[str, Published],
+    served: Mapping[str, Mapping[str, Served]],
 ) -> str | None:
     """Why this image cannot be built: what it reads or reaches that is not there."""
     unread = [n for n in image.needs if n not in published or published[n].error]
@@ -183,15 +230,19 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
 
 
 def with_services(
-    image: ImagePlan, served: Mapping[str, Served], platforms: Iterable[str]
+    image: ImagePlan, served: Mapping[str, Mapping[str, Served]], platforms: Iterable[str]
 ) -> ImagePlan:
-    """Pass the URL of each build-time service this image reaches (APPHUB_URL=...), and what
-    build.sh passes to a build for another platform than the service's."""
+    """Pass each platform's build the URL of each build-time service it reaches
+    (APPHUB_URL=...), the one on its own engine; and, where that service runs another
+    platform than the build's, what build.sh passes then."""
     if not image.reaches:
         return image
-    urls = {arg: served[name].url for arg, name in image.reaches.items()}
     declared = set(declared_args(image.dockerfile_text))
     foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
-    service_platforms = {served[name].platform for name in image.reaches.values()}
-    per_platform = {p: foreign for p in platforms if p not in service_platforms}
-    return replace(image, build_args={**image.build_args, **urls}, platform_args=per_platform)
+    per_platform = {}
+    for platform in platforms:
+        services = {arg: served[name][platform] for arg, name in image.reaches.items()}
+        away = any(service.platform != platform for service in services.values())
+        urls = {arg: service.url for arg, service in services.items()}
+        per_platform[platform] = urls | (foreign if away else {})
+    return replace(image, platform_args=per_platform)

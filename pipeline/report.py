@@ -33,6 +33,7 @@ class PlatformRow:
     digest: str | None = None
     size: int | None = None
     error: str | None = None
+    engine: str | None = None  # the engine that built it: its address, or "default"
 
 
 @dataclass
@@ -77,21 +78,24 @@ class Report:
         return {"ok": self.ok, **asdict(self)}
 
     def to_markdown(self) -> str:
+        # Which engine built a row, once a run has several (PIPELINE_ENGINES).
+        several = any(p.engine not in (None, "default") for i in self.images for p in i.platforms)
+        engine_column = (" engine |", "---|") if several else ("", "")
         lines = [
             f"## Release {self.tag}" + (f" to {self.registry}" if self.registry else ""),
             "",
             f"{len(self.images)} images x {len(self.platforms)} platforms, "
             f"{self.wall_seconds:.0f}s wall time, up to {self.concurrency} builds at once.",
             "",
-            "| image | platform | status | digest | size | seconds |",
-            "|---|---|---|---|---|---|",
+            "| image | platform | status | digest | size | seconds |" + engine_column[0],
+            "|---|---|---|---|---|---|" + engine_column[1],
         ]
         for image in self.images:
             for p in image.platforms:
                 digest = f"`{p.digest[:19]}`" if p.digest else ""
                 lines.append(
                     f"| {image.image} | {p.platform} | {p.status} | {digest} | "
-                    f"{_size(p.size)} | {p.seconds:.1f} |"
+                    f"{_size(p.size)} | {p.seconds:.1f} |" + (f" {p.engine} |" if several else "")
                 )
         published = [i for i in self.images if i.status == Status.PUBLISHED and i.digest]
         if published:
@@ -173,6 +177,7 @@ def platform_row(built: Built, published: Published | None, exported: bool) -> P
         digest=manifest.descriptor.digest if manifest else None,
         size=manifest.total_bytes if manifest else None,
         error=built.error,
+        engine=built.engine,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import dagger
 from dagger import dag
 
 from pipeline.build import Built
@@ -30,8 +31,9 @@ class Served:
     platform: str  # of the variant that runs
 
 
-async def serve(image: ImagePlan, built: Built) -> Served:
-    """Start the built image as it would run (`docker run`), answering on its port."""
+async def serve(image: ImagePlan, built: Built, client: dagger.Client = dag) -> Served:
+    """Start the built image as it would run (`docker run`), answering on its port, on the
+    engine that built it (`client`'s): only builds on that engine can reach it."""
     assert built.container is not None and image.serves is not None
     alias = image.name
     service = await (
@@ -41,7 +43,7 @@ async def serve(image: ImagePlan, built: Built) -> Served:
         .start()
     )
     hosts = await (
-        dag.container()
+        client.container()
         .from_(CPU_PROBE_IMAGE)
         .with_service_binding(alias, service)
         .with_env_variable("RUN", uuid.uuid4().hex)  # an address of this session, not cached

@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline.errors import BadInput
 from pipeline.oci.reference import TAG_RE, check_registry, hide_credentials
@@ -25,6 +32,8 @@ MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for
 # dead one (the tests lower it against a registry that never answers).
 PUBLISH_TIMEOUT = 1800.0
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
+# The engine addresses Dagger's CLI takes (_EXPERIMENTAL_DAGGER_RUNNER_HOST) at 0.18.10.
+ENGINE_SCHEMES = ("unix", "tcp", "ssh", "kube-pod", "docker-container", "podman-container")
 
 # Python field name -> the env name AI-Infra-Matrix (or this pipeline) uses.
 ENV_NAMES = {
@@ -36,6 +45,7 @@ ENV_NAMES = {
     "components": "PIPELINE_COMPONENTS",
     "publish_timeout": "PIPELINE_PUBLISH_TIMEOUT",
     "ssh_key_dir": "PIPELINE_SSH_KEY_DIR",
+    "engines": "PIPELINE_ENGINES",
 }
 
 # Keys that may reach a build (as a template value or a declared ARG). Everything else in
@@ -147,14 +157,19 @@ def read_env_files(source: Path | None) -> list[tuple[str, dict[str, str]]]:
 
 
 def door_overrides(
-    tag: str | None, registry: str | None, platforms: str | None, components: str | None
+    tag: str | None,
+    registry: str | None,
+    platforms: str | None,
+    components: str | None,
+    engines: str | None = None,
 ) -> dict[str, object]:
-    """The options both doors take, as load_settings overrides (None: not given)."""
+    """The options the doors take, as load_settings overrides (None: not given)."""
     return {
         "image_tag": tag,
         "private_registry": registry,
         "target_platforms": platforms,
         "components": components,
+        "engines": engines,
     }
 
 
@@ -183,6 +198,8 @@ class Settings(BaseModel):
     # Where the CLI keeps the SSH key pair it makes for a checkout that has none; None: its
     # default (host.py). `dagger call` keeps it on the engine.
     ssh_key_dir: str | None = Field(None, alias="PIPELINE_SSH_KEY_DIR")
+    # platform -> the engine that builds it; a platform not named builds on the default one.
+    engines: dict[str, str] = Field(default_factory=dict, alias="PIPELINE_ENGINES")
     # Build-relevant values only (see is_build_key); "" kept: a template may use it.
     build_values: dict[str, str] = Field(default_factory=dict)
     # Every value that does not look secret: for ARGs a Dockerfile declares (build.sh passed
@@ -226,6 +243,19 @@ class Settings(BaseModel):
                 raise ValueError(f"{twice[0]} is listed twice")
         return value
 
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _engines(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            value = dict(_engine_entry(item) for item in _split(value))  # type: ignore[union-attr]
+        if isinstance(value, Mapping):
+            platforms = info.data.get("target_platforms", ())
+            for platform, address in value.items():
+                if platform not in platforms:
+                    raise ValueError(f"{platform} is not a platform of this release")
+                _check_engine_address(str(address))
+        return value
+
     @field_validator("components", mode="before")
     @classmethod
     def _components(cls, value: object) -> object:
@@ -236,6 +266,19 @@ class Settings(BaseModel):
         if not value:
             raise ValueError("an empty list selects nothing; unset it to build every component")
         return tuple(dict.fromkeys(value))
+
+
+def _engine_entry(item: str) -> tuple[str, str]:
+    platform, sep, address = item.partition("=")
+    if not sep or not platform.strip() or not address.strip():
+        raise ValueError(f"{item!r} is not PLATFORM=ADDRESS")
+    return platform.strip(), address.strip()
+
+
+def _check_engine_address(address: str) -> None:
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ENGINE_SCHEMES or not rest:
+        raise ValueError(f"{address!r} is not an engine address ({'|'.join(ENGINE_SCHEMES)}://...)")
 
 
 @dataclass

@@ -119,6 +119,23 @@ def platform_of(obj: dict[str, Any]) -> str | None:
     return normalize_platform(f"{os_}/{arch}/{variant}" if variant else f"{os_}/{arch}")
 
 
+def platform_object(platform: str) -> dict[str, str]:
+    """``linux/arm/v7`` → ``{"architecture": "arm", "os": "linux", "variant": "v7"}``."""
+    os_, arch, *variant = normalize_platform(platform).split("/")
+    return {"architecture": arch, "os": os_} | ({"variant": variant[0]} if variant else {})
+
+
+def image_index(manifests: list[Descriptor]) -> bytes:
+    """An OCI image index of these manifests, in their order (compact JSON, as BuildKit's)."""
+    entries = [
+        {"mediaType": m.media_type, "digest": m.digest, "size": m.size}
+        | ({"platform": platform_object(m.platform)} if m.platform else {})
+        for m in manifests
+    ]
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
 # --- JSON ----------------------------------------------------------------------------------------
 def dumps(obj: Any) -> bytes:
     """Stable JSON for files this package writes (never used to re-encode a blob)."""

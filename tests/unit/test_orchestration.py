@@ -10,7 +10,7 @@ import dataclasses
 import anyio
 import pytest
 
-from pipeline import engine, release
+from pipeline import engine, fleet, release
 from pipeline.build import Built
 from pipeline.engine import EngineLog
 from pipeline.errors import BadInput, PipelineError
@@ -43,9 +43,17 @@ class FakeEngine:
     """Builds and publishes in memory; `fail` names what fails: `image` (every platform),
     `image platform`, or `publish image`."""
 
-    def __init__(self, seconds: dict[str, float] | None = None, fail: set[str] = frozenset()):
+    def __init__(
+        self,
+        seconds: dict[str, float] | None = None,
+        fail: set[str] = frozenset(),
+        services: dict[str, Served] | None = None,  # platform -> the service its builds reach
+    ):
         self.seconds = seconds or {}
         self.fail = fail
+        self.services = services or dict.fromkeys(
+            PLATFORMS, Served("http://10.87.0.9:80", "linux/amd64")
+        )
         self.log: list[str] = []
         self.built_from: dict[str, str] = {}  # image -> the Dockerfile text it was built from
 
@@ -63,11 +71,11 @@ class FakeEngine:
             return Published(img, error="registry h:5000: HTTP 500 Internal Server Error")
         return Published(img, digest=DIGEST, platforms=dict.fromkeys(PLATFORMS))
 
-    async def serve(self, img: ImagePlan, builds: list[Built]) -> str:
+    async def serve(self, img: ImagePlan, builds: list[Built]) -> dict[str, Served]:
         self.log.append(f"serve {img.image}")
         if f"serve {img.image}" in self.fail:
             raise PipelineError("build-time service ai-infra-hub: no address")
-        return Served(f"http://10.87.0.9:{img.serves}", "linux/amd64")
+        return self.services
 
     def steps(self, concurrency: int = 4) -> release.EngineSteps:
         return release.EngineSteps(self.build, self.serve, concurrency, self.publish)
@@ -172,6 +180,52 @@ async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch
 
 
 @pytest.mark.anyio
+async def test_with_an_engine_per_platform_each_build_reaches_the_service_on_its_engine():
+    """Each engine serves its own copy (fleet.py): arm64's builds get arm64's, as a native
+    arm64 host would run it, and so need no fallback."""
+    fake = FakeEngine(
+        services={
+            "linux/amd64": Served("http://10.87.0.9:80", "linux/amd64"),
+            "linux/arm64": Served("http://10.100.0.7:80", "linux/arm64"),
+        }
+    )
+    args: dict[str, dict] = {}
+    build = fake.build
+
+    async def recording(img, platform):
+        args[f"{img.image} {platform}"] = img.build_args | img.platform_args.get(platform, {})
+        return await build(img, platform)
+
+    fake.build = recording
+    await run(served_plan(), fake)
+    assert args["ai-infra-slurm linux/amd64"] == {"HUB_URL": "http://10.87.0.9:80"}
+    assert args["ai-infra-slurm linux/arm64"] == {"HUB_URL": "http://10.100.0.7:80"}
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_engine_fails_its_platform_and_publishes_nothing_without_it():
+    fake = FakeEngine()
+    down = fleet.Engine("tcp://arm:1234", ("linux/arm64",), error="engine tcp://arm:1234 for "
+                        "linux/arm64: unreachable (Connection refused)")  # fmt: skip
+    unreachable = release.unreachable(down)
+
+    async def build(img, platform):
+        return await (unreachable if platform == "linux/arm64" else fake.build)(img, platform)
+
+    steps = release.EngineSteps(build, fake.serve, 4, fake.publish)
+    plan = plan_of(image("ai-infra-a"), image("ai-infra-b"))
+    report = await release.publish_release(plan, steps, Events(), {})
+    assert not any(line.startswith("publish") for line in fake.log)
+    for row in report.images:
+        assert row.status == Status.FAILED
+        amd64, arm64 = row.platforms
+        assert (amd64.status, amd64.error) == (Status.NOT_PUBLISHED, None)  # built, kept
+        assert arm64.status == Status.BUILD_FAILED and arm64.engine == "tcp://arm:1234"
+        assert arm64.error == down.error
+    assert report.failures == ["ai-infra-a, ai-infra-b: build failed for linux/arm64"]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fail", ["ai-infra-hub linux/arm64", "serve ai-infra-hub"])
 async def test_a_service_that_did_not_build_or_start_blocks_only_what_reaches_it(fail):
     fake = FakeEngine(fail={fail})
@@ -204,7 +258,7 @@ def _no_registry(monkeypatch) -> None:
 def fake_engine(monkeypatch) -> FakeEngine:
     fake = FakeEngine(fail={"ai-infra-leaky linux/arm64"})
 
-    async def engine_steps(plan, checkout, events, access):
+    async def engine_steps(plan, checkout, events, engines, access):
         # Made a secret of this run in the session, with the plan's timeout.
         run_access = access.in_session(plan.publish_timeout)
         assert run_access.secret is not None and run_access.timeout == plan.publish_timeout
@@ -258,7 +312,7 @@ async def test_release_without_a_registry_is_bad_input_before_the_engine():
 async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
     fake = FakeEngine(seconds={"ai-infra-slow": 5.0})
 
-    async def engine_steps(plan, checkout, events, access):
+    async def engine_steps(plan, checkout, events, engines, access):
         return fake.steps()
 
     orchestrate = release.publish_release

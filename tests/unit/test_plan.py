@@ -225,7 +225,8 @@ def test_unknown_component_lists_known_ones(repo: Path):
 def test_to_json_shape_and_no_values(repo: Path, secrets):
     data = plan_for(repo, {"GITEA_ADMIN_TOKEN": "x"}).to_json()
     assert set(data) == {
-        "tag", "platforms", "registry", "components", "dependencies", "skipped", "generated",
+        "tag", "platforms", "registry", "engines", "components", "dependencies", "skipped",
+        "generated",
     }  # fmt: skip
     assert data["tag"] == "v0.3.8" and data["platforms"] == ["linux/amd64", "linux/arm64"]
     backend = data["components"][2]

@@ -87,6 +87,10 @@ def test_env_wins_over_env_example_which_fills_its_missing_keys(tmp_path: Path):
         ({"PIPELINE_PER_ARCH_TAGS": "maybe"}, "PIPELINE_PER_ARCH_TAGS"),
         ({"PIPELINE_COMPONENTS": ""}, "PIPELINE_COMPONENTS"),
         ({"PIPELINE_COMPONENTS": " , "}, "PIPELINE_COMPONENTS"),
+        ({"PIPELINE_ENGINES": "linux/arm64"}, "PIPELINE_ENGINES"),
+        ({"PIPELINE_ENGINES": "linux/arm64=arm-builder:1234"}, "PIPELINE_ENGINES"),
+        ({"PIPELINE_ENGINES": "linux/arm64=https://arm-builder"}, "PIPELINE_ENGINES"),
+        ({"PIPELINE_ENGINES": "linux/arm/v7=tcp://arm:1234"}, "PIPELINE_ENGINES"),
     ],
 )
 def test_bad_value_names_setting_and_value_on_one_line(env, setting):
@@ -257,3 +261,27 @@ def test_the_process_environment_is_read_only_through_the_mapping(monkeypatch):
     settings = load_settings(None, {}, {})
     assert (settings.image_tag, settings.concurrency) == ("latest", None)
     assert load_settings(None, {"IMAGE_TAG": "v9"}, {}).image_tag == "v9"
+
+
+def test_engines_name_the_engine_of_some_platforms():
+    s = load_settings(
+        None,
+        {"PIPELINE_ENGINES": "linux/arm64=kube-pod://dagger-arm-0?namespace=dagger"},
+        {"engines": "linux/amd64=unix:///run/dagger/engine.sock, linux/arm64=tcp://arm:1234"},
+    )
+    assert s.engines == {
+        "linux/amd64": "unix:///run/dagger/engine.sock",
+        "linux/arm64": "tcp://arm:1234",
+    }
+    assert load_settings(None, {}, {}).engines == {}  # unset: one engine, as before
+
+
+def test_an_engine_for_a_platform_the_release_does_not_build_says_so():
+    with pytest.raises(BadInput) as info:
+        load_settings(
+            None, {"TARGET_PLATFORMS": "linux/amd64"}, {"engines": "linux/arm64=tcp://a:1"}
+        )
+    assert str(info.value) == (
+        "PIPELINE_ENGINES='linux/arm64=tcp://a:1' (from arguments): "
+        "linux/arm64 is not a platform of this release"
+    )
