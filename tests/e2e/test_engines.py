@@ -1,0 +1,130 @@
+"""Scale-out on the lab's two engines (`LAB_ENGINES=2 scripts/lab up`): linux/arm64 built on
+the second engine, linux/amd64 on the first, each index joining what each engine pushed.
+
+Which engine made a manifest is read from the engines' own state: each keeps the layers it
+built in its content store (the lab's state directories; engine-2 only ever builds arm64);
+and slurm-master holds the address of the AppHub it reached, on the network of the engine
+that built it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab, run_cli
+from test_release import platform_files
+
+from pipeline.errors import BundleError
+from pipeline.oci import layout
+
+TAG = "v0.3.8"
+DEFAULT_ROOT = Path("/var/lib/dagger")  # scripts/lab: the default engine's state
+SECOND_ROOT = Path("/var/lib/dagger-2")  # and engine-2's
+
+
+@pytest.fixture(scope="module")
+def second_engine() -> str:
+    address = os.environ.get("LAB_ENGINE_2")
+    if not address:
+        pytest.fail("LAB_ENGINE_2 is not set: start the lab with LAB_ENGINES=2 scripts/lab up")
+    return address
+
+
+def in_store(root: Path, digest: str) -> bool:
+    return (root / "worker/content/blobs/sha256" / digest.split(":", 1)[1]).is_file()
+
+
+def manifests(lab: Lab, repository: str) -> dict[str, dict]:
+    """platform -> (its manifest digest, the manifest) under the release tag."""
+    with lab.secure_client() as client:
+        index = json.loads(client.get_manifest(repository, TAG)[0])
+        return {
+            f"{m['platform']['os']}/{m['platform']['architecture']}": {
+                "digest": m["digest"],
+                **json.loads(client.get_manifest(repository, m["digest"])[0]),
+            }
+            for m in index["manifests"]
+        }
+
+
+def test_arm64_built_and_pushed_by_the_second_engine_amd64_by_the_first(
+    lab: Lab, second_engine: str, tmp_path, unique
+):
+    project = f"engines-{unique}"
+    report_path = tmp_path / "report.json"
+    result = release_to_lab(lab, MINI_MATRIX, project, report_path,
+                            "--engines", f"linux/arm64={second_engine}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)  # the report, with its engine column
+    report = json.loads(report_path.read_text())
+    assert [row["image"] for row in report["images"]] == list(MINI_MATRIX_IMAGES)
+    roots = {"linux/amd64": (DEFAULT_ROOT, SECOND_ROOT), "linux/arm64": (SECOND_ROOT, DEFAULT_ROOT)}
+    for row in report["images"]:
+        assert row["status"] == "published", row
+        engines = {p["platform"]: p["engine"] for p in row["platforms"]}
+        assert engines == {"linux/amd64": "default", "linux/arm64": second_engine}
+        found = manifests(lab, f"{project}/{row['image']}")
+        assert set(found) == set(PLATFORMS)
+        for p in row["platforms"]:  # the report names what the registry's index holds
+            assert found[p["platform"]]["digest"] == p["digest"]
+        for platform, manifest in found.items():
+            own, _ = roots[platform]
+            missing = [la["digest"] for la in manifest["layers"] if not in_store(own, la["digest"])]
+            assert not missing, f"{row['image']} {platform}: layers not made by its engine"
+    # Each platform's slurm-master reached the AppHub its own engine served, on that
+    # engine's container network (the default one's is Dagger's 10.87.0.0/16); so its RUN
+    # layer is of this run and that engine, and only that engine's store has it.
+    repository = f"{project}/ai-infra-slurm-master"
+    files = platform_files(lab, repository, TAG)
+    sources = {p: f["etc/apt/sources.list.d/apphub.list"].decode() for p, f in files.items()}
+    assert sources["linux/amd64"].startswith("deb [trusted=yes] http://10.87."), sources
+    assert not sources["linux/arm64"].startswith("deb [trusted=yes] http://10.87."), sources
+    for platform, manifest in manifests(lab, repository).items():
+        own, other = roots[platform]
+        run_layer = manifest["layers"][-2]["digest"]
+        assert in_store(own, run_layer) and not in_store(other, run_layer), platform
+
+
+def test_an_unreachable_engine_fails_its_platform_and_nothing_is_published(
+    lab: Lab, tmp_path, unique
+):
+    project = f"engines-{unique}"
+    report_path = tmp_path / "report.json"
+    gone = "unix:///run/no-such-engine/engine.sock"
+    result = release_to_lab(lab, MINI_MATRIX, project, report_path, "--components", "gateway",
+                            "--engines", f"linux/arm64={gone}")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(
+        "error: release incomplete: ai-infra-gateway: build failed for linux/arm64"
+    )
+    row = json.loads(report_path.read_text())["images"][0]
+    amd64, arm64 = row["platforms"]
+    assert (amd64["status"], amd64["engine"]) == ("not-published", "default")  # built, kept
+    assert arm64["status"] == "build-failed" and arm64["engine"] == gone
+    assert arm64["error"].startswith(f"engine {gone} for linux/arm64: unreachable")
+    with lab.secure_client() as client, pytest.raises(BundleError, match="404"):
+        client.get_manifest(f"{project}/ai-infra-gateway", TAG)
+
+
+def test_a_bundle_from_two_engines_holds_each_engines_platform(second_engine: str, tmp_path):
+    output = tmp_path / "bundle"
+    result = run_cli("bundle", "create", "--source", str(MINI_MATRIX), "--output", str(output),
+                     "--components", "gateway,backend", "--engines",
+                     f"linux/arm64={second_engine}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    verified = run_cli("bundle", "verify", str(output))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    roots = {"linux/amd64": DEFAULT_ROOT, "linux/arm64": SECOND_ROOT}
+    inventory = json.loads((output / "inventory.json").read_text())
+    images = {i["name"]: i for i in inventory["images"] if i["name"].startswith("ai-infra-")}
+    assert set(images) == {"ai-infra-gateway", "ai-infra-backend", "ai-infra-backend-init"}
+    for image in images.values():
+        assert set(image["platforms"]) == set(PLATFORMS)
+        for platform, entry in image["platforms"].items():
+            manifest = json.loads(layout.blob_path(output, entry["digest"]).read_bytes())
+            layers = [la["digest"] for la in manifest["layers"]]
+            assert all(in_store(roots[platform], d) for d in layers), (image["name"], platform)
