@@ -12,7 +12,11 @@ environment). Each figure is a ratio of two things measured in this same run:
 6. a release after one component changed against the docker baseline doing the same (every
    `docker build` again, cached but one, and every `docker save`);
 7. the cold release against a lower bound from the same run: the engine's busy CPU seconds
-   during it divided by the CPUs, plus the time its bytes take to push (figure 5's rate).
+   during it divided by the CPUs, plus the time its bytes take to push (figure 5's rate);
+8. a cold release with linux/arm64 on the lab's second engine (PIPELINE_ENGINES) against the
+   cold release on one engine: both engines share this machine's CPUs;
+9. `bundle create --since` the previous bundle, after one component changed, against the
+   full bundle of the same release.
 
 Repetitions: BENCH_REPS (default 3, the median is the figure) for everything but the
 emulated Go build (over four minutes here), which runs once. A cold pair takes about a minute.
@@ -75,7 +79,7 @@ def timed(cmd: list[str], name: str, **kwargs) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def release(source: Path, tag: str, registry: str, name: str) -> float:
+def release(source: Path, tag: str, registry: str, name: str, *extra: str) -> float:
     seconds, _ = timed(
         [
             PY,
@@ -91,6 +95,7 @@ def release(source: Path, tag: str, registry: str, name: str) -> float:
             "--plain-http",
             "--report-json",
             str(OUT / f"{name}.json"),
+            *extra,
         ],
         name,
     )
@@ -338,6 +343,29 @@ def main() -> None:
         "summaries": summaries,
     }
 
+    # 9. delta bundle: the next release (gateway changed) against the bundle of the last one.
+    log("9. bundle of the next release (gateway changed): full, and --since the last bundle")
+    change_one_component(cold, REPS)
+    next_tag = f"{tag}-next"
+    full_next, delta_next = OUT / "bundle-next", OUT / "bundle-delta"
+    nxt = ["bundle", "create", "--source", str(cold), "--tag", next_tag]
+    timed([PY, "-m", "pipeline", *nxt, "--output", str(full_next)], "bundle-next-full")
+    timed([PY, "-m", "pipeline", *nxt, "--output", str(delta_next), "--since", str(bundle)],
+          "bundle-next-delta")  # fmt: skip
+    m["delta_bundle"] = {"full_bytes": tree_bytes(full_next), "delta_bytes": tree_bytes(delta_next)}
+
+    # 8. two engines: arm64 on the lab's engine-2, against the cold release on one engine.
+    engines = ["--engines", f"linux/arm64={os.environ['LAB_ENGINE_2']}"]
+    log("8. two engines (arm64 on engine-2): warm-up (not timed), then cold releases")
+    release(EXAMPLE, "bench-warmup-2", registry, "release-warmup-engines", *engines)
+    two = []
+    for n in range(REPS):
+        rid = f"{run_id}-e{n + 1}"
+        src = OUT / f"src-cold-e{n + 1}"
+        make_cold_copy(EXAMPLE, src, rid)
+        two.append(release(src, f"cold-{rid}", registry, f"release-engines-{n + 1}", *engines))
+    m["two_engines"] = {"runs": [round(x, 2) for x in two], "median": med(two)}
+
     push_rate = m["bundle"]["bytes"] / med(empty)  # bytes per second into an empty project
     builds = len(plan.components) * len(plan.platforms)
     counts = f"{len(plan.components)} images + {len(plan.dependencies)} dependencies"
@@ -419,12 +447,39 @@ def main() -> None:
             f"engine CPU seconds {[p['pipeline']['engine_cpu_seconds'] for p in pairs]} on "
             f"{os.cpu_count()} CPUs; push rate {push_rate / 1e6:.1f} MB/s",
         ),
+        figure(
+            "two_engines_vs_one",
+            "Cold release: arm64 on a second engine vs one engine",
+            (f"release, cold, two engines on this machine (median of {REPS})", med(two)),
+            (f"release, cold, one engine (median of {REPS})", cold_s),
+            "s",
+            f"runs: {m['two_engines']['runs']} s; both engines share {os.cpu_count()} CPUs and "
+            "arm64 is emulated on either, so no gain is expected here: the gain is a native "
+            "arm64 engine's (figure 3's ratio)",
+        ),
+        figure(
+            "delta_vs_full_bundle",
+            "Bundle of the next release: delta vs full",
+            (
+                "bundle create --since the previous bundle (gateway changed)",
+                m["delta_bundle"]["delta_bytes"],
+            ),
+            ("bundle create, full, same release", m["delta_bundle"]["full_bytes"]),
+            "bytes",
+            f"{counts}; both releases on the same cold source",
+        ),
     ]
     results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     results["total_wall_seconds"] = round(time.time() - t_start, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     log(f"wrote {RESULTS.relative_to(ROOT)}")
-    for path in (OUT / "docker" / "save", OUT / "docker" / "save-deps", bundle):
+    for path in (
+        OUT / "docker" / "save",
+        OUT / "docker" / "save-deps",
+        bundle,
+        full_next,
+        delta_next,
+    ):
         shutil.rmtree(path, ignore_errors=True)  # hundreds of MB; measured already
 
 

@@ -93,15 +93,31 @@ async def session() -> AsyncIterator[EngineLog]:
         raise EngineGone(watch.message())
 
 
+@dataclass
+class Foreign:
+    """A session with another engine than the run's own (PIPELINE_ENGINES)."""
+
+    client: dagger.Client
+    log: EngineLog
+    children: list[psutil.Process]  # its `dagger session` process
+
+    def abandon(self) -> None:
+        """Its engine is gone: end its session now; it would wait 300 s on the dead engine."""
+        for child in self.children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
 @contextlib.asynccontextmanager
-async def foreign(address: str) -> AsyncIterator[tuple[dagger.Client, EngineLog]]:
-    """A client of another engine than the session's (PIPELINE_ENGINES), with its own log.
+async def foreign(address: str) -> AsyncIterator[Foreign]:
+    """A client of another engine than the session's, with its own log.
 
     The SDK's CLI reads the engine's address from its environment only, so the variable is
     set while that CLI starts; the run opens its engines one after another, before any build.
     """
     check_runner_host({RUNNER_HOST: address})
     log = EngineLog()
+    before = {child.pid for child in psutil.Process().children()}
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as file:
         connection = dagger.Connection(dagger.Config(log_output=file))
         try:
@@ -109,8 +125,9 @@ async def foreign(address: str) -> AsyncIterator[tuple[dagger.Client, EngineLog]
                 client = await connection.__aenter__()
         except dagger.DaggerError as err:
             raise EngineUnavailable(f"cannot reach the Dagger engine at {address}: {err}") from None
+        new = [child for child in psutil.Process().children() if child.pid not in before]
         try:
-            yield client, log
+            yield Foreign(client, log, new)
         finally:
             with contextlib.suppress(dagger.DaggerError, OSError):
                 await connection.close()
@@ -143,27 +160,31 @@ class EngineGone(EngineUnavailable):
 
 
 class Watchdog:
-    """Probes the engine while a run goes on (see PROBE_EVERY)."""
+    """Probes an engine (the session's, or `client`'s at `address`) while a run goes on (see
+    PROBE_EVERY)."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: dagger.Client = dag, address: str | None = None) -> None:
+        self.client = client
+        self.address = address
         self.last_answer = time.time()
         self.gone = False
 
     async def probe(self) -> bool:
         try:
             with anyio.fail_after(PROBE_TIMEOUT):
-                await dag.version()
+                await self.client.version()
         except (TimeoutError, dagger.DaggerError):
             return False
         self.last_answer = time.time()
         return True
 
     @contextlib.asynccontextmanager
-    async def watching(self) -> AsyncIterator[None]:
-        """Probe while the body runs; cancel the body when the engine is gone."""
+    async def watching(self, on_gone: Callable[[], None] | None = None) -> AsyncIterator[None]:
+        """Probe while the body runs; when the engine is gone, cancel the body, or call
+        `on_gone` and let the body go on (an engine that builds only some platforms)."""
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self.run, group.cancel_scope)
+                group.start_soon(self.run, on_gone or group.cancel_scope.cancel)
                 try:
                     yield
                 finally:
@@ -173,13 +194,13 @@ class Watchdog:
                 raise grouped.exceptions[0] from None
             raise
 
-    async def run(self, scope: anyio.CancelScope) -> None:
+    async def run(self, on_gone: Callable[[], None]) -> None:
         failures = 0
         while failures < DEAD_AFTER:
             await anyio.sleep(PROBE_EVERY)
             failures = 0 if await self.probe() else failures + 1
         self.gone = True
-        scope.cancel()
+        on_gone()
 
     async def engine_gone(self) -> bool:
         """After the run failed: was it because the engine went away?"""
@@ -188,9 +209,11 @@ class Watchdog:
         return self.gone
 
     def message(self) -> str:
-        host = os.environ.get(RUNNER_HOST) or "the configured engine"
-        last = time.strftime("%H:%M:%S", time.localtime(self.last_answer))
-        return f"the Dagger engine at {host} stopped answering (last answer at {last})"
+        host = self.address or os.environ.get(RUNNER_HOST) or "the configured engine"
+        return f"the Dagger engine at {host} stopped answering ({self.last_answered()})"
+
+    def last_answered(self) -> str:
+        return f"last answer at {time.strftime('%H:%M:%S', time.localtime(self.last_answer))}"
 
 
 def end_session_children() -> None:

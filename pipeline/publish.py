@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from dagger import dag
 
 from pipeline import sign
 from pipeline.build import Built
+from pipeline.engine import EngineUnavailable
 from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
 from pipeline.oci.errors import Refused, refusal
@@ -123,6 +125,7 @@ async def publish_stitched(
     builds: list[Built],
     access_of: Callable[[Built], RegistryAccess],
     per_arch_tags: bool,
+    guard_of: Callable[[Built], AbstractContextManager[None]] = lambda _: nullcontext(),
 ) -> Published:
     """Several engines (fleet.py): each pushes its platform's manifest by digest, with no
     tag; the index that joins them is written here, pushed under the tag and read back."""
@@ -135,8 +138,9 @@ async def publish_stitched(
         access = access_of(built)
         base = authed(built.container, image.ref, access)
         try:
-            address = await push(base, by_digest, [], access)
-        except PublishFailed as err:
+            with guard_of(built):  # its engine gone: one line, not the push's own wait
+                address = await push(base, by_digest, [], access)
+        except (PublishFailed, EngineUnavailable) as err:
             errors.append(str(err))
             return
         manifests[built.platform] = address.rsplit("@", 1)[1]

@@ -86,9 +86,8 @@ async def engine_steps(
             continue
         context = await prepared_context(plan, checkout, events, one.client)
         natives[one.label] = await engine.native_platform(one.client)
-        builders |= dict.fromkeys(
-            one.platforms, engine_builder(context, natives[one.label], one.label)
-        )
+        builder = engine_builder(context, natives[one.label], one.label)
+        builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
         concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
         if access is not None:
             accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
@@ -108,16 +107,40 @@ async def engine_steps(
         return served
 
     publish = None
+    by_label = {one.label: one for one in engines}
     if access is not None:
 
         async def publish(image: ImagePlan, built: list[Built]) -> Published:
             if plan.engines:
                 return await publish_stitched(
-                    image, built, lambda b: accesses[b.engine], plan.per_arch_tags
+                    image,
+                    built,
+                    lambda b: accesses[b.engine],
+                    plan.per_arch_tags,
+                    lambda b: by_label[b.engine].guarded(),
                 )
             return await publish_image(image, built, accesses[fleet.DEFAULT], plan.per_arch_tags)
 
     return EngineSteps(build, serve_one, max(concurrency, 1), publish)
+
+
+def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
+    """A build on another engine than the session's: if that engine goes away meanwhile, the
+    build ends with its one line (the session's own engine ends the whole run instead)."""
+
+    async def run(image: ImagePlan, platform: str) -> Built:
+        try:
+            with one.guarded():
+                built = await build(image, platform)
+        except (engine.EngineUnavailable, dagger.DaggerError) as err:
+            if isinstance(err, dagger.DaggerError) and not await one.confirm_gone():
+                raise
+            return Built(image, platform, 0.0, error=one.error, engine=one.label)
+        if not built.ok and await one.confirm_gone():
+            built.error = one.error
+        return built
+
+    return run
 
 
 def unreachable(one: fleet.Engine) -> BuildOne:

@@ -35,13 +35,16 @@ def dagger_cli() -> str:
     return found
 
 
-def dagger(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+def dagger(
+    *args: str, timeout: float = 1200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [dagger_cli(), "--progress=plain", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -116,6 +119,35 @@ def test_dagger_call_offline_bundle_exports_a_bundle_that_verifies(tmp_path):
     assert {f"{name}:v0.3.8" for name in MINI_MATRIX_IMAGES} <= refs, refs
     verify = run_cli("bundle", "verify", str(out))
     assert verify.returncode == 0, verify.stderr[-3000:]
+
+
+def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline(tmp_path):
+    """`--since` (the previous inventory.json) and `--sign-key env:VAR`, through the door."""
+    key, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
+    openssl = ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)]
+    subprocess.run(openssl, check=True, capture_output=True)
+    subprocess.run(["openssl", "ec", "-in", str(key), "-pubout", "-out", str(public)],
+                   check=True, capture_output=True)  # fmt: skip
+    base = tmp_path / "base"
+    made = run_cli("bundle", "create", "--source", str(MINI_MATRIX), "--output", str(base),
+                   "--tag", "v0.3.8", "--components", "gateway")  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    out = tmp_path / "delta"
+    result = dagger(
+        "call", "--source", str(MINI_MATRIX.relative_to(ROOT)), "offline-bundle",
+        "--tag", "v0.3.9", "--components", "gateway", "--since", str(base / "inventory.json"),
+        "--sign-key", "env:BUNDLE_SIGN_KEY", "export", "--path", str(out),
+        env={"BUNDLE_SIGN_KEY": key.read_text()},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert key.read_text().splitlines()[1] not in result.stdout + result.stderr
+    inventory = json.loads((out / "inventory.json").read_text())
+    assert inventory["base"] and inventory["signing"]["public_key"].startswith("sha256:")
+    alone = run_cli("bundle", "verify", str(out), "--key", str(public))
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    whole = run_cli("bundle", "verify", str(out), "--base", str(base), "--key", str(public))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert "every image signed with key sha256:" in whole.stdout
 
 
 def test_bad_input_through_the_door_is_one_line_like_the_cli():

@@ -270,3 +270,33 @@ def test_engine_out_of_disk_names_the_failed_build_and_publishes_the_rest(
         assert sorted(p["platform"] for p in platforms) == sorted(PLATFORMS)
         assert all("no space left on device" in p["error"] for p in platforms)
     assert set(published_manifests(lab, f"faults-{unique}/ai-infra-gateway", tag)) == set(PLATFORMS)
+
+
+def test_the_arm64_engine_killed_mid_build_fails_arm64_alone_and_publishes_nothing(
+    lab: Lab, unique: str, tmp_path: Path
+):
+    """PIPELINE_ENGINES: arm64 on an engine of its own, killed while it builds. The default
+    engine's builds finish and are reported; no index lacks arm64; one line names the engine."""
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    report = tmp_path / "report.json"
+    with extra_engine("arm", addr):
+        registry, tag = f"{lab.secure_registry}/faults-{unique}", f"ek-{unique}"
+        command = release_command(registry, tag, "--components", "gateway,backend",
+                                  "--engines", f"linux/arm64={addr}", *secure(lab),
+                                  "--report-json", str(report))  # fmt: skip
+        kill = lambda: os.kill(lab_pid("engine-arm"), signal.SIGKILL)  # noqa: E731
+        result, seconds = run_with_fault(command, "building ai-infra-backend for linux/arm64", kill)
+    print(f"\nengine-arm killed: exit {result.returncode}, {seconds:.1f}s later", one_error(result))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert seconds < ENGINE_BOUND
+    assert one_error(result).startswith("error: release incomplete:")
+    rows = {row["image"]: row for row in json.loads(report.read_text())["images"]}
+    for image in ("ai-infra-backend", "ai-infra-backend-init"):
+        amd64, arm64 = rows[image]["platforms"]
+        assert rows[image]["status"] == "failed"
+        assert (amd64["status"], amd64["engine"]) == ("not-published", "default")
+        assert arm64["status"] == "build-failed" and arm64["engine"] == addr
+        assert arm64["error"].startswith(f"engine {addr} for linux/arm64: stopped answering")
+    assert "published" not in {
+        r["status"] for r in rows.values() if r["image"] != "ai-infra-gateway"
+    }

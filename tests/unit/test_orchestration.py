@@ -160,9 +160,8 @@ async def test_an_image_reaching_a_build_time_service_builds_once_it_serves():
     assert report.ok and log.count("serve ai-infra-hub") == 1
 
 
-@pytest.mark.anyio
-async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch):
-    fake = FakeEngine()
+async def build_args_of(plan: Plan, fake: FakeEngine) -> dict[str, dict]:
+    """Release with `fake`; the build arguments each image x platform was built with."""
     args: dict[str, dict] = {}
     build = fake.build
 
@@ -171,7 +170,14 @@ async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch
         return await build(img, platform)
 
     fake.build = recording
-    await run(served_plan(), fake)
+    await run(plan, fake)
+    return args
+
+
+@pytest.mark.anyio
+async def test_the_service_url_is_passed_to_the_builds_that_reach_it(monkeypatch):
+    fake = FakeEngine()
+    args = await build_args_of(served_plan(), fake)
     url = {"HUB_URL": "http://10.87.0.9:80"}
     assert args["ai-infra-slurm linux/amd64"] == url
     # Another platform than the service's: what build.sh passes then, since it is declared.
@@ -189,15 +195,7 @@ async def test_with_an_engine_per_platform_each_build_reaches_the_service_on_its
             "linux/arm64": Served("http://10.100.0.7:80", "linux/arm64"),
         }
     )
-    args: dict[str, dict] = {}
-    build = fake.build
-
-    async def recording(img, platform):
-        args[f"{img.image} {platform}"] = img.build_args | img.platform_args.get(platform, {})
-        return await build(img, platform)
-
-    fake.build = recording
-    await run(served_plan(), fake)
+    args = await build_args_of(served_plan(), fake)
     assert args["ai-infra-slurm linux/amd64"] == {"HUB_URL": "http://10.87.0.9:80"}
     assert args["ai-infra-slurm linux/arm64"] == {"HUB_URL": "http://10.100.0.7:80"}
 
