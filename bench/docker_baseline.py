@@ -129,7 +129,7 @@ def build_and_save(
 ) -> DockerRun:
     """Every image x platform of `plan`, built from `source`, then saved under work/save."""
     prepare_like_build_sh(plan, source)
-    served: dict[str, Served] = {}
+    served: dict[str, dict[str, Served]] = {}  # image -> platform -> what its builds reach
     try:
         return _build_and_save(plan, source, work, env, log, served)
     finally:
@@ -142,7 +142,7 @@ def _build_and_save(
     work: Path,
     env: Mapping[str, str],
     log,
-    served: dict[str, Served],
+    served: dict[str, dict[str, Served]],
 ) -> DockerRun:
     run = DockerRun()
     (work / "dockerfiles").mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,9 @@ def _build_and_save(
                 + (f", STALE cache hits: {'; '.join(stale)}" if stale else "")
             )
         if image.serves:  # plan order: what reaches it comes later
-            served[image.image] = serve_like_build_sh(image, plan.tag, env)
+            # build.sh runs one AppHub, on the build host: every platform's builds reach it
+            service = serve_like_build_sh(image, plan.tag, env)
+            served[image.image] = dict.fromkeys(plan.platforms, service)
     run.build_seconds = time.monotonic() - started
     started = time.monotonic()
     for image in plan.components:
