@@ -33,6 +33,9 @@ def plan_table(plan: Plan) -> str:
         f"{plan.registry}/IMAGE:{plan.tag}" if plan.registry else f"IMAGE:{plan.tag} (no registry)"
     )
     header = f"tag {plan.tag}   platforms {', '.join(plan.platforms)}\nrefs {refs}"
+    if plan.engines:  # PIPELINE_ENGINES: which engine builds which platform
+        on = [f"{p} on {plan.engines.get(p, 'the default engine')}" for p in plan.platforms]
+        header += f"\nengines {'; '.join(on)}"
     images = table(
         ("COMPONENT", "IMAGE", "DOCKERFILE", "TARGET", "PHASE", "NEEDS"),
         [

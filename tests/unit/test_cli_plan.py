@@ -131,3 +131,19 @@ def test_debug_from_env(repo: Path, cli, monkeypatch):
 def test_help_renders(cli, args):
     code, out, _ = cli(*args)
     assert code == 0 and "Usage:" in out
+
+
+def test_plan_names_the_engine_of_each_platform_and_json_keeps_them(repo: Path, cli):
+    engines = "linux/arm64=tcp://arm-builder:1234"
+    code, out, _ = cli("plan", "--source", str(repo), "--engines", engines)
+    assert code == 0
+    assert out.splitlines()[2] == (
+        "engines linux/amd64 on the default engine; linux/arm64 on tcp://arm-builder:1234"
+    )
+    code, out, _ = cli("plan", "--source", str(repo), "--engines", engines, "--json")
+    assert json.loads(out)["engines"] == {"linux/arm64": "tcp://arm-builder:1234"}
+    code, _, err = cli("plan", "--source", str(repo), "--engines", "linux/arm64=arm-builder")
+    assert code == 2 and err.strip() == (
+        "error: PIPELINE_ENGINES='linux/arm64=arm-builder' (from arguments): 'arm-builder' is not "
+        "an engine address (unix|tcp|ssh|kube-pod|docker-container|podman-container://...)"
+    )
