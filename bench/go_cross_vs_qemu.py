@@ -44,7 +44,7 @@ async def main(source: Path, run_id: str, cross_reps: int, qemu_reps: int) -> di
         for platform in {native, TARGET}:  # base images in the cache: not what we time
             await dag.container(platform=dagger.Platform(platform)).from_(golang).sync()
         await dag.container(platform=dagger.Platform(TARGET)).from_(busybox).sync()
-        context = build_context(checkout(source).directory())
+        context = build_context(checkout(source).directory(dag))
         for kind, build_platform, reps in (
             ("cross", native, cross_reps),
             ("qemu", TARGET, qemu_reps),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,9 @@ def manifests(lab: Lab, repository: str) -> dict[str, dict]:
 
 
 def test_arm64_built_and_pushed_by_the_second_engine_amd64_by_the_first(
-    lab: Lab, second_engine: str, tmp_path, unique
+    lab: Lab, second_engine: str, tmp_path, unique, monkeypatch
 ):
+    monkeypatch.setenv("PIPELINE_PER_ARCH_TAGS", "true")  # build.sh's -amd64/-arm64 tags too
     project = f"engines-{unique}"
     report_path = tmp_path / "report.json"
     result = release_to_lab(lab, MINI_MATRIX, project, report_path,
@@ -70,6 +72,10 @@ def test_arm64_built_and_pushed_by_the_second_engine_amd64_by_the_first(
         assert set(found) == set(PLATFORMS)
         for p in row["platforms"]:  # the report names what the registry's index holds
             assert found[p["platform"]]["digest"] == p["digest"]
+            per_arch = f"{TAG}-{p['platform'].split('/')[1]}"
+            with lab.secure_client() as client:
+                body, _ = client.get_manifest(f"{project}/{row['image']}", per_arch)
+            assert layout.digest_bytes(body) == p["digest"], per_arch
         for platform, manifest in found.items():
             own, _ = roots[platform]
             missing = [la["digest"] for la in manifest["layers"] if not in_store(own, la["digest"])]
@@ -128,3 +134,17 @@ def test_a_bundle_from_two_engines_holds_each_engines_platform(second_engine: st
             manifest = json.loads(layout.blob_path(output, entry["digest"]).read_bytes())
             layers = [la["digest"] for la in manifest["layers"]]
             assert all(in_store(roots[platform], d) for d in layers), (image["name"], platform)
+
+
+def test_export_from_two_engines_writes_one_index_per_image_with_both(second_engine: str, tmp_path):
+    output = tmp_path / "export"
+    result = run_cli("export", "--source", str(MINI_MATRIX), "--output", str(output),
+                     "--components", "gateway", "--engines",
+                     f"linux/arm64={second_engine}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with tarfile.open(output / "ai-infra-gateway.tar") as tar:
+        top = json.loads(tar.extractfile("index.json").read())["manifests"]
+        assert [m["mediaType"] for m in top] == [layout.OCI_INDEX]
+        index = json.loads(tar.extractfile(layout.blob_relpath(top[0]["digest"])).read())
+    assert {layout.platform_of(m["platform"]) for m in index["manifests"]} == set(PLATFORMS)
+    assert sorted(p.name for p in (output / "dependencies").iterdir()) == ["busybox.tar"]
