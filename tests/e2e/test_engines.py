@@ -139,7 +139,7 @@ def test_a_bundle_from_two_engines_holds_each_engines_platform(second_engine: st
 def test_export_from_two_engines_writes_one_index_per_image_with_both(second_engine: str, tmp_path):
     output = tmp_path / "export"
     result = run_cli("export", "--source", str(MINI_MATRIX), "--output", str(output),
-                     "--components", "gateway", "--engines",
+                     "--components", "gateway,gitea", "--engines",
                      f"linux/arm64={second_engine}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     with tarfile.open(output / "ai-infra-gateway.tar") as tar:
@@ -147,4 +147,10 @@ def test_export_from_two_engines_writes_one_index_per_image_with_both(second_eng
         assert [m["mediaType"] for m in top] == [layout.OCI_INDEX]
         index = json.loads(tar.extractfile(layout.blob_relpath(top[0]["digest"])).read())
     assert {layout.platform_of(m["platform"]) for m in index["manifests"]} == set(PLATFORMS)
-    assert sorted(p.name for p in (output / "dependencies").iterdir()) == ["busybox.tar"]
+    planned = run_cli(
+        "plan", "--source", str(MINI_MATRIX), "--components", "gateway,gitea", "--json"
+    )
+    dependencies = [f"{d['name']}.tar" for d in json.loads(planned.stdout)["dependencies"]]
+    assert dependencies and sorted(p.name for p in (output / "dependencies").iterdir()) == sorted(
+        dependencies
+    )
