@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -126,13 +127,30 @@ async def foreign(address: str) -> AsyncIterator[Foreign]:
         except dagger.DaggerError as err:
             raise EngineUnavailable(f"cannot reach the Dagger engine at {address}: {err}") from None
         new = [child for child in psutil.Process().children() if child.pid not in before]
+        session = Foreign(client, log, new)
         try:
-            yield Foreign(client, log, new)
+            yield session
         finally:
-            with contextlib.suppress(dagger.DaggerError, OSError):
-                await connection.close()
+            await _closed(connection, session)
             file.seek(0)
             log.text = file.read()
+
+
+CLOSE_SECONDS = 30.0
+
+
+async def _closed(connection: dagger.Connection, session: Foreign) -> None:
+    """End the session; one whose engine died would wait 300 s on it: ended after 30 s."""
+
+    async def deadline() -> None:
+        await anyio.sleep(CLOSE_SECONDS)
+        session.abandon()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(deadline)
+        with contextlib.suppress(dagger.DaggerError, OSError, subprocess.SubprocessError):
+            await connection.close()
+        group.cancel_scope.cancel()
 
 
 @contextlib.contextmanager

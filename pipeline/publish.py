@@ -143,6 +143,9 @@ async def publish_stitched(
         except (PublishFailed, EngineUnavailable) as err:
             errors.append(str(err))
             return
+        except dagger.DaggerError as err:  # its engine's session broke (the engine died)
+            errors.append(f"{built.platform}: {' '.join(str(err).split())[:300]}")
+            return
         manifests[built.platform] = address.rsplit("@", 1)[1]
 
     async with anyio.create_task_group() as group:

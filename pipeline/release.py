@@ -132,8 +132,8 @@ def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
         try:
             with one.guarded():
                 built = await build(image, platform)
-        except (engine.EngineUnavailable, dagger.DaggerError) as err:
-            if isinstance(err, dagger.DaggerError) and not await one.confirm_gone():
+        except Exception as err:  # a dead engine's client fails in more ways than DaggerError
+            if not isinstance(err, engine.EngineUnavailable) and not await one.confirm_gone():
                 raise
             return Built(image, platform, 0.0, error=one.error, engine=one.label)
         if not built.ok and await one.confirm_gone():
