@@ -49,7 +49,7 @@ async def export_images(
         builds, report = await build_images(plan, checkout, events, engines)
         if plan.engines:
             with tempfile.TemporaryDirectory(prefix="export-") as scratch:
-                await stitched_tarballs(plan, builds, engines, Path(scratch), report.ok)
+                await stitched_layouts(plan, builds, Path(scratch), for_bundle=False)
                 await deliver(dag.host().directory(scratch))
         else:
             tarballs = image_tarballs(plan, builds)
@@ -85,7 +85,7 @@ async def export_bundle(
             with scratch_beside(output) as scratch:
                 with events.step("exporting images from the engine"):
                     if plan.engines:
-                        await stitched_tarballs(plan, builds, engines, scratch, True)
+                        await stitched_layouts(plan, builds, scratch, for_bundle=True)
                     else:
                         await (
                             image_tarballs(plan, builds)
@@ -135,16 +135,13 @@ def image_tarballs(plan: Plan, builds: dict[str, list[Built]]) -> dagger.Directo
     return out
 
 
-async def stitched_tarballs(
-    plan: Plan,
-    builds: dict[str, list[Built]],
-    engines: list[fleet.Engine],
-    scratch: Path,
-    with_dependencies: bool,
+async def stitched_layouts(
+    plan: Plan, builds: dict[str, list[Built]], scratch: Path, for_bundle: bool
 ) -> None:
     """Several engines: each writes its platforms of every fully built image (all engines at
-    once), and each image's layout is joined here under one index: scratch/<image>.tar, as
-    `image_tarballs` would have made it. Dependencies come from the session's engine."""
+    once), and each image's layout is joined here under one index: the folder scratch/<image>
+    for a bundle (it reads folders too), else the tarball scratch/<image>.tar, as
+    `image_tarballs` makes it. Dependencies come from the session's engine."""
     parts = scratch / ".parts"
     done = [i for i in plan.components if all(b.ok for b in builds[i.image])]
 
@@ -157,15 +154,16 @@ async def stitched_tarballs(
         for image in done:
             for built in builds[image.image]:
                 group.start_soon(export_part, built)
-        if with_dependencies:
+        if len(done) == len(plan.components):  # every image out: its dependencies too
             group.start_soon(dependency_tarballs(plan).export, str(scratch / "dependencies"))
     for image in done:
-        joined = parts / image.image / "layout"
+        joined = scratch / image.image if for_bundle else parts / image.image / "layout"
         stitch(sorted((parts / image.image).glob("*.tar")), joined, f"image {image.image}")
-        with tarfile.open(scratch / f"{image.image}.tar", "w") as tar:
-            for path in sorted(joined.rglob("*")):
-                if path.is_file():
-                    tar.add(path, arcname=str(path.relative_to(joined)))
+        if not for_bundle:
+            with tarfile.open(scratch / f"{image.image}.tar", "w") as tar:
+                for path in sorted(joined.rglob("*")):
+                    if path.is_file():
+                        tar.add(path, arcname=str(path.relative_to(joined)))
     shutil.rmtree(parts)
 
 
@@ -225,9 +223,15 @@ def scratch_beside(output: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def layout_source(scratch: Path, name: str) -> Path:
+    folder = scratch / name
+    return folder if folder.is_dir() else scratch / f"{name}.tar"
+
+
 def bundle_images(plan: Plan, scratch: Path) -> list[BundleImage]:
+    # A folder where several engines' layouts were joined (stitched_layouts), else a tarball.
     images = [
-        BundleImage(name=i.image, ref=i.ref, tag=plan.tag, source=scratch / f"{i.image}.tar")
+        BundleImage(name=i.image, ref=i.ref, tag=plan.tag, source=layout_source(scratch, i.image))
         for i in plan.components
     ]
     return images + [

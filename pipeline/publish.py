@@ -113,8 +113,7 @@ async def publish_image(
         address = await push(base, image.ref, variants, access)
         if per_arch_tags:
             for built in builds:
-                arch = built.platform.split("/", 1)[1].replace("/", "")
-                await push(base, f"{image.ref}-{arch}", [built.container], access)
+                await push(base, arch_tagged(image.ref, built.platform), [built.container], access)
     except PublishFailed as err:
         return Published(image, error=str(err))
     return await checked(image, address.rsplit("@", 1)[1], builds, access)
@@ -164,6 +163,11 @@ async def publish_stitched(
     return await checked(image, digest, builds, access)
 
 
+def arch_tagged(tagged: str, platform: str) -> str:
+    """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
+    return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"
+
+
 def put_index(
     ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
 ) -> str:
@@ -175,8 +179,8 @@ def put_index(
             body, media_type = client.get_manifest(reference.path, digest)
             descriptors.append(layout.Descriptor(media_type, digest, len(body), platform))
             if per_arch_tags:
-                arch = platform.split("/", 1)[1].replace("/", "")
-                client.put_manifest(reference.path, f"{reference.tag}-{arch}", media_type, body)
+                tag = arch_tagged(reference.tag, platform)
+                client.put_manifest(reference.path, tag, media_type, body)
         index = layout.image_index(descriptors)
         return client.put_manifest(reference.path, reference.tag, layout.OCI_INDEX, index)
 

@@ -16,7 +16,6 @@ import base64
 import binascii
 import hashlib
 import io
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +109,6 @@ def _p256(key: Any, what: str) -> Any:
 
 
 # --- payload and signature -------------------------------------------------------------------
-def _go_json(obj: Any) -> bytes:
-    """JSON as Go's encoding/json writes it (no spaces, fields in the order given)."""
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
 def payload(reference: str, digest: str) -> bytes:
     """The simple-signing payload cosign signs for ``reference@digest``."""
     critical = {
@@ -122,7 +116,7 @@ def payload(reference: str, digest: str) -> bytes:
         "image": {"docker-manifest-digest": digest},
         "type": SIGNATURE_TYPE,
     }
-    return _go_json({"critical": critical, "optional": None})
+    return layout.compact({"critical": critical, "optional": None})
 
 
 def sign(key: SigningKey, data: bytes) -> str:
@@ -165,7 +159,7 @@ def signature_image(key: SigningKey, reference: str, digest: str) -> SignatureIm
     signed = payload(reference, digest)
     annotations = {layout.ANNOTATION_COSIGN_SIGNATURE: sign(key, signed)}
     layer = _descriptor(layout.COSIGN_SIMPLE_SIGNING, signed, annotations=annotations)
-    config = _go_json(
+    config = layout.compact(
         {
             "architecture": "",
             "created": ZERO_TIME,
@@ -182,7 +176,7 @@ def signature_image(key: SigningKey, reference: str, digest: str) -> SignatureIm
         "layers": [layer],
     }
     blobs = {layout.digest_bytes(config): config, layer["digest"]: signed}
-    return SignatureImage(_go_json(manifest), blobs)
+    return SignatureImage(layout.compact(manifest), blobs)
 
 
 def problem(

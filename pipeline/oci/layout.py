@@ -133,7 +133,12 @@ def image_index(manifests: list[Descriptor]) -> bytes:
         for m in manifests
     ]
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    return json.dumps(index, separators=(",", ":")).encode()
+    return compact(index)
+
+
+def compact(obj: Any) -> bytes:
+    """JSON as Go's encoding/json (BuildKit, cosign) writes it: no spaces, keys as given."""
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 # --- JSON ----------------------------------------------------------------------------------------
