@@ -77,6 +77,15 @@ async def signing_key(secret: dagger.Secret | None) -> SigningKey | None:
     return load_private_key((await secret.plaintext()).encode(), "--sign-key")
 
 
+async def exported(file: dagger.File | None, name: str) -> Path | None:
+    """A file argument as a path of this container (for code that reads paths)."""
+    if file is None:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="arg-")) / name
+    await file.export(str(path))
+    return path
+
+
 def events() -> Events:
     return Events(printer(sys.stderr))
 
@@ -190,21 +199,27 @@ class AiInfraMatrix:
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
         ssh_key: SshKey = None,
         sign_key: SignKey = None,
+        ca_cert: Annotated[
+            dagger.File | None, Doc("CA certificate (PEM) that signed the registry's TLS")
+        ] = None,
+        plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
-        The read-back goes through the engine: this code runs in a container that may not
-        reach the registry (a loopback or VPN-only one) that the engine pushes to.
+        Read back through the registry API, as the CLI does; only when this code's container
+        cannot reach the registry (a loopback or VPN-only one that the engine pushes to)
+        through the engine, and the report says so.
         """
         the_plan = await self._plan(tag, registry, platforms, components)
         access = RegistryAccess(
             username=username,
             password=await password.plaintext() if password else None,
-            through_engine=True,
+            ca_cert=await exported(ca_cert, "ca.crt"),
+            plain_http=plain_http,
             sign_key=await signing_key(sign_key),
         )
         report = await release_core(
-            the_plan, self._checkout(ssh_key), access, events(), connect=engine.joined
+            the_plan, self._checkout(ssh_key), access, events(), engine.joined, may_not_reach=True
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -256,10 +271,7 @@ class AiInfraMatrix:
         `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
         """
         the_plan = await self._plan(tag, registry, platforms, components)
-        previous = None
-        if since is not None:  # outside the result's folder: it is not part of the bundle
-            previous = Path(tempfile.mkdtemp(prefix="since-")) / "previous"
-            await since.export(str(previous))
+        previous = await exported(since, "previous")  # outside the result's folder
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"

@@ -28,7 +28,7 @@ from pipeline.build import Built
 from pipeline.engine import EngineUnavailable
 from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
-from pipeline.oci.errors import Refused, refusal
+from pipeline.oci.errors import Refused, UntrustedCertificate, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
@@ -65,9 +65,10 @@ class RegistryAccess:
     password: str | None = field(default=None, repr=False)
     ca_cert: Path | None = None  # for the read-back; the engine has its own trust config
     plain_http: bool = False
-    # Read back through the engine rather than the registry API: inside `dagger call` the
-    # code runs in a container that cannot reach a registry only the engine reaches.
-    through_engine: bool = False
+    # Why the read-back goes through the engine rather than the registry API (None: the
+    # API): inside `dagger call` the code runs in a container that may not reach a registry
+    # that only the engine reaches (reachable_from_here).
+    through_engine: str | None = None
     timeout: float = PUBLISH_TIMEOUT
     tries: int = PUBLISH_TRIES
     backoff: float = PUBLISH_BACKOFF
@@ -273,6 +274,29 @@ def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGrap
             raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
         top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
         return layout.walk_image(top, lambda d: client.get_manifest(reference.path, d)[0], ref)
+
+
+def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
+    """The access for a run whose code may not reach the registry the engine pushes to (the
+    Dagger door's container): the registry API when it answers here, else the engine's
+    read-back, with the reason. Signing needs the API, so it cannot fall back."""
+    if not plan.components:
+        return access
+    host = parse_tagged(plan.components[0].ref).registry
+    timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
+    with access.client(host, tries=1, timeout=timeout) as client:
+        try:
+            client.ping()
+            return access
+        except UntrustedCertificate as err:
+            raise BadInput(f"{err}: give its CA certificate (--ca-cert)") from None
+        except Refused:
+            return access  # it answered: the rights check and the push say the rest
+        except PipelineError as err:
+            reason = f"{host} does not answer from the module's container ({err})"
+    if access.sign_key is not None:
+        raise BadInput(f"--sign-key: signing needs the registry's API, and {reason}")
+    return replace(access, through_engine=reason)
 
 
 def check_push_rights(plan: Plan, access: RegistryAccess) -> None:

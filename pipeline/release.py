@@ -26,6 +26,7 @@ from pipeline.publish import (
     check_push_rights,
     publish_image,
     publish_stitched,
+    reachable_from_here,
 )
 from pipeline.report import Report, finished, image_row, new_report, published_so_far
 from pipeline.serve import FOREIGN_PLATFORM_ARGS, Served
@@ -51,10 +52,15 @@ async def release(
     access: RegistryAccess,
     events: Events,
     connect: engine.Connect = engine.session,
+    may_not_reach: bool = False,
 ) -> Report:
-    """The release of `plan`; a run cut short by the engine says what got out before."""
+    """The release of `plan`; a run cut short by the engine says what got out before.
+    `may_not_reach`: this code may not reach the registry the engine pushes to (it runs in
+    a module's container): asked first, and read back through the engine if it cannot."""
     if not plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    if may_not_reach:
+        access = await anyio.to_thread.run_sync(reachable_from_here, plan, access)
     await anyio.to_thread.run_sync(check_push_rights, plan, access)
     published: dict[str, Published] = {}
     try:
@@ -64,6 +70,7 @@ async def release(
     except engine.EngineGone as err:
         raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
     secrets = plan.secrets | ({access.password} if access.password else set())
+    report.read_back_through_engine = access.through_engine
     return finished(report, plan, fleet.joined_log(log, engines), secrets)
 
 

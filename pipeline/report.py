@@ -57,6 +57,9 @@ class Report:
     images: list[ImageRow] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # Why the index was read back through the engine, which gives no per-platform digest or
+    # size (None: through the registry API).
+    read_back_through_engine: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,6 +100,9 @@ class Report:
                     f"| {image.image} | {p.platform} | {p.status} | {digest} | "
                     f"{_size(p.size)} | {p.seconds:.1f} |" + (f" {p.engine} |" if several else "")
                 )
+        if self.read_back_through_engine:
+            lines += ["", f"Read back through the engine: {self.read_back_through_engine}; "
+                      "so no digest or size per platform."]  # fmt: skip
         published = [i for i in self.images if i.status == Status.PUBLISHED and i.digest]
         if published:
             lines += ["", "Published indexes (pin these):", ""]

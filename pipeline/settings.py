@@ -32,8 +32,21 @@ MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for
 # dead one (the tests lower it against a registry that never answers).
 PUBLISH_TIMEOUT = 1800.0
 DEFAULT_PLATFORMS = ("linux/amd64", "linux/arm64")
-# The engine addresses Dagger's CLI takes (_EXPERIMENTAL_DAGGER_RUNNER_HOST) at 0.18.10.
-ENGINE_SCHEMES = ("unix", "tcp", "ssh", "kube-pod", "docker-container", "podman-container")
+# The addresses of a running engine Dagger's CLI takes (_EXPERIMENTAL_DAGGER_RUNNER_HOST) at
+# 0.21.8 (engine/client/drivers); `image://` would start a new engine instead.
+ENGINE_SCHEMES = (
+    "unix",
+    "tcp",
+    "tls",
+    "ssh",
+    "kube-pod",
+    "docker-container",
+    "container",
+    "container+docker",
+    "container+podman",
+    "container+nerdctl",
+    "container+finch",
+)
 
 # Python field name -> the env name AI-Infra-Matrix (or this pipeline) uses.
 ENV_NAMES = {

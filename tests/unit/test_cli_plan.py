@@ -145,5 +145,6 @@ def test_plan_names_the_engine_of_each_platform_and_json_keeps_them(repo: Path, 
     code, _, err = cli("plan", "--source", str(repo), "--engines", "linux/arm64=arm-builder")
     assert code == 2 and err.strip() == (
         "error: PIPELINE_ENGINES='linux/arm64=arm-builder' (from arguments): 'arm-builder' is not "
-        "an engine address (unix|tcp|ssh|kube-pod|docker-container|podman-container://...)"
+        "an engine address (unix|tcp|tls|ssh|kube-pod|docker-container|container|container+docker|"
+        "container+podman|container+nerdctl|container+finch://...)"
     )

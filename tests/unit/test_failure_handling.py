@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import dagger
+import gql
 import pytest
 from dagger._exceptions import QueryErrorValue
 
@@ -129,7 +130,8 @@ class FakeBase:
             if isinstance(failure, float):  # a registry that does not answer
                 await anyio.sleep(failure)
             else:
-                raise dagger.QueryError([QueryErrorValue(message=failure)], None)
+                request = gql.GraphQLRequest(gql.gql("{ container { id } }"))
+                raise dagger.QueryError([QueryErrorValue(message=failure)], request)
         return f"{ref}@sha256:{'a' * 64}"
 
 
