@@ -82,10 +82,19 @@ def build_args(image: ImagePlan, native: str, platform: str) -> list[dagger.Buil
 
 def log_tail(err: Exception, lines: int = LOG_TAIL_LINES) -> str:
     if isinstance(err, dagger.ExecError):
-        text = "\n".join(part for part in (err.stdout, err.stderr, err.message) if part)
+        text = "\n".join(part for part in (err.stdout, err.stderr, step_failed(err)) if part)
     else:
         text = str(err)
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def step_failed(err: dagger.ExecError) -> str:
+    """BuildKit's line for the failed RUN step, from the command the error names: Dagger
+    0.21's own message for it says no more than `failed to clone built container state`."""
+    if not err.command:
+        return err.message
+    command = " ".join(err.command)
+    return f'process "{command}" did not complete successfully: exit code: {err.exit_code}'
 
 
 async def build_one(

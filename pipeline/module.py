@@ -117,6 +117,17 @@ async def engine_ssh_keys(events: Events, _client: dagger.Client) -> dagger.Dire
     return store.directory("/out")
 
 
+def exit_error(line: str, code: int) -> dagger.Error:
+    """The function's error, with the values that make `dagger call` exit with `code` (2 for
+    bad input, as the CLI): it keeps the exit code of an error typed as an exec error
+    (cmd/dagger/functions.go), and takes an error's values as its extensions."""
+    error = dag.error(line)
+    values = {"_type": "EXEC_ERROR", "exitCode": code, "stdout": "", "stderr": ""}
+    for name, value in values.items():
+        error = error.with_value(name, dagger.JSON(json.dumps(value)))
+    return error
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -132,7 +143,7 @@ def one_line_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         except PipelineError as err:
             line = f"error: {' '.join(str(err).split())}"
             print(line, file=sys.stderr, flush=True)
-            await dag.current_function_call().return_error(dag.error(line))
+            await dag.current_function_call().return_error(exit_error(line, err.exit_code))
             raise SystemExit(err.exit_code) from None
 
     return door

@@ -204,7 +204,10 @@ def _with_tail(error: str | None, log: str, image: ImagePlan, platform: str) -> 
     tail = buildlog.failed_step_output(
         log, dockerfile_path(image), platform, image.target, LOG_TAIL_LINES
     )
-    return "\n".join([*tail, error or ""]).strip() if tail else error
+    # Dagger 0.21's exec error carries the step's output itself; 0.18's did not.
+    if not tail or tail[-1] in (error or "").splitlines():
+        return error
+    return "\n".join([*tail, error or ""]).strip()
 
 
 def published_so_far(plan: Plan, published: Mapping[str, Published]) -> str:

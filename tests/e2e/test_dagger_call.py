@@ -1,11 +1,13 @@
 """The Dagger door as users run it: `dagger call` of this module on the engine.
 
-The module runs in a container of the engine, so everything it does over the network must
-work when the registry (here the lab's loopback one) is reachable by the engine alone.
+The module runs in a container of the engine. Against a registry on the network (the lab's,
+by name, like a Harbor on a LAN) it does what the CLI door does; against one that the engine
+alone reaches (the lab's loopback one) it still publishes, read back through the engine.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -19,7 +21,6 @@ from conftest import (
     ROOT,
     SSH_KEY_DIR,
     Lab,
-    published_manifests,
     run_cli,
 )
 
@@ -55,13 +56,23 @@ def call(*args: str, source: Path = MINI_MATRIX) -> subprocess.CompletedProcess:
 BUILT_WITH_A_SERVICE = {"ai-infra-slurm-master"}
 
 
-def release_args(lab: Lab, project: str, tag: str) -> list[str]:
+def release_args(lab: Lab, project: str, tag: str, registry: str | None = None) -> list[str]:
     return [
-        "release", "--tag", tag, "--registry", f"{lab.secure_registry}/{project}",
+        "release", "--tag", tag, "--registry", f"{registry or lab.secure_registry}/{project}",
         "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
+        "--ca-cert", str(lab.ca_cert),
         # The pair the CLI door made and keeps: the same keys in both doors' images.
         "--ssh-key", str(SSH_KEY_DIR),
     ]  # fmt: skip
+
+
+def rows(report: dict) -> dict[tuple[str, str], tuple]:
+    """(image, platform) -> what both doors must agree on."""
+    return {
+        (row["image"], p["platform"]): (p["status"], p["digest"], p["size"])
+        for row in report["images"]
+        for p in row["platforms"]
+    }
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -85,29 +96,94 @@ def test_dagger_call_plan_equals_the_cli_plan():
     assert json.loads(door.stdout) == json.loads(cli.stdout)
 
 
-def test_dagger_call_release_publishes_the_cli_door_s_digests(lab: Lab, released, unique):
-    """Against the TLS + auth registry on the engine's loopback: the module's container cannot
-    reach it, so publishing and the read-back both go through the engine."""
-    cli_project, _ = released
+def test_dagger_call_release_gives_the_cli_door_s_rows_and_index_digests(
+    lab: Lab, released, unique
+):
+    """The same tree through both doors, on the TLS + auth registry the module's container
+    reaches by name: read back through the registry API, the same report rows (digest and
+    size in every one) and the same index digests (0.21 orders an index by platform)."""
+    _, cli_report = released
     project = f"door-{unique}"
     result = call(*release_args(lab, project, "v0.3.8"), "--json-report")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["ok"] and [i["image"] for i in report["images"]] == list(MINI_MATRIX_IMAGES)
+    assert report["read_back_through_engine"] is None
+    door_rows, cli_rows = rows(report), rows(cli_report)
+    assert door_rows.keys() == cli_rows.keys()
+    for (image, platform), (status, digest, size) in door_rows.items():
+        assert status == "published" and digest.startswith("sha256:") and size > 0, image
+        if image not in BUILT_WITH_A_SERVICE:  # its history holds that session's AppHub URL
+            assert (status, digest, size) == cli_rows[image, platform], (image, platform)
+    cli_index = {row["image"]: row["digest"] for row in cli_report["images"]}
     for row in report["images"]:
-        assert {p["status"] for p in row["platforms"]} == {"published"}, row
         with lab.secure_client() as client:
             body, _ = client.get_manifest(f"{project}/{row['image']}", "v0.3.8")
         assert row["digest"] == layout.digest_bytes(body), row["image"]
-        # Per platform, not the index: Dagger 0.18.10 orders an index's manifests by Go map
-        # iteration (core/container.go, Publish), so equal content can give two index digests.
-        door = published_manifests(lab, f"{project}/{row['image']}", "v0.3.8")
-        cli = published_manifests(lab, f"{cli_project}/{row['image']}", "v0.3.8")
-        if row["image"] in BUILT_WITH_A_SERVICE:  # its history holds that session's AppHub URL
-            assert set(door) == set(cli) == set(PLATFORMS), row["image"]
-        else:
-            assert door == cli and len(door) == 2, row["image"]
+        if row["image"] not in BUILT_WITH_A_SERVICE:
+            assert row["digest"] == cli_index[row["image"]], row["image"]
     assert lab.password not in result.stdout + result.stderr
+
+
+def test_dagger_call_release_signs_what_cosign_verifies(lab: Lab, unique, tmp_path):
+    key, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                    str(key)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["openssl", "ec", "-in", str(key), "-pubout", "-out", str(public)],
+                   check=True, capture_output=True)  # fmt: skip
+    project = f"door-sig-{unique}"
+    result = dagger(
+        "call", "--source", str(MINI_MATRIX.relative_to(ROOT)),
+        *release_args(lab, project, "v0.3.8"), "--components", "gateway",
+        "--sign-key", "env:DOOR_SIGN_KEY", "--json-report",
+        env={"DOOR_SIGN_KEY": key.read_text()},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(result.stdout)["images"]
+    assert row["signature"] and key.read_text().splitlines()[1] not in result.stdout + result.stderr
+    cosign = os.environ.get("LAB_COSIGN", "")
+    assert os.access(cosign, os.X_OK), f"LAB_COSIGN={cosign!r}: run scripts/lab up"
+    verified = subprocess.run(
+        [cosign, "verify", "--key", str(public), "--insecure-ignore-tlog=true",
+         f"{lab.secure_registry}/{project}/ai-infra-gateway@{row['digest']}"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "SSL_CERT_FILE": str(lab.ca_cert), "COSIGN_PASSWORD": "",
+             "DOCKER_CONFIG": str(docker_config(tmp_path, lab))},
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    assert f'"docker-manifest-digest":"{row["digest"]}"' in verified.stdout
+
+
+def docker_config(root: Path, lab: Lab) -> Path:
+    """A docker config with the lab's login, which cosign reads."""
+    folder = root / "docker"
+    folder.mkdir()
+    auth = base64.b64encode(f"{lab.user}:{lab.password}".encode()).decode()
+    config = {"auths": {lab.secure_registry: {"auth": auth}}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_registry_the_module_cannot_reach_is_read_back_through_the_engine(lab: Lab, unique):
+    """The lab's loopback registry: the engine (a host process) pushes to it; the module's
+    container cannot reach it, so the read-back goes through the engine and says so."""
+    loopback = os.environ.get("LAB_LOOPBACK_REGISTRY")
+    assert loopback, "LAB_LOOPBACK_REGISTRY unset: run scripts/lab up"
+    project = f"door-lo-{unique}"
+    args = release_args(lab, project, "v0.3.8", registry=loopback)
+    result = call(*args, "--components", "gateway", "--json-report")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    (row,) = report["images"]
+    assert row["status"] == "published" and row["digest"].startswith("sha256:")
+    assert {p["platform"] for p in row["platforms"]} == set(PLATFORMS)
+    assert all(p["digest"] is None for p in row["platforms"])
+    assert report["read_back_through_engine"].startswith(
+        f"{loopback} does not answer from the module's container"
+    ), report["read_back_through_engine"]
+    markdown = call(*args, "--components", "gateway")
+    assert markdown.returncode == 0, markdown.stderr[-3000:]
+    assert "Read back through the engine: " in markdown.stdout
 
 
 def test_dagger_call_offline_bundle_exports_a_bundle_that_verifies(tmp_path):
@@ -153,7 +229,7 @@ def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline
 def test_bad_input_through_the_door_is_one_line_like_the_cli():
     door = call("plan", "--tag", "bad tag!")
     cli = run_cli("plan", "--source", str(MINI_MATRIX), "--tag", "bad tag!")
-    assert door.returncode != 0 and cli.returncode == 2
+    assert door.returncode == cli.returncode == 2, door.stderr[-3000:]
     assert "Traceback" not in door.stderr
     (cli_line,) = error_lines(cli)
     assert any(cli_line in line for line in error_lines(door)), door.stderr[-3000:]
@@ -161,7 +237,7 @@ def test_bad_input_through_the_door_is_one_line_like_the_cli():
 
 def test_unknown_component_through_the_door_is_one_line():
     door = call("plan", "--components", "nosuch")
-    assert door.returncode != 0 and "Traceback" not in door.stderr
+    assert door.returncode == 2 and "Traceback" not in door.stderr
     assert any("nosuch" in line for line in error_lines(door)), door.stderr[-3000:]
 
 

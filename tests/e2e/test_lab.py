@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import uuid
 
 import dagger
 import httpx
@@ -11,6 +13,7 @@ import pytest
 from conftest import MINI_MATRIX, PLATFORMS, Lab, marker_variants, run_cli, secure_auth
 from dagger import dag
 
+from pipeline.engine import foreign
 from pipeline.oci import layout
 
 pytestmark = pytest.mark.anyio
@@ -74,3 +77,40 @@ def test_secure_registry_refuses_a_push_without_credentials(lab: Lab, unique: st
     )
     assert logged_in.returncode == 0, logged_in.stderr[-2000:]
     assert lab.password not in anonymous.stderr + logged_in.stderr + logged_in.stdout
+
+
+def network_registries(lab: Lab) -> list[str]:
+    names = ("LAB_REGISTRY", "LAB_SECURE_REGISTRY", "LAB_TOKEN_REGISTRY")
+    found = [os.environ.get(name, "") for name in names]
+    assert all(found), f"{names}: run scripts/lab up"
+    assert not any(a.startswith(("127.", "localhost")) for a in found), found
+    return found
+
+
+# Resolves and connects as a client in a container would (busybox-static's own wget and nc
+# cannot resolve names: its static libc has no resolver to load).
+PROBE = """
+import socket, sys
+for address in sys.argv[1:]:
+    host, port = address.rsplit(":", 1)
+    socket.create_connection((host, int(port)), 5).close()
+    print(address)
+"""
+
+
+async def answers_by_name(client: dagger.Client, addresses: list[str]) -> str:
+    """Resolve and connect to each address from a container on `client`'s engine network."""
+    container = (
+        client.container().from_("python:3.11-slim").with_env_variable("RUN", uuid.uuid4().hex)
+    )
+    return await container.with_exec(["python3", "-c", PROBE, *addresses]).stdout()
+
+
+async def test_the_registries_answer_by_name_in_each_engine_s_containers(engine, lab: Lab):
+    """Like a Harbor on a LAN: one name that the host, each engine and its containers reach."""
+    addresses = network_registries(lab)
+    assert (await answers_by_name(dag, addresses)).split() == addresses
+    second = os.environ.get("LAB_ENGINE_2")
+    assert second, "LAB_ENGINE_2 unset: start the lab with LAB_ENGINES=2"
+    async with foreign(second) as other:
+        assert (await answers_by_name(other.client, addresses)).split() == addresses

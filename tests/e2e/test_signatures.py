@@ -77,8 +77,9 @@ def pushed(bundle: Path, lab: Lab, project: str) -> dict[str, str]:
 
 def cosign_verify(cosign: Path, public: Path, ref: str) -> subprocess.CompletedProcess:
     return subprocess.run(
+        # A plain-HTTP registry by name (not loopback): cosign needs both flags for it.
         [str(cosign), "verify", "--key", str(public), "--insecure-ignore-tlog=true",
-         "--allow-http-registry", ref],
+         "--allow-http-registry", "--allow-insecure-registry", ref],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

@@ -89,17 +89,37 @@ def test_a_user_without_push_rights_is_told_before_any_build(token_lab, tmp_path
     assert not (tmp_path / "report.json").exists()
 
 
-def test_dagger_call_release_logs_in_with_tokens(token_lab, unique):
-    project = f"tok-door-{unique}"
-    result = call(
+def door_release(token_lab: TokenLab, project: str, user: str):
+    return call(
         "release", "--tag", TAG, "--components", "gateway",
-        "--registry", f"{token_lab.registry}/{project}",
-        "--username", token_lab.user, "--password", "env:LAB_REGISTRY_PASSWORD", "--json-report",
+        "--registry", f"{token_lab.registry}/{project}", "--ca-cert", str(token_lab.ca_cert),
+        "--username", user, "--password", "env:LAB_REGISTRY_PASSWORD", "--json-report",
     )  # fmt: skip
+
+
+def test_dagger_call_release_logs_in_with_tokens(token_lab, unique):
+    result = door_release(token_lab, f"tok-door-{unique}", token_lab.user)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["ok"] and report["images"][0]["status"] == "published"
+    # Read back through the registry API from the module's container, as the CLI does.
+    platforms = report["images"][0]["platforms"]
+    assert {p["platform"] for p in platforms if p["digest"] and p["size"]} == set(PLATFORMS)
     assert token_lab.password not in result.stdout + result.stderr
+
+
+def test_dagger_call_tells_a_user_without_push_rights_before_any_build(token_lab, unique):
+    started = time.monotonic()
+    result = door_release(token_lab, f"tok-door-{unique}", token_lab.reader)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = (
+        f"error: registry {token_lab.registry}: user {token_lab.reader!r} may not push to "
+        f"project tok-door-{unique} (its token grants no push); give the account push rights "
+        "on the project"
+    )
+    assert line in result.stderr and "Traceback" not in result.stderr
+    assert "building" not in result.stderr and "dockerBuild" not in result.stderr
+    print(f"refused in {time.monotonic() - started:.1f}s: {line}")
 
 
 class Slow:

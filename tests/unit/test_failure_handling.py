@@ -16,6 +16,7 @@ import pytest
 from dagger._exceptions import QueryErrorValue
 
 from pipeline import cli, engine
+from pipeline.build import log_tail
 from pipeline.buildlog import failed_step_output
 from pipeline.bundle.create import remove_stale
 from pipeline.errors import BadInput, PublishFailed
@@ -263,3 +264,20 @@ def test_bundle_create_refuses_an_existing_output_before_building(repo: Path, ca
     assert caught.value.code == 2
     expected = f"error: {repo / 'out'} already exists; remove it or choose another --output\n"
     assert capsys.readouterr().err == expected
+
+
+def test_a_failed_step_ends_with_buildkit_s_line_for_it():
+    """Dagger 0.21's message for a failed RUN step says only `failed to clone built container
+    state`; the command its exec error names says which step (as tests/e2e sees for real)."""
+    value = QueryErrorValue(
+        message="failed to clone built container state: exit code: 1",
+        extensions={"_type": "EXEC_ERROR", "cmd": ["/bin/sh", "-c", "make && false"],
+                    "exitCode": 1, "stdout": "making", "stderr": "oops"},
+    )  # fmt: skip
+    err = dagger.QueryError([value], gql.GraphQLRequest(gql.gql("{ container { id } }")))
+    assert isinstance(err, dagger.ExecError)
+    assert log_tail(err).splitlines() == [
+        "making",
+        "oops",
+        'process "/bin/sh -c make && false" did not complete successfully: exit code: 1',
+    ]
