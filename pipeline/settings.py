@@ -6,10 +6,9 @@ as a Mapping: nothing else reads os.environ) < overrides (CLI or Dagger argument
 "not given"). Every bad value fails here with one line naming the setting.
 
 A plain pydantic model does the typing and validation; the layering is ours (load_settings),
-so nothing reads os.environ or a dotenv path behind the caller's back.
+so nothing reads os.environ or a dotenv path behind the caller's back. envfile.py parses `.env`.
 """
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from pipeline.envfile import parse_env
 from pipeline.errors import BadInput
 from pipeline.oci.reference import TAG_RE, check_registry, hide_credentials
 
@@ -67,8 +67,6 @@ SECRET_WORDS += ("CERTIFICATE",)
 # real build values: KEYCLOAK_VERSION, SALTSTACK_VERSION.
 SECRET_PARTS = ("KEY", "AUTH", "SALT", "CERT")
 
-_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
 
 def is_secret(key: str) -> bool:
     """Whether a key looks like it holds a secret; such a key never reaches a build."""
@@ -84,55 +82,6 @@ def is_build_key(key: str) -> bool:
     if is_secret(key):
         return False
     return key in BUILD_KEYS or key.upper().endswith(BUILD_SUFFIXES)
-
-
-def parse_env(text: str, path: str, above: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Parse KEY=VALUE lines: `#` comments, blank lines, `export `, optional quotes.
-
-    `${VAR}` and `${VAR:-default}` expand as `source .env` would (not inside single quotes),
-    from keys set earlier in the file, else from `above`. Errors name the line, never a value.
-    """
-    values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not _KEY_RE.fullmatch(key):
-            raise BadInput(f"{path}:{number}: not a KEY=VALUE line")
-        value, literal = _value(value.strip(), f"{path}:{number}")
-        values[key] = value if literal else interpolate(value, {**(above or {}), **values})
-    return values
-
-
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
-
-
-def interpolate(value: str, known: Mapping[str, str]) -> str:
-    """`${VAR}`: its value, or empty; `${VAR:-default}`: the default when unset or empty."""
-
-    def one(match: re.Match[str]) -> str:
-        found = known.get(match[1], "")
-        return found if found or match[2] is None else match[3]
-
-    return _REFERENCE.sub(one, value)
-
-
-def _value(value: str, where: str) -> tuple[str, bool]:
-    """The value without quotes or comment, and whether it is literal (single-quoted)."""
-    if value[:1] in ("'", '"'):
-        quote = value[0]
-        end = value.find(quote, 1)
-        while quote == '"' and end > 0 and value[end - 1] == "\\":
-            end = value.find(quote, end + 1)
-        if end < 0:
-            raise BadInput(f"{where}: unterminated quote")
-        inner = value[1:end]
-        return (inner.replace('\\"', '"'), False) if quote == '"' else (inner, True)
-    # Unquoted: ` #` starts a comment, as in docker compose (`CHANNEL=#alerts` stays a value).
-    return re.split(r"\s+#", value, maxsplit=1)[0].rstrip(), False
 
 
 def read_env_files(source: Path | None) -> list[tuple[str, dict[str, str]]]:

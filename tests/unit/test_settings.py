@@ -285,3 +285,40 @@ def test_an_engine_for_a_platform_the_release_does_not_build_says_so():
         "PIPELINE_ENGINES='linux/arm64=tcp://a:1' (from arguments): "
         "linux/arm64 is not a platform of this release"
     )
+
+
+def test_env_files_as_ai_infra_matrix_writes_them(tmp_path: Path):
+    """A BOM, CRLF, `export`, a double-quoted value over lines, the last of duplicate keys."""
+    text = 'export A=1\r\nB="two\r\nlines"\r\nA=3\r\nC=${A}-${B:-x}\r\nIMAGE_TAG=v2\r\n'
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    s = load_settings(tmp_path, {}, {})
+    assert s.image_tag == "v2"
+    assert {k: s.public_values[k] for k in "ABC"} == {
+        "A": "3",
+        "B": "two\nlines",
+        "C": "3-two\nlines",
+    }
+
+
+def test_parse_env_defaults_as_source_does_and_never_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv("FROM_OS", "leaked")
+    text = "EMPTY=\nA=${EMPTY:-fallback}\nB=${FROM_OS}\nC=${FROM_OS:-d}\nD=${EXAMPLE}\n"
+    values = parse_env(text, ".env", above={"EXAMPLE": "from-example"})
+    assert values == {"EMPTY": "", "A": "fallback", "B": "", "C": "d", "D": "from-example"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\n\n# note\n\nPOSTGRES_PASSWORD hunter2\n", ".env:5: not a KEY=VALUE line"),
+        ("A=1\r\n\r\nthis-is-s3cret\r\n", ".env:3: not a KEY=VALUE line"),
+        ("A-B=1\n", ".env:1: not a KEY=VALUE line"),
+        ('A=1\nB="open\nC=2\n', ".env:2: unterminated quote"),
+        ("A='open\n", ".env:1: unterminated quote"),
+        ('A="closed" then-text\n', ".env:1: not a KEY=VALUE line"),
+    ],
+)
+def test_a_malformed_line_is_named_never_skipped(text: str, expected: str):
+    with pytest.raises(BadInput) as info:
+        parse_env(text, ".env")
+    assert str(info.value) == expected
