@@ -322,3 +322,26 @@ def test_a_malformed_line_is_named_never_skipped(text: str, expected: str):
     with pytest.raises(BadInput) as info:
         parse_env(text, ".env")
     assert str(info.value) == expected
+
+
+def test_errors_name_the_file_in_the_source_tree_not_where_it_was_read(tmp_path: Path):
+    """`dagger call` reads a temporary copy: its path must not reach the person."""
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v1\n\nnot a line\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value) == ".env.example:3: not a KEY=VALUE line"
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v1\n")
+    (tmp_path / ".env").write_text("TARGET_PLATFORMS=linux/s390x\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value).startswith("TARGET_PLATFORMS='linux/s390x' (from .env): ")
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_settings_alone_read_no_environment(monkeypatch):
+    """Outside load_settings the model has only its defaults and arguments as sources."""
+    from pipeline.settings import Settings
+
+    monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
+    assert Settings().image_tag == "latest"
+    assert Settings(IMAGE_TAG="v2").image_tag == "v2"
