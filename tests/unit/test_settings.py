@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,33 @@ def test_settings_alone_read_no_environment(monkeypatch):
     monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
     assert Settings().image_tag == "latest"
     assert Settings(IMAGE_TAG="v2").image_tag == "v2"
+
+
+def test_an_env_file_of_10_mb_loads(tmp_path: Path):
+    """Each value resolves against the keys so far, never a copy of them: a 10 MB `.env` once
+    took minutes. The limit is far above what it takes (seconds) so it never flakes."""
+    block = (
+        "# component {i}\n"
+        "export MIRROR_{i}=https://mirror.example/{i}\n"
+        'QUOTED_{i}="a value {i}"  # comment\n'
+        "LITERAL_{i}='${{MIRROR_{i}}}'\n"
+        "URL_{i}=${{MIRROR_{i}}}/path:${{PORT_{i}:-8080}}\n"
+        "\n"
+        "COMPONENT_{i}_VERSION=v1.{i}.0\n"
+    )
+    blocks, size = [], 0
+    while size < 10_000_000:
+        blocks.append(block.format(i=len(blocks)))
+        size += len(blocks[-1])
+    (tmp_path / ".env").write_text("".join(blocks) + "IMAGE_TAG=v-last\n")
+    count = len(blocks)
+    started = time.monotonic()
+    s = load_settings(tmp_path, {}, {})
+    assert time.monotonic() - started < 60
+    last = count - 1
+    assert s.image_tag == "v-last"
+    assert s.public_values[f"URL_{last}"] == f"https://mirror.example/{last}/path:8080"
+    assert s.public_values[f"LITERAL_{last}"] == f"${{MIRROR_{last}}}"
+    assert s.public_values[f"QUOTED_{last}"] == f"a value {last}"
+    assert s.build_values[f"COMPONENT_{last}_VERSION"] == f"v1.{last}.0"
+    assert len(s.public_values) == 5 * count + 1
