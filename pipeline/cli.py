@@ -26,7 +26,7 @@ from pipeline.bundle.delta import describe_expected, read_base
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.plan import Plan, resolve_plan
-from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
+from pipeline.settings import SETTING_DOCS, door_overrides, setting_doc
 from pipeline.sign import fingerprint, read_sign_key
 
 app = typer.Typer(
@@ -44,31 +44,19 @@ DISTRIBUTION = "ai-infra-matrix-pipeline"  # pyproject.toml's project name
 Source = Annotated[
     Path, typer.Option("--source", help="AI-Infra-Matrix checkout (reads src/ and .env).")
 ]
-Tag = Annotated[str | None, typer.Option("--tag", help="Image tag (env IMAGE_TAG).")]
-Registry = Annotated[
-    str | None,
-    typer.Option("--registry", help="host[:port]/project, '' for none (env PRIVATE_REGISTRY)."),
-]
-Platforms = Annotated[
-    str | None,
-    typer.Option(
-        "--platforms", help="Comma list, e.g. linux/amd64,linux/arm64 (env TARGET_PLATFORMS)."
-    ),
-]
-Components = Annotated[
-    str | None,
-    typer.Option("--components", help="Comma list of names to keep (env PIPELINE_COMPONENTS)."),
-]
-Engines = Annotated[
-    str | None,
-    typer.Option(
-        "--engines",
-        metavar="PLATFORM=ADDRESS,...",
-        help="The Dagger engine that builds each platform, e.g. "
-        "linux/arm64=tcp://arm-builder:1234; others use the default engine "
-        "(env PIPELINE_ENGINES).",
-    ),
-]
+
+
+def _setting(field: str) -> typer.models.OptionInfo:
+    """The option of a setting, its help read off the model."""
+    doc = setting_doc(field)
+    return typer.Option(doc.option, help=f"{doc.help} (env {doc.env}).", metavar=doc.metavar)
+
+
+Tag = Annotated[str | None, _setting("image_tag")]
+Registry = Annotated[str | None, _setting("private_registry")]
+Platforms = Annotated[str | None, _setting("target_platforms")]
+Components = Annotated[str | None, _setting("components")]
+Engines = Annotated[str | None, _setting("engines")]
 
 
 def _print_version(wanted: bool) -> None:
@@ -109,23 +97,20 @@ def _resolve(
     engines: str | None = None,
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
-    overrides = door_overrides(tag, registry, platforms, components, engines)
+    overrides = door_overrides(
+        tag=tag, registry=registry, platforms=platforms, components=components, engines=engines
+    )
     return resolve_plan(source, os.environ, overrides)
 
 
 # The settings no option sets, said in the --help of the commands they act on.
-ENV_ONLY = {
-    "PIPELINE_CONCURRENCY": f"builds at once, 1 to {MAX_CONCURRENCY} (default: the engine's CPUs)",
-    "PIPELINE_PER_ARCH_TAGS": "also push <tag>-amd64 etc. when true (default: false)",
-    "PIPELINE_PUBLISH_TIMEOUT": f"seconds one publish try may take (default: {PUBLISH_TIMEOUT:g})",
-    "PIPELINE_SSH_KEY_DIR": "where the SSH key pair made for a checkout with no ssh-key/ is "
-    "kept (default: ~/.local/share/ai-infra-matrix/ssh-key)",
-}
+ENV_ONLY = tuple(doc.env for doc in SETTING_DOCS if doc.option is None)
 
 
 def settings_epilog(*names: str) -> str:
+    docs = [doc for doc in SETTING_DOCS if doc.env in names]
+    lines = [f"  {doc.env}: {doc.description} (default: {doc.default})" for doc in docs]
     # \b keeps click from joining the lines into one paragraph.
-    lines = [f"  {name}: {ENV_ONLY[name]}" for name in names]
     return "\b\nAlso set in the environment or .env:\n" + "\n".join(lines)
 
 

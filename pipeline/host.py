@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagger
 
-from pipeline import engine
+from pipeline import engine, settings
 from pipeline.errors import BadInput
 from pipeline.events import Events
 from pipeline.export import Deliver
@@ -23,7 +23,7 @@ from pipeline.report import Report
 SOURCE_EXCLUDES = [".env", ".git", "**/node_modules"]
 
 
-DEFAULT_SSH_KEY_DIR = Path("~/.local/share/ai-infra-matrix/ssh-key")
+DEFAULT_SSH_KEY_DIR = Path(settings.DEFAULT_SSH_KEY_DIR)
 
 
 def checkout(path: Path, ssh_key_dir: str | None = None) -> engine.Checkout:

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.envfile import parse_env
 from pipeline.errors import BadInput
 from pipeline.oci.reference import is_image_name
-from pipeline.settings import parse_env
 
 PHASES = ("foundation", "dependent")
 # The files of a component folder the plan reads.

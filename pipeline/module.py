@@ -30,7 +30,7 @@ from pipeline.plan import Plan, resolve_plan
 from pipeline.prepare import new_key_pair
 from pipeline.publish import RegistryAccess
 from pipeline.release import release as release_core
-from pipeline.settings import door_overrides
+from pipeline.settings import door_overrides, setting_doc
 from pipeline.sign import SigningKey, load_private_key
 
 # The files discovery and planning read; everything else stays in the engine.
@@ -56,10 +56,17 @@ LAYOUT_FILES = [
     "helm/*/charts/*/Chart.yaml",
 ]
 
-Tag = Annotated[str | None, Doc("Image tag (default: IMAGE_TAG from .env)")]
-Registry = Annotated[str | None, Doc("host[:port]/project (default: PRIVATE_REGISTRY)")]
-Platforms = Annotated[str | None, Doc("Comma list, e.g. linux/amd64,linux/arm64")]
-Components = Annotated[str | None, Doc("Comma list of components to keep")]
+
+def _setting(field: str) -> Doc:
+    """A setting's argument doc, read off the model: `dagger call` reads .env, not the env."""
+    doc = setting_doc(field)
+    return Doc(f"{doc.help} (default: {doc.env} from .env)")
+
+
+Tag = Annotated[str | None, _setting("image_tag")]
+Registry = Annotated[str | None, _setting("private_registry")]
+Platforms = Annotated[str | None, _setting("target_platforms")]
+Components = Annotated[str | None, _setting("components")]
 SshKey = Annotated[
     dagger.Directory | None,
     Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
@@ -175,7 +182,9 @@ class AiInfraMatrix:
         )
         # What the build context holds, for the COPY check (the copy has only the above).
         present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
-        overrides = door_overrides(tag, registry, platforms, components)
+        overrides = door_overrides(
+            tag=tag, registry=registry, platforms=platforms, components=components
+        )
         the_plan = resolve_plan(copy, {}, overrides, present)
         if the_plan.engines:  # a module runs in the one engine `dagger call` started
             raise BadInput(

@@ -80,6 +80,10 @@ def _env_not_utf8(repo: Path) -> None:
     (repo / ".env").write_bytes(b"IMAGE_TAG=v1\nPOSTGRES_PASSWORD=\xff\xfe-Secr3t\n")
 
 
+def _env_line_malformed(repo: Path) -> None:
+    (repo / ".env").write_text("IMAGE_TAG=v1\n\n# the database\nPOSTGRES_PASSWORD Secr3t\n")
+
+
 BAD_INPUT = {
     "unknown component": (
         None, ["release", "--components", "gatewy"], "PIPELINE_COMPONENTS: unknown 'gatewy'",
@@ -105,6 +109,9 @@ BAD_INPUT = {
         "src/portal/Dockerfile.tpl: template variable PORTAL_VERSION has no value",
     ),
     "unreadable .env": (_env_not_utf8, ["release"], ".env: cannot read (not UTF-8)"),
+    "malformed .env line": (
+        _env_line_malformed, ["plan"], "error: .env:4: not a KEY=VALUE line",
+    ),
     "no registry": (None, ["release", "--registry", ""], "release needs a registry"),
     "malformed registry": (None, ["release", "--registry", "https://h/p"], "PRIVATE_REGISTRY="),
     "registry with a password": (

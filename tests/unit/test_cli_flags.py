@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import ENV_NAMES
+from pipeline.settings import ENV_NAMES, settings_table
 
 REGISTRY_VERBS = {
     "release": ["release", "--source", "{source}", "--registry", "127.0.0.1:5000/x"],
@@ -109,3 +109,10 @@ def test_readme_settings_table_and_help_agree(cli):
             assert re.search(rf" {argument} \S+ (?:(?! --).)*\(env {name}\b", helps), name
         else:  # said in the epilog of the commands it acts on, with the README's default
             assert re.search(rf" {name}: [^:]*\(default: {re.escape(default)}\)", helps), name
+
+
+def test_readme_settings_table_is_the_models():
+    """README's table is made from the model, as --help is; when a setting changes, print
+    the new one with `python -c 'from pipeline.settings import settings_table as t; print(t())'`."""
+    table = settings_table()
+    assert table in README.read_text(), f"README's settings table is out of date:\n{table}"

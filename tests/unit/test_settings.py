@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,93 @@ def test_an_engine_for_a_platform_the_release_does_not_build_says_so():
         "PIPELINE_ENGINES='linux/arm64=tcp://a:1' (from arguments): "
         "linux/arm64 is not a platform of this release"
     )
+
+
+def test_env_files_as_ai_infra_matrix_writes_them(tmp_path: Path):
+    """A BOM, CRLF, `export`, a double-quoted value over lines, the last of duplicate keys."""
+    text = 'export A=1\r\nB="two\r\nlines"\r\nA=3\r\nC=${A}-${B:-x}\r\nIMAGE_TAG=v2\r\n'
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    s = load_settings(tmp_path, {}, {})
+    assert s.image_tag == "v2"
+    assert {k: s.public_values[k] for k in "ABC"} == {
+        "A": "3",
+        "B": "two\nlines",
+        "C": "3-two\nlines",
+    }
+
+
+def test_parse_env_defaults_as_source_does_and_never_reads_the_process_environment(monkeypatch):
+    monkeypatch.setenv("FROM_OS", "leaked")
+    text = "EMPTY=\nA=${EMPTY:-fallback}\nB=${FROM_OS}\nC=${FROM_OS:-d}\nD=${EXAMPLE}\n"
+    values = parse_env(text, ".env", above={"EXAMPLE": "from-example"})
+    assert values == {"EMPTY": "", "A": "fallback", "B": "", "C": "d", "D": "from-example"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\n\n# note\n\nPOSTGRES_PASSWORD hunter2\n", ".env:5: not a KEY=VALUE line"),
+        ("A=1\r\n\r\nthis-is-s3cret\r\n", ".env:3: not a KEY=VALUE line"),
+        ("A-B=1\n", ".env:1: not a KEY=VALUE line"),
+        ('A=1\nB="open\nC=2\n', ".env:2: unterminated quote"),
+        ("A='open\n", ".env:1: unterminated quote"),
+        ('A="closed" then-text\n', ".env:1: not a KEY=VALUE line"),
+    ],
+)
+def test_a_malformed_line_is_named_never_skipped(text: str, expected: str):
+    with pytest.raises(BadInput) as info:
+        parse_env(text, ".env")
+    assert str(info.value) == expected
+
+
+def test_errors_name_the_file_in_the_source_tree_not_where_it_was_read(tmp_path: Path):
+    """`dagger call` reads a temporary copy: its path must not reach the person."""
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v1\n\nnot a line\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value) == ".env.example:3: not a KEY=VALUE line"
+    (tmp_path / ".env.example").write_text("IMAGE_TAG=v1\n")
+    (tmp_path / ".env").write_text("TARGET_PLATFORMS=linux/s390x\n")
+    with pytest.raises(BadInput) as info:
+        load_settings(tmp_path, {}, {})
+    assert str(info.value).startswith("TARGET_PLATFORMS='linux/s390x' (from .env): ")
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_settings_alone_read_no_environment(monkeypatch):
+    """Outside load_settings the model has only its defaults and arguments as sources."""
+    from pipeline.settings import Settings
+
+    monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
+    assert Settings().image_tag == "latest"
+    assert Settings(IMAGE_TAG="v2").image_tag == "v2"
+
+
+def test_an_env_file_of_10_mb_loads(tmp_path: Path):
+    """Each value resolves against the keys so far, never a copy of them: a 10 MB `.env` once
+    took minutes. The limit is far above what it takes (seconds) so it never flakes."""
+    block = (
+        "# component {i}\n"
+        "export MIRROR_{i}=https://mirror.example/{i}\n"
+        'QUOTED_{i}="a value {i}"  # comment\n'
+        "LITERAL_{i}='${{MIRROR_{i}}}'\n"
+        "URL_{i}=${{MIRROR_{i}}}/path:${{PORT_{i}:-8080}}\n"
+        "\n"
+        "COMPONENT_{i}_VERSION=v1.{i}.0\n"
+    )
+    blocks, size = [], 0
+    while size < 10_000_000:
+        blocks.append(block.format(i=len(blocks)))
+        size += len(blocks[-1])
+    (tmp_path / ".env").write_text("".join(blocks) + "IMAGE_TAG=v-last\n")
+    count = len(blocks)
+    started = time.monotonic()
+    s = load_settings(tmp_path, {}, {})
+    assert time.monotonic() - started < 60
+    last = count - 1
+    assert s.image_tag == "v-last"
+    assert s.public_values[f"URL_{last}"] == f"https://mirror.example/{last}/path:8080"
+    assert s.public_values[f"LITERAL_{last}"] == f"${{MIRROR_{last}}}"
+    assert s.public_values[f"QUOTED_{last}"] == f"a value {last}"
+    assert s.build_values[f"COMPONENT_{last}_VERSION"] == f"v1.{last}.0"
+    assert len(s.public_values) == 5 * count + 1
