@@ -25,7 +25,7 @@ from pipeline.bundle.cli import app as bundle_app
 from pipeline.bundle.delta import describe_expected, read_base
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
-from pipeline.plan import Plan, resolve_plan
+from pipeline.plan import Plan, check_builds_an_image, resolve_plan
 from pipeline.settings import MAX_CONCURRENCY, PUBLISH_TIMEOUT, door_overrides
 from pipeline.sign import fingerprint, read_sign_key
 
@@ -182,6 +182,7 @@ def release(
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    check_builds_an_image(the_plan, dependencies_count=False)
     if report_json is not None:
         host.check_writable(report_json, "--report-json")
     login = flags.registry_login(

@@ -27,7 +27,7 @@ from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed
 from pipeline.events import Events
 from pipeline.oci import layout
-from pipeline.plan import Plan
+from pipeline.plan import Plan, check_builds_an_image
 from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
 from pipeline.sign import SigningKey
@@ -44,6 +44,7 @@ async def export_images(
     connect: engine.Connect = engine.session,
 ) -> Report:
     """`<image>.tar` for every fully built image and, when all built, `dependencies/*.tar`."""
+    check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     async with connect() as log, fleet.fleet(plan, events) as engines:
         builds, report = await build_images(plan, checkout, events, engines)
@@ -72,6 +73,7 @@ async def export_bundle(
     """The release as one OCI layout at `output` (and its archive); nothing there unless whole.
     With `since` (a previous bundle or its inventory.json), a delta of it; with `sign_key`,
     every image signed."""
+    check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     check_archive_format(archive)
     if since is not None:

@@ -32,7 +32,7 @@ from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, re
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
-from pipeline.plan import ImagePlan, Plan
+from pipeline.plan import ImagePlan, Plan, arch_tagged
 from pipeline.registry_flags import wrong_protocol
 from pipeline.settings import PUBLISH_TIMEOUT
 from pipeline.sign import SigningKey
@@ -163,11 +163,6 @@ async def publish_stitched(
     except PipelineError as err:
         return Published(image, error=f"index not written: {err}")
     return await checked(image, digest, builds, access)
-
-
-def arch_tagged(tagged: str, platform: str) -> str:
-    """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
-    return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"
 
 
 def put_index(
