@@ -109,6 +109,7 @@ def _resolve(
     engines: str | None = None,
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
+    host.check_folder(source, "--source", "the AI-Infra-Matrix checkout")
     overrides = door_overrides(tag, registry, platforms, components, engines)
     return resolve_plan(source, os.environ, overrides)
 
@@ -218,6 +219,7 @@ def export_cmd(
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
+    host.check_output_folder(output, "--output")
     report = run_core(
         export_images, the_plan, host.checkout(source, the_plan.ssh_key_dir), host.folder(output)
     )
@@ -262,6 +264,7 @@ def bundle_create(
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
+    host.check_output_folder(output, "--output")
     result = run_core(
         functools.partial(export_bundle, since=since, sign_key=key),
         the_plan,

@@ -12,7 +12,14 @@ from pipeline import dockerfile
 from pipeline.deployment import Found, dependency_name, deployment_images
 from pipeline.dockerfile import context_sources, declared_args
 from pipeline.errors import BadInput
-from pipeline.layout import Component, Dependency, Layout, discover, read_text
+from pipeline.layout import (
+    Component,
+    Dependency,
+    Layout,
+    discover,
+    read_text,
+    unreadable_is_bad_input,
+)
 from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
 from pipeline.prepare import (
     Generated,
@@ -150,7 +157,9 @@ def make_plan(
     components.sort(key=lambda c: (c.phase != "foundation", c.name))
     images = _with_needs([plan for c in components for plan in plans[c.name]])
     images = _with_services(images, {c.name: c.serves for c in components})
-    present = listing(root) if present is None else present
+    if present is None:
+        with unreadable_is_bad_input(root):
+            present = listing(root)
     generated = _generated(images, settings, root, present)
     images = _checked(images, generated, present)
     dependencies, skipped = _dependencies(layout, wanted, settings, values, root)
