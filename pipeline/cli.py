@@ -17,7 +17,7 @@ from typing import Annotated, TypeVar
 import anyio
 import typer
 
-from pipeline import console, host
+from pipeline import console, host, signals
 from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import CONTEXT_SETTINGS
@@ -296,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a PipelineError becomes one line and its exit code."""
     debug, args = _debug(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="ai-infra-pipeline")
+        with signals.terminate_as_interrupt():
+            app(args=args, prog_name="ai-infra-pipeline")
+    except SystemExit as done:
+        sys.exit(signals.exit_code(done.code))
     except PipelineError as err:
         if debug:
             traceback.print_exc()

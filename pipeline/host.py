@@ -14,9 +14,9 @@ from pathlib import Path
 import dagger
 
 from pipeline import engine
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, writing
 from pipeline.events import Events
-from pipeline.export import Deliver
+from pipeline.export import Deliver, exporting_to
 from pipeline.prepare import new_key_pair
 from pipeline.report import Report
 
@@ -76,10 +76,11 @@ def folder(output: Path) -> Deliver:
 
     async def deliver(directory: dagger.Directory) -> None:
         partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-        output.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await directory.export(str(partial))
-            partial.rename(output)
+            with writing("the export", output), exporting_to(output):
+                output.parent.mkdir(parents=True, exist_ok=True)
+                await directory.export(str(partial))
+                partial.rename(output)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
