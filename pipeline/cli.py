@@ -17,7 +17,7 @@ from typing import Annotated, TypeVar
 import anyio
 import typer
 
-from pipeline import console, host
+from pipeline import console, host, signals
 from pipeline import registry_flags as flags
 from pipeline.bundle.archive import archive_path, check_archive_format
 from pipeline.bundle.cli import CONTEXT_SETTINGS
@@ -25,7 +25,7 @@ from pipeline.bundle.cli import app as bundle_app
 from pipeline.bundle.delta import describe_expected, read_base
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
-from pipeline.plan import Plan, resolve_plan
+from pipeline.plan import Plan, check_builds_an_image, resolve_plan
 from pipeline.settings import SETTING_DOCS, door_overrides, setting_doc
 from pipeline.sign import fingerprint, read_sign_key
 
@@ -97,6 +97,7 @@ def _resolve(
     engines: str | None = None,
 ) -> Plan:
     """Every command's first step: settings from .env, the environment and these options."""
+    host.check_folder(source, "--source", "the AI-Infra-Matrix checkout")
     overrides = door_overrides(
         tag=tag, registry=registry, platforms=platforms, components=components, engines=engines
     )
@@ -167,6 +168,7 @@ def release(
     # Bad input is found before the engine is contacted, not after an hour of builds.
     if not the_plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    check_builds_an_image(the_plan, dependencies_count=False)
     if report_json is not None:
         host.check_writable(report_json, "--report-json")
     login = flags.registry_login(
@@ -202,6 +204,7 @@ def export_cmd(
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
+    host.check_output_folder(output, "--output")
     report = run_core(
         export_images, the_plan, host.checkout(source, the_plan.ssh_key_dir), host.folder(output)
     )
@@ -246,6 +249,7 @@ def bundle_create(
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
+    host.check_output_folder(output, "--output")
     result = run_core(
         functools.partial(export_bundle, since=since, sign_key=key),
         the_plan,
@@ -277,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a PipelineError becomes one line and its exit code."""
     debug, args = _debug(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="ai-infra-pipeline")
+        with signals.terminate_as_interrupt():
+            app(args=args, prog_name="ai-infra-pipeline")
+    except SystemExit as done:
+        sys.exit(signals.exit_code(done.code))
     except PipelineError as err:
         if debug:
             traceback.print_exc()

@@ -28,7 +28,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = WI
 
 def plan_table(plan: Plan) -> str:
     """The plan as people read it: images (from which Dockerfile, after which images), their
-    build arguments by name, dependencies, then what was skipped and why."""
+    build arguments by name, dependencies, then what was skipped and why, and the plan's notes."""
     refs = (
         f"{plan.registry}/IMAGE:{plan.tag}" if plan.registry else f"IMAGE:{plan.tag} (no registry)"
     )
@@ -63,6 +63,7 @@ def plan_table(plan: Plan) -> str:
     if plan.skipped:
         skipped = [(s.name, s.reason) for s in plan.skipped]
         parts += ["", table(("SKIPPED", "REASON"), skipped)]
+    parts += [f"\nnote: {note}" for note in plan.notes]
     return "\n".join(parts)
 
 

@@ -1,5 +1,9 @@
 """Error types. Each carries the exit code the doors use; the message is one line for people."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class PipelineError(Exception):
     """Base of every error the pipeline reports to a person."""
@@ -23,3 +27,13 @@ class PublishFailed(PipelineError):
 
 class BundleError(PipelineError):
     """An offline bundle is incomplete, corrupt or could not be written or pushed."""
+
+
+@contextmanager
+def writing(what: str, path: Path, error: type[PipelineError] = PipelineError) -> Iterator[None]:
+    """A file-system error while `path` is written (full, read-only, ...) is one line naming
+    it; inside the engine session the SDK would blame "starting the engine session"."""
+    try:
+        yield
+    except OSError as err:
+        raise error(f"cannot write {what} {path} ({err.strerror or err})") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -24,10 +25,10 @@ from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
 from pipeline.bundle.delta import read_base
 from pipeline.bundle.source import copy_blob, open_source
-from pipeline.errors import BadInput, BuildFailed
+from pipeline.errors import BadInput, BuildFailed, BundleError, PipelineError, writing
 from pipeline.events import Events
 from pipeline.oci import layout
-from pipeline.plan import Plan
+from pipeline.plan import Plan, check_builds_an_image
 from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
 from pipeline.sign import SigningKey
@@ -44,6 +45,7 @@ async def export_images(
     connect: engine.Connect = engine.session,
 ) -> Report:
     """`<image>.tar` for every fully built image and, when all built, `dependencies/*.tar`."""
+    check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     async with connect() as log, fleet.fleet(plan, events) as engines:
         builds, report = await build_images(plan, checkout, events, engines)
@@ -72,6 +74,7 @@ async def export_bundle(
     """The release as one OCI layout at `output` (and its archive); nothing there unless whole.
     With `since` (a previous bundle or its inventory.json), a delta of it; with `sign_key`,
     every image signed."""
+    check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     check_archive_format(archive)
     if since is not None:
@@ -81,9 +84,8 @@ async def export_bundle(
     async with connect() as log, fleet.fleet(plan, events) as engines:
         builds, report = await build_images(plan, checkout, events, engines)
         if report.ok:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            with scratch_beside(output) as scratch:
-                with events.step("exporting images from the engine"):
+            with writing("the bundle", output, BundleError), scratch_beside(output) as scratch:
+                with events.step("exporting images from the engine"), exporting_to(output):
                     if plan.engines:
                         await stitched_layouts(plan, builds, scratch, for_bundle=True)
                     else:
@@ -214,6 +216,7 @@ def dependency_tarballs(plan: Plan) -> dagger.Directory:
 def scratch_beside(output: Path) -> Iterator[Path]:
     """A folder for the tarballs on the bundle's file system (hard links, one rename); the pid
     in its name lets a later run tell a killed run's scratch from a live one's."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(
         tempfile.mkdtemp(prefix=f".{output.name}.tarballs-{os.getpid()}-", dir=output.parent)
     )
@@ -221,6 +224,32 @@ def scratch_beside(output: Path) -> Iterator[Path]:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# What the engine's write of a host folder fails with when the file system refuses it.
+_REFUSED_WRITE = re.compile(
+    r"no space left on device|read-only file system|permission denied|disk quota exceeded", re.I
+)
+
+
+@contextlib.contextmanager
+def exporting_to(path: Path) -> Iterator[None]:
+    """The engine writes under `path` on this host: a full or read-only file system is one
+    line naming `path` (other errors, such as a pull at export time, are not this)."""
+    try:
+        yield
+    except (dagger.QueryError, BaseExceptionGroup) as err:  # a group: several engines' writes
+        reason = _refused_write(err)
+        if reason is None:
+            raise
+        raise PipelineError(f"cannot write {path} ({reason})") from None
+
+
+def _refused_write(err: BaseException) -> str | None:
+    if isinstance(err, BaseExceptionGroup):
+        return next(filter(None, map(_refused_write, err.exceptions)), None)
+    found = _REFUSED_WRITE.search(str(err)) if isinstance(err, dagger.QueryError) else None
+    return found[0].capitalize() if found else None
 
 
 def layout_source(scratch: Path, name: str) -> Path:

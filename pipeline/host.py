@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import dagger
 
 from pipeline import engine, settings
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, writing
 from pipeline.events import Events
-from pipeline.export import Deliver
+from pipeline.export import Deliver, exporting_to
 from pipeline.prepare import new_key_pair
 from pipeline.report import Report
 
@@ -75,14 +76,39 @@ def folder(output: Path) -> Deliver:
 
     async def deliver(directory: dagger.Directory) -> None:
         partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-        output.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await directory.export(str(partial))
-            partial.rename(output)
+            with writing("the export", output), exporting_to(output):
+                output.parent.mkdir(parents=True, exist_ok=True)
+                await directory.export(str(partial))
+                partial.rename(output)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
     return deliver
+
+
+def check_folder(path: Path, flag: str, what: str) -> None:
+    """A folder the run reads (the checkout): there, a folder, and readable."""
+    if not path.exists():
+        raise BadInput(f"{flag} {path}: does not exist")
+    if not path.is_dir():
+        raise BadInput(f"{flag} {path}: is a file, not a folder ({what})")
+    try:
+        os.listdir(path)
+    except OSError as err:
+        raise BadInput(f"{flag} {path}: cannot read it ({err.strerror})") from None
+
+
+def check_output_folder(path: Path, flag: str) -> None:
+    """A folder the run makes at the end (its missing parents too): the nearest folder that
+    exists above it must take a new entry, found now and not after every build."""
+    above = next(p for p in path.absolute().parents if os.path.exists(p))
+    if not above.is_dir():
+        raise BadInput(f"{flag} {path}: {above} is a file, not a folder")
+    try:  # a real try, not os.access: that passes root where a write still fails (/sys)
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=above))
+    except OSError as err:
+        raise BadInput(f"{flag} {path}: cannot write in {above} ({err.strerror})") from None
 
 
 def check_writable(path: Path, flag: str) -> None:

@@ -11,7 +11,11 @@ A component serves while later images build when its `build.conf` says on which 
 Only paths and small config files are read here; templates are rendered by the plan.
 """
 
+import os
 import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,14 +84,17 @@ def discover(root: Path) -> Layout:
         raise BadInput(f"{root}: no src/ directory (is this an AI-Infra-Matrix checkout?)")
     components: list[Component] = []
     dependencies: list[Dependency] = []
-    for folder in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        _inside(root, folder)
-        component = _component(folder)
-        if component:
-            components.append(component)
-        dependency = _dependency(folder)
-        if dependency:
-            dependencies.append(dependency)
+    with unreadable_is_bad_input(root):
+        folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for folder in folders:
+            os.listdir(folder)  # a folder we may not list would look like neither
+            _inside(root, folder)
+            component = _component(folder)
+            if component:
+                components.append(component)
+            dependency = _dependency(folder)
+            if dependency:
+                dependencies.append(dependency)
     if not components and not dependencies:
         raise BadInput(f"{src}: no component (src/<name>/Dockerfile) and no dependency.conf")
     _check_unique_images(components)
@@ -107,8 +114,24 @@ def _inside(root: Path, folder: Path) -> None:
             )
 
 
+@contextmanager
+def unreadable_is_bad_input(root: Path) -> Iterator[None]:
+    """A file or folder of the checkout this user may not read: one line naming it."""
+    try:
+        yield
+    except OSError as err:
+        path = Path(err.filename) if err.filename else root
+        shown = path.relative_to(root) if path.is_relative_to(root) else path
+        raise BadInput(f"{shown}: cannot read ({err.strerror})") from None
+
+
 def _existing(folder: Path, name: str) -> str | None:
-    return f"src/{folder.name}/{name}" if (folder / name).is_file() else None
+    # os.stat, not is_file: that says no for a file it may not look at (Python 3.13+).
+    try:
+        mode = os.stat(folder / name).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return f"src/{folder.name}/{name}" if stat.S_ISREG(mode) else None
 
 
 def _component(folder: Path) -> Component | None:

@@ -12,8 +12,15 @@ from pipeline import dockerfile
 from pipeline.deployment import Found, dependency_name, deployment_images
 from pipeline.dockerfile import context_sources, declared_args
 from pipeline.errors import BadInput
-from pipeline.layout import Component, Dependency, Layout, discover, read_text
-from pipeline.oci.reference import canonical, image_name, is_reference
+from pipeline.layout import (
+    Component,
+    Dependency,
+    Layout,
+    discover,
+    read_text,
+    unreadable_is_bad_input,
+)
+from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
 from pipeline.prepare import (
     Generated,
     holds_private_key,
@@ -86,6 +93,9 @@ class Plan:
     generated: tuple[Generated, ...] = ()  # the prepare step's files
     ssh_key_dir: str | None = None
     engines: Mapping[str, str] = field(default_factory=dict)  # platform -> its engine's address
+    selection: tuple[str, ...] | None = None  # PIPELINE_COMPONENTS; None: everything
+    # For people: what the plan did that nobody asked for (a component added to the selection).
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -116,6 +126,7 @@ class Plan:
                 for d in self.dependencies
             ],
             "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
+            "notes": list(self.notes),
         }
 
 
@@ -136,17 +147,19 @@ def make_plan(
     `present`: what the build context holds (default: read from `root`, which for the Dagger
     door is only a copy of the layout files).
     """
+    _check_tags(settings)
     wanted = _selection(layout, settings.components)
     switched_off = _switched_off(wanted, settings)
     wanted -= {s.name for s in switched_off}
     values = template_values(settings)
-    components = [c for c in layout.components if c.name in wanted]
+    plans, added = _planned(layout, wanted, settings, values, root)
+    components = [c for c in layout.components if c.name in plans]
     components.sort(key=lambda c: (c.phase != "foundation", c.name))
-    images = _with_needs(
-        [plan for c in components for plan in _component_plans(c, settings, values, root)]
-    )
+    images = _with_needs([plan for c in components for plan in plans[c.name]])
     images = _with_services(images, {c.name: c.serves for c in components})
-    present = listing(root) if present is None else present
+    if present is None:
+        with unreadable_is_bad_input(root):
+            present = listing(root)
     generated = _generated(images, settings, root, present)
     images = _checked(images, generated, present)
     dependencies, skipped = _dependencies(layout, wanted, settings, values, root)
@@ -164,7 +177,80 @@ def make_plan(
         generated=tuple(generated),
         ssh_key_dir=settings.ssh_key_dir,
         engines=dict(settings.engines),
+        selection=settings.components,
+        notes=_added_note(added),
     )
+
+
+def _planned(
+    layout: Layout, wanted: set[str], settings: Settings, values: Mapping[str, str], root: Path
+) -> tuple[dict[str, list[ImagePlan]], dict[str, str]]:
+    """The image plans of the wanted components and of every component they read or reach
+    while they build (a selection that leaves one out fails in the build); and each component
+    added so, with why."""
+    by_name = {c.name: c for c in layout.components}
+    owners = {spec.image: c.name for c in layout.components for spec in c.images}
+    servers = {_service_arg(c.name): c.name for c in layout.components if c.serves}
+    plans: dict[str, list[ImagePlan]] = {}
+    added: dict[str, str] = {}
+    todo = sorted(wanted & by_name.keys())
+    while todo:
+        name = todo.pop(0)
+        plans[name] = _component_plans(by_name[name], settings, values, root)
+        for image in plans[name]:
+            reads = _read_images(image.dockerfile_text) & owners.keys()
+            uses = {owners[i]: f"{image.image} reads {i}" for i in sorted(reads)}
+            for arg in declared_args(image.dockerfile_text):
+                if arg in servers:
+                    uses[servers[arg]] = f"{image.image} reaches it as {arg} while it builds"
+            for other, why in uses.items():
+                if other not in plans and other not in todo:
+                    added[other] = why
+                    todo.append(other)
+    return plans, added
+
+
+def _added_note(added: Mapping[str, str]) -> tuple[str, ...]:
+    said = "; ".join(f"{name} ({why})" for name, why in sorted(added.items()))
+    lead = "PIPELINE_COMPONENTS leaves out what its images need while they build; also built"
+    return (f"{lead}: {said}",) if added else ()
+
+
+def check_builds_an_image(plan: Plan, dependencies_count: bool) -> None:
+    """A run that would build no image ends here, not with "0 images" and exit 0;
+    `dependencies_count`: the run delivers the dependencies too (export, bundle)."""
+    if plan.components or (dependencies_count and plan.dependencies):
+        return
+    asked = f"PIPELINE_COMPONENTS={','.join(plan.selection)}" if plan.selection else "the checkout"
+    deps = ", ".join(d.name for d in plan.dependencies)
+    kind = "third-party images, which release does not push"
+    holds = [f"it selects only dependencies: {deps} ({kind})"] if deps else []
+    holds += [f"{s.name} is skipped ({s.reason})" for s in plan.skipped]
+    raise BadInput(
+        f"{asked} builds no image: {'; '.join(holds) or 'nothing'}; "
+        f"{'name' if plan.selection else 'add'} a component (src/<name>/Dockerfile) too"
+    )
+
+
+def arch_tagged(tagged: str, platform: str) -> str:
+    """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
+    return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"
+
+
+def _check_tags(settings: Settings) -> None:
+    """Every tag the release writes must be a valid tag, the per-arch ones too (the longest
+    suffix counts): else the push of `<tag>-amd64` fails after every build."""
+    if not settings.per_arch_tags:
+        return
+    tag = settings.image_tag
+    longest = max((arch_tagged(tag, p) for p in settings.target_platforms), key=len)
+    if len(longest) > TAG_LIMIT:
+        raise BadInput(
+            f"IMAGE_TAG is {len(tag)} characters, and with PIPELINE_PER_ARCH_TAGS=true the "
+            f"release also pushes <IMAGE_TAG>{longest[len(tag) :]} ({len(longest)} characters) "
+            f"while a tag has at most {TAG_LIMIT}: shorten IMAGE_TAG to "
+            f"{TAG_LIMIT - len(longest) + len(tag)} characters or set PIPELINE_PER_ARCH_TAGS=false"
+        )
 
 
 def _generated(
@@ -203,7 +289,7 @@ def _with_services(
     """Mark the images that serve during builds, and the images that reach them: a Dockerfile
     that declares `ARG <COMPONENT>_URL` of a serving component (APPHUB_URL: apphub)."""
     servers = {i.name: i for i in images if serving.get(i.name)}
-    arg_names = {f"{name.upper().replace('-', '_')}_URL": s for name, s in servers.items()}
+    arg_names = {_service_arg(name): s for name, s in servers.items()}
     marked = []
     for image in images:
         declared = set(declared_args(image.dockerfile_text))
@@ -213,6 +299,16 @@ def _with_services(
         serves = serving.get(image.name) if image.name in servers else None
         marked.append(replace(image, serves=serves, reaches=reaches))
     return tuple(marked)
+
+
+def _service_arg(component: str) -> str:
+    """The build arg through which a build reaches a serving component: apphub -> APPHUB_URL."""
+    return f"{component.upper().replace('-', '_')}_URL"
+
+
+def _read_images(text: str) -> set[str]:
+    """The names of the images a Dockerfile reads (FROM, COPY --from)."""
+    return {image_name(r) for r in dockerfile.image_references(text)}
 
 
 def _switched_off(wanted: set[str], settings: Settings) -> list[Skipped]:
@@ -226,15 +322,8 @@ def _switched_off(wanted: set[str], settings: Settings) -> list[Skipped]:
 def _with_needs(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
     """Record which release images each Dockerfile reads; a cycle can never build."""
     names = {i.image for i in images}
-    needs = {
-        i.image: tuple(
-            sorted(
-                {image_name(r) for r in dockerfile.image_references(i.dockerfile_text)}
-                & names - {i.image}
-            )
-        )
-        for i in images
-    }
+    needs = {i.image: tuple(sorted(_read_images(i.dockerfile_text) & names - {i.image}))
+             for i in images}  # fmt: skip
     for image in needs:
         if image in _reachable(image, needs):
             raise BadInput(f"release images depend on each other in a cycle through {image}")

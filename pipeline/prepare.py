@@ -82,7 +82,11 @@ def ssh_key_files(present: Collection[str], sources: Iterable[str]) -> list[Gene
 def listing(root: Path) -> set[str]:
     """Every file and folder of the checkout a build context holds, `/`-separated."""
     found: set[str] = set()
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(err: OSError) -> None:
+        raise err  # the engine could not upload it either: layout.unreadable_is_bad_input
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = [d for d in dirs if d not in CONTEXT_EXCLUDED]
         base = Path(folder).relative_to(root).as_posix()
         for name in [*dirs, *files]:

@@ -28,11 +28,12 @@ from pipeline.build import Built
 from pipeline.engine import EngineUnavailable
 from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
-from pipeline.oci.errors import Refused, UntrustedCertificate, refusal
+from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
-from pipeline.plan import ImagePlan, Plan
+from pipeline.plan import ImagePlan, Plan, arch_tagged
+from pipeline.registry_flags import wrong_protocol
 from pipeline.settings import PUBLISH_TIMEOUT
 from pipeline.sign import SigningKey
 
@@ -164,11 +165,6 @@ async def publish_stitched(
     return await checked(image, digest, builds, access)
 
 
-def arch_tagged(tagged: str, platform: str) -> str:
-    """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
-    return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"
-
-
 def put_index(
     ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
 ) -> str:
@@ -290,6 +286,8 @@ def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
             return access
         except UntrustedCertificate as err:
             raise BadInput(f"{err}: give its CA certificate (--ca-cert)") from None
+        except WrongProtocol as err:
+            raise wrong_protocol(err) from None
         except Refused:
             return access  # it answered: the rights check and the push say the rest
         except PipelineError as err:
@@ -300,10 +298,10 @@ def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
 
 
 def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
-    """Before any build, what the registry says for sure: the login is refused, or its token
-    (Harbor's) does not grant push on the release's project. Anything less certain (no
-    answer, Basic auth) is left to the push itself; and through the engine, this code may
-    not reach the registry at all."""
+    """Before any build, what the registry says for sure: it speaks the other protocol, the
+    login is refused, or its token (Harbor's) does not grant push on the release's project.
+    Anything less certain (no answer, Basic auth) is left to the push itself; and through
+    the engine, this code may not reach the registry at all."""
     if access.through_engine or not plan.components:
         return
     reference = parse_tagged(plan.components[0].ref)
@@ -312,6 +310,8 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
     with access.client(reference.registry, tries=1, timeout=timeout) as client:
         try:
             may = client.may_push(reference.path)
+        except WrongProtocol as err:
+            raise wrong_protocol(err) from None
         except Refused as err:
             raise BadInput(str(err)) from None
         except PipelineError:

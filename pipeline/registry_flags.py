@@ -15,6 +15,7 @@ from typing import Annotated, TextIO
 import typer
 
 from pipeline.errors import BadInput
+from pipeline.oci.errors import WrongProtocol
 from pipeline.oci.registry import RegistryLogin
 
 Username = Annotated[str | None, typer.Option("--username", help="Registry user.")]
@@ -107,3 +108,8 @@ def _read_stdin(stdin: TextIO) -> str:
     if not secret:
         raise BadInput("--password-stdin read an empty password")
     return secret
+
+
+def wrong_protocol(err: WrongProtocol) -> BadInput:
+    """The flag to use, said by every door (`dagger call release` takes --plain-http too)."""
+    return BadInput(f"{err}: {'pass' if err.plain else 'leave out'} --plain-http")

@@ -19,7 +19,7 @@ from pipeline.build import BuildOne, Built, build_all, engine_builder, prepared_
 from pipeline.dockerfile import declared_args, replace_image
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
-from pipeline.plan import ImagePlan, Plan, waves
+from pipeline.plan import ImagePlan, Plan, check_builds_an_image, waves
 from pipeline.publish import (
     Published,
     RegistryAccess,
@@ -59,6 +59,7 @@ async def release(
     a module's container): asked first, and read back through the engine if it cannot."""
     if not plan.registry:
         raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    check_builds_an_image(plan, dependencies_count=False)
     if may_not_reach:
         access = await anyio.to_thread.run_sync(reachable_from_here, plan, access)
     await anyio.to_thread.run_sync(check_push_rights, plan, access)
@@ -178,6 +179,8 @@ async def build_in_waves(
     reaches a build-time service, after that service is built and started."""
     builds: dict[str, list[Built]] = {}
     served: dict[str, dict[str, Served]] = {}  # served image -> platform -> its service
+    for note in plan.notes:
+        events.note(note)
 
     async def image_done(image: ImagePlan, built: list[Built]) -> None:
         if steps.publish is None or not all(b.ok for b in built):

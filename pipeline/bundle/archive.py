@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from pipeline.bundle.progress import human
-from pipeline.errors import BadInput, BundleError
+from pipeline.errors import BadInput, BundleError, writing
 from pipeline.oci.layout import INVENTORY_FILE, iter_files, loads
 
 FORMATS = {"tar": ".tar", "tar.zst": ".tar.zst"}
@@ -50,10 +50,17 @@ def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
     Entries are sorted and carry fixed owners and ``mtime``, so the same bundle gives the same
     archive bytes.
     """
+    os.replace(partial_archive(root, dest, fmt, mtime=mtime), dest)
+    return dest
+
+
+def partial_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
+    """The archive of ``root`` written whole under ``dest``'s partial name, for the caller to
+    put in place; nothing is left if it fails."""
     check_archive_format(fmt)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     try:
-        with tmp.open("wb") as raw:
+        with writing("the archive", dest, BundleError), tmp.open("wb") as raw:
             if fmt == "tar":
                 _write_tar(root, raw, mtime)
             else:
@@ -63,11 +70,10 @@ def write_archive(root: Path, dest: Path, fmt: str, *, mtime: int = 0) -> Path:
                     _write_tar(root, writer, mtime)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return dest
+    return tmp
 
 
 def _write_tar(root: Path, fileobj: BinaryIO, mtime: int) -> None:

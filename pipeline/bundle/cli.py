@@ -20,7 +20,7 @@ from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import BadInput, BundleError
-from pipeline.oci.errors import LoginRequired, UntrustedCertificate
+from pipeline.oci.errors import LoginRequired, UntrustedCertificate, WrongProtocol
 from pipeline.oci.reference import RegistryTarget
 from pipeline.sign import fingerprint, load_public_key
 
@@ -117,6 +117,8 @@ def push(
         raise BundleError(f"{err}: pass --username with --password or --password-stdin") from None
     except UntrustedCertificate as err:
         raise BundleError(f"{err}: pass the CA that signed it with --ca-cert") from None
+    except WrongProtocol as err:
+        raise flags.wrong_protocol(err) from None
     for image in report.images:
         typer.echo(f"{image.target}@{image.digest} ({', '.join(image.platforms)})")
     typer.echo(report.summary())

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import sign
-from pipeline.bundle.archive import archive_path, write_archive
+from pipeline import sign, signals
+from pipeline.bundle.archive import archive_path, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
-from pipeline.errors import BadInput, BundleError
+from pipeline.errors import BadInput, BundleError, writing
 from pipeline.oci import layout
 from pipeline.oci.reference import parse_tagged
 
@@ -64,32 +64,51 @@ def create_bundle(
     """
     wanted = _check_arguments(output, images, platforms, archive, replace)
     previous = read_base(since) if since is not None else None
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
-        graphs = [_walk(image) for image in images]
-        _require_platforms(images, graphs, wanted)
-        base = _left_to_base(graphs, previous) if previous is not None else None
-        digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
-        signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
-        _write_metadata(partial, images, graphs, wanted, digests, base, signed)
-        _put_in_place(partial, output, replace)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    written = None
-    if archive is not None:
-        written = write_archive(output, archive_path(output, archive), archive)
+    dest = archive_path(output, archive) if archive is not None else None
+    archived = None
+    # Interrupted anywhere (SIGINT, SIGTERM: at once, see signals.at_once), the run leaves
+    # nothing: the archive is written from the partial folder, and both are put in place only
+    # once both are whole; so an interrupt never ends with a complete bundle and exit 130.
+    with signals.at_once(), writing("the bundle", output, BundleError):
+        try:
+            digests, base = _write_layout(partial, images, wanted, previous, sign_key)
+            if archive is not None and dest is not None:
+                archived = partial_archive(partial, dest, archive)
+            _put_in_place(partial, output, replace, (archived, dest) if archived and dest else None)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            if archived is not None:
+                archived.unlink(missing_ok=True)
+            raise
     return CreateResult(
         path=output,
-        archive=written,
+        archive=dest,
         images=len(images),
         blobs=len(digests),
         total_bytes=sum(digests.values()),
         base=base,
     )
+
+
+def _write_layout(
+    partial: Path,
+    images: Sequence[BundleImage],
+    wanted: Sequence[str],
+    previous: Base | None,
+    sign_key: sign.SigningKey | None,
+) -> tuple[dict[str, int], Base | None]:
+    """The whole layout at ``partial``: what it stores (digest → size), and a delta's base."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
+    graphs = [_walk(image) for image in images]
+    _require_platforms(images, graphs, wanted)
+    base = _left_to_base(graphs, previous) if previous is not None else None
+    digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
+    signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
+    _write_metadata(partial, images, graphs, wanted, digests, base, signed)
+    return digests, base
 
 
 def _check_arguments(
@@ -334,7 +353,21 @@ def inventory_entry(name: str, ref: str, tag: str, graph: layout.ImageGraph) -> 
     }
 
 
-def _put_in_place(partial: Path, output: Path, replace: bool) -> None:
+def _put_in_place(
+    partial: Path, output: Path, replace: bool, archived: tuple[Path, Path] | None
+) -> None:
+    """The folder, then its archive (partial, destination): the pair or nothing."""
+    _put_folder_in_place(partial, output, replace)
+    if archived is None:
+        return
+    try:
+        os.replace(*archived)
+    except BaseException:
+        shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _put_folder_in_place(partial: Path, output: Path, replace: bool) -> None:
     if not output.exists():
         os.replace(partial, output)
         return

@@ -18,6 +18,16 @@ class UntrustedCertificate(BundleError):
     """The registry's TLS certificate is signed by a CA this host does not trust."""
 
 
+class WrongProtocol(BundleError):
+    """The registry answers the other protocol: plain HTTP where HTTPS was asked, or the
+    reverse. No retry can help (registry_flags.wrong_protocol names the flag)."""
+
+    def __init__(self, host: str, plain: bool) -> None:
+        self.plain = plain  # it speaks plain HTTP
+        said = "plain HTTP, not HTTPS" if plain else "HTTPS, not plain HTTP"
+        super().__init__(f"registry {host} speaks {said}")
+
+
 def refusal(
     host: str, status: int, username: str | None, what: str | None = None, detail: str = ""
 ) -> str:

@@ -14,7 +14,8 @@ _HOST_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 HOST = rf"{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]{{1,5}})?"
 PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 PATH = rf"{PATH_PART}(?:/{PATH_PART})*"
-TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+TAG_LIMIT = 128  # characters
+TAG = rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{TAG_LIMIT - 1}}}"
 DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
 HOST_RE = re.compile(HOST)

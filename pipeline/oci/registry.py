@@ -24,13 +24,22 @@ import httpx
 
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
-from pipeline.oci.errors import LoginRequired, Refused, UntrustedCertificate, refusal
+from pipeline.oci.errors import (
+    LoginRequired,
+    Refused,
+    UntrustedCertificate,
+    WrongProtocol,
+    refusal,
+)
 from pipeline.oci.retry import GaveUp, Transient, retry
 
 USER_AGENT = "ai-infra-matrix-pipeline (bundle push)"
 TRIES = 4
 BACKOFF_SECONDS = 0.5
 TIMEOUT = httpx.Timeout(30.0, read=300.0, write=300.0)
+# The protocol probe before the first real request: short, one try; no answer in time is
+# the retried requests' business, not a verdict.
+PROBE_TIMEOUT = httpx.Timeout(5.0)
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 T = TypeVar("T")
 
@@ -67,6 +76,7 @@ class RegistryClient:
         self.host = host
         self.username = username
         self._password = password
+        self.plain_http = plain_http
         self.base = f"{'http' if plain_http else 'https'}://{host}"
         self.tries = max(tries, 1)
         self.backoff = backoff
@@ -79,6 +89,7 @@ class RegistryClient:
                 verify = ssl.create_default_context(cafile=str(ca_cert))
             except (ssl.SSLError, OSError) as exc:
                 raise BadInput(f"CA certificate {ca_cert} cannot be read: {exc}") from None
+        self._transport = transport
         self._client = httpx.Client(
             verify=verify,
             transport=transport,
@@ -99,7 +110,9 @@ class RegistryClient:
 
     # --- operations ---------------------------------------------------------------------------
     def ping(self) -> None:
-        """Reach the registry and check the credentials before any upload."""
+        """Reach the registry and check the credentials before any upload; WrongProtocol at
+        once when it speaks the other protocol."""
+        self.check_protocol()
         response = self._retrying("connect", lambda: self._send("GET", "/v2/", None))
         if response.status_code != 200:
             self._fail(response, "connect")
@@ -235,6 +248,32 @@ class RegistryClient:
         if layout.digest_bytes(response.content) != digest:
             raise BundleError(f"registry {self.host}: blob {digest} of {repository} is corrupt")
         return response.content
+
+    def check_protocol(self) -> None:
+        """One short GET of /v2/: a TLS error, a dropped connection or a 400 (a TLS port's
+        answer to plain HTTP) may mean the other protocol, which is then asked once."""
+        try:
+            response = self._client.get(self.base + "/v2/", timeout=PROBE_TIMEOUT)
+        except (httpx.TimeoutException, httpx.ConnectError) as exc:
+            if not _is_tls_error(exc):
+                return  # no answer: not a verdict on the protocol
+        except httpx.TransportError:
+            pass  # a TLS port that drops plain HTTP
+        else:
+            if not (self.plain_http and response.status_code == 400):
+                return
+        if self._answers_other_protocol():
+            raise WrongProtocol(self.host, plain=not self.plain_http)
+
+    def _answers_other_protocol(self) -> bool:
+        other = "https" if self.plain_http else "http"
+        # Only whether it speaks TLS at all: its certificate is the real requests' business.
+        with httpx.Client(verify=False, transport=self._transport, timeout=PROBE_TIMEOUT) as probe:
+            try:
+                response = probe.get(f"{other}://{self.host}/v2/")
+            except httpx.TransportError:
+                return False
+        return other == "https" or response.status_code != 400
 
     # --- plumbing -----------------------------------------------------------------------------
     def may_push(self, repository: str) -> bool | None:
@@ -403,6 +442,17 @@ def _errors(response: httpx.Response) -> str:
     except (ValueError, AttributeError, httpx.ResponseNotRead):
         return ""
     return f": {text}" if text else ""
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    """A TLS failure other than an untrusted certificate (WRONG_VERSION_NUMBER: the server
+    answered in plain HTTP)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
+            return not _is_tls_verification(exc)
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _is_tls_verification(exc: BaseException) -> bool:

@@ -189,6 +189,22 @@ BAD_INPUT = {
         None, ["bundle", "create", "--sign-key", f"file:{MINI_MATRIX / 'README.md'}"],
         "README.md: not a PEM private key",
     ),
+    "per-arch tag too long": (
+        None, ["release", "--tag", "v" + "1" * 125],
+        "error: IMAGE_TAG is 126 characters, and with PIPELINE_PER_ARCH_TAGS=true the release "
+        "also pushes <IMAGE_TAG>-amd64 (132 characters) while a tag has at most 128: shorten "
+        "IMAGE_TAG to 122 characters or set PIPELINE_PER_ARCH_TAGS=false",
+    ),
+    "per-arch tag too long on arm/v7": (
+        None, ["plan", "--tag", "v" + "1" * 122, "--platforms", "linux/arm/v7"],
+        "also pushes <IMAGE_TAG>-armv7 (129 characters)",
+    ),
+    "release of a dependency only": (
+        None, ["release", "--components", "os-base"],
+        "error: PIPELINE_COMPONENTS=os-base builds no image: it selects only dependencies: "
+        "os-base (third-party images, which release does not push); name a component "
+        "(src/<name>/Dockerfile) too",
+    ),
     "bundle: --sign-key variable unset": (
         None, ["bundle", "create", "--sign-key", "env:NO_SUCH_SIGN_KEY"],
         "error: --sign-key env:NO_SUCH_SIGN_KEY: the variable is not set",
@@ -201,6 +217,8 @@ CASE_ENV = {
     "two passwords": {"X": "hunter2"},
     "bad publish timeout": {"PIPELINE_PUBLISH_TIMEOUT": "soon"},
     "empty component list in the environment": {"PIPELINE_COMPONENTS": ""},
+    "per-arch tag too long": {"PIPELINE_PER_ARCH_TAGS": "true"},
+    "per-arch tag too long on arm/v7": {"PIPELINE_PER_ARCH_TAGS": "true"},
 }
 
 

@@ -295,6 +295,26 @@ async def test_release_adds_the_failed_steps_output_and_redacts_every_secret(fak
 
 
 @pytest.mark.anyio
+async def test_the_plans_notes_are_said_before_the_builds():
+    fake = FakeEngine()
+    plan = dataclasses.replace(plan_of(image("ai-infra-a")), notes=("also built: hub",))
+    lines: list[str] = []
+    await release.publish_release(plan, fake.steps(), Events(lines.append), {})
+    assert lines[0] == "also built: hub"
+
+
+@pytest.mark.anyio
+async def test_a_release_that_builds_no_image_is_bad_input_before_the_engine():
+    plan = dataclasses.replace(plan_of(), selection=("os-base",))
+
+    def no_engine():
+        raise AssertionError("the engine was contacted")
+
+    with pytest.raises(BadInput, match="PIPELINE_COMPONENTS=os-base builds no image: nothing"):
+        await release.release(plan, lambda: None, RegistryAccess(), Events(), connect=no_engine)
+
+
+@pytest.mark.anyio
 async def test_release_without_a_registry_is_bad_input_before_the_engine():
     plan = plan_of(image("ai-infra-a"))
     plan = dataclasses.replace(plan, registry=None)

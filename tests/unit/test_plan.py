@@ -6,7 +6,7 @@ import pytest
 from pipeline import dockerfile
 from pipeline.errors import BadInput
 from pipeline.layout import discover
-from pipeline.plan import Skipped, make_plan, resolve_plan
+from pipeline.plan import Skipped, check_builds_an_image, make_plan, resolve_plan
 from pipeline.settings import load_settings
 
 
@@ -214,6 +214,66 @@ def test_component_filter_keeps_named_components_and_dependencies(repo: Path):
     assert plan.skipped == ()
 
 
+MINI_MATRIX = Path(__file__).resolve().parents[2] / "examples" / "mini-matrix"
+
+
+def test_a_selection_gets_the_service_it_reaches_while_it_builds():
+    plan = plan_for(MINI_MATRIX, components="slurm-master")
+    images = by_image(plan)
+    assert list(images) == ["ai-infra-apphub", "ai-infra-slurm-master"]
+    assert images["ai-infra-slurm-master"].reaches == {"APPHUB_URL": "ai-infra-apphub"}
+    assert plan.notes == (
+        "PIPELINE_COMPONENTS leaves out what its images need while they build; also built: "
+        "apphub (ai-infra-slurm-master reaches it as APPHUB_URL while it builds)",
+    )
+    assert plan.dependencies == ()  # apphub is built for slurm-master, not released with its own
+    assert plan_for(MINI_MATRIX, components="apphub,slurm-master").notes == ()
+
+
+def test_a_selection_gets_the_release_image_it_reads(tree):
+    root = tree({
+        "src/node/Dockerfile": "FROM busybox:1.36\nCOPY --from=ai-infra-gateway:latest /w /w\n",
+        "src/gateway/Dockerfile": "FROM ai-infra-base:v1\n",
+        "src/base/Dockerfile": "FROM busybox:1.36\n",
+        "src/other/Dockerfile": "FROM busybox:1.36\n",
+    })  # fmt: skip
+    plan = plan_for(root, components="node")
+    assert [c.image for c in plan.components] == [
+        "ai-infra-base", "ai-infra-gateway", "ai-infra-node"
+    ]  # fmt: skip
+    assert by_image(plan)["ai-infra-node"].needs == ("ai-infra-gateway",)
+    assert plan.notes[0].endswith(
+        "also built: base (ai-infra-gateway reads ai-infra-base); "
+        "gateway (ai-infra-node reads ai-infra-gateway)"
+    )
+
+
+def test_an_unselected_component_is_not_read(tree):
+    """Only what the selection needs is planned: a broken component left out stays out."""
+    root = tree({"src/a/Dockerfile": "FROM busybox\n", "src/b/Dockerfile": "RUNN x\n"})
+    assert [c.image for c in plan_for(root, components="a").components] == ["ai-infra-a"]
+
+
+def test_a_run_that_builds_no_image_is_refused(repo: Path):
+    only_a_dependency = plan_for(repo, components="mysql")
+    with pytest.raises(BadInput, match=r"^PIPELINE_COMPONENTS=mysql builds no image: it selects "
+                       r"only dependencies: mysql \(third-party"):  # fmt: skip
+        check_builds_an_image(only_a_dependency, dependencies_count=False)
+    check_builds_an_image(only_a_dependency, dependencies_count=True)  # export, bundle: its tar
+    switched_off = plan_for(repo, components="safeline")
+    with pytest.raises(BadInput, match=r"safeline builds no image: safeline is skipped \(SAFE"):
+        check_builds_an_image(switched_off, dependencies_count=True)
+
+
+def test_per_arch_tags_within_the_limit_plan(repo: Path):
+    tag = "v" + "1" * 121  # 122 + "-arm64": 128
+    plan = plan_for(repo, {"PIPELINE_PER_ARCH_TAGS": "true"}, image_tag=tag)
+    assert plan.tag == tag
+    with pytest.raises(BadInput, match="IMAGE_TAG is 123 characters"):
+        plan_for(repo, {"PIPELINE_PER_ARCH_TAGS": "true"}, image_tag=tag + "1")
+    assert plan_for(repo, image_tag=tag + "1" * 6).tag  # 128 without per-arch tags
+
+
 def test_unknown_component_lists_known_ones(repo: Path):
     with pytest.raises(BadInput) as info:
         plan_for(repo, {"PIPELINE_COMPONENTS": "backnd"})
@@ -226,7 +286,7 @@ def test_to_json_shape_and_no_values(repo: Path, secrets):
     data = plan_for(repo, {"GITEA_ADMIN_TOKEN": "x"}).to_json()
     assert set(data) == {
         "tag", "platforms", "registry", "engines", "components", "dependencies", "skipped",
-        "generated",
+        "generated", "notes",
     }  # fmt: skip
     assert data["tag"] == "v0.3.8" and data["platforms"] == ["linux/amd64", "linux/arm64"]
     backend = data["components"][2]
