@@ -256,3 +256,12 @@ def tamper_index(bundle: Path, top: str) -> str:
     sums = [f"{layout.split_digest(layout.hash_file(bundle / f)[0])[1]}  {f}\n" for f in files]
     (bundle / layout.CHECKSUMS_FILE).write_text("".join(sums))
     return new
+
+
+def two_image_bundle(root: Path) -> Path:
+    """A bundle of two_sources' images, made under `root`."""
+    from pipeline.bundle import create_bundle
+
+    sources = two_sources(root / "src")
+    create_bundle(root / "bundle", [s.image for s in sources], PLATFORMS)
+    return root / "bundle"

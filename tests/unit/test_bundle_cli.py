@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.bundle import PushReport, cli, create_bundle
+from pipeline.bundle import PushReport, cli
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate
@@ -23,10 +23,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    sources = bf.two_sources(root / "src")
-    create_bundle(root / "bundle", [s.image for s in sources], bf.PLATFORMS)
-    return root / "bundle"
+    return bf.two_image_bundle(tmp_path_factory.mktemp("cli"))
 
 
 def test_verify_ok(bundle: Path) -> None:

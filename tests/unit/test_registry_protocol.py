@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pipeline.bundle import create_bundle
 from pipeline.oci.errors import WrongProtocol
 from pipeline.oci.registry import RegistryClient
 
@@ -152,10 +151,7 @@ def test_release_with_the_right_protocol_goes_on_to_the_engine(plain, cli, no_en
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("protocol")
-    sources = bf.two_sources(root / "src")
-    create_bundle(root / "bundle", [s.image for s in sources], bf.PLATFORMS)
-    return root / "bundle"
+    return bf.two_image_bundle(tmp_path_factory.mktemp("protocol"))
 
 
 @pytest.mark.parametrize(
