@@ -269,7 +269,19 @@ def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGrap
         if got != digest:
             raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
         top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
-        return layout.walk_image(top, lambda d: client.get_manifest(reference.path, d)[0], ref)
+        kinds: dict[str, str | None] = {}
+
+        def seen(desc: layout.Descriptor, kind: str | None, _platform: str | None) -> bool:
+            kinds[desc.digest] = kind
+            return True
+
+        def read(digest: str) -> bytes:
+            # A one-platform image is a manifest whose platform its config says: a blob.
+            if kinds.get(digest) == "config":
+                return client.get_blob(reference.path, digest)
+            return client.get_manifest(reference.path, digest)[0]
+
+        return layout.walk_image(top, read, ref, accept=seen)
 
 
 def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:

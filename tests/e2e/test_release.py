@@ -9,7 +9,7 @@ import io
 import json
 import tarfile
 
-from conftest import MINI_MATRIX_IMAGES, PLATFORMS, Lab
+from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab
 
 from pipeline.oci import layout
 
@@ -75,3 +75,22 @@ def test_cross_compile_stage_ran_natively_and_run_steps_on_target(released, lab:
     probe = platform_files(lab, f"{project}/ai-infra-archprobe", "v0.3.8")
     assert probe["linux/arm64"]["etc/build-arch"].split() == [b"aarch64", b"arm64"]
     assert probe["linux/amd64"]["etc/build-arch"].split() == [b"x86_64", b"amd64"]
+
+
+def test_a_one_platform_release_publishes_and_reads_back(lab: Lab, tmp_path, unique):
+    """One variant is published as a plain image manifest, no index: its platform is read
+    from its config, a blob (it was asked for as a manifest, and the registry said 500)."""
+    project = f"one-{unique}"
+    for platform in PLATFORMS:
+        tag = f"one-{platform.split('/')[1]}"
+        report_path = tmp_path / f"{tag}.json"
+        result = release_to_lab(lab, MINI_MATRIX, project, report_path, "--components",
+                                "gateway", "--platforms", platform, "--tag", tag)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (row,) = json.loads(report_path.read_text())["images"]
+        (only,) = row["platforms"]
+        assert row["status"] == "published" and only["platform"] == platform
+        assert only["digest"].startswith("sha256:") and only["size"] > 0
+        with lab.secure_client() as client:
+            body, _ = client.get_manifest(f"{project}/ai-infra-gateway", tag)
+        assert layout.digest_bytes(body) == row["digest"]
