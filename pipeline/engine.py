@@ -186,6 +186,7 @@ class Watchdog:
         self.address = address
         self.last_answer = time.time()
         self.gone = False
+        self.session_ended = False  # the SDK's `dagger session` child was gone by then
 
     async def probe(self) -> bool:
         try:
@@ -217,29 +218,46 @@ class Watchdog:
         while failures < DEAD_AFTER:
             await anyio.sleep(PROBE_EVERY)
             failures = 0 if await self.probe() else failures + 1
-        self.gone = True
+        self.lost()
         on_gone()
 
     async def engine_gone(self) -> bool:
         """After the run failed: was it because the engine went away?"""
         if not self.gone and not await self.probe():
-            self.gone = True
+            self.lost()
         return self.gone
+
+    def lost(self) -> None:
+        self.gone = True
+        self.session_ended = self.address is None and not session_children()
 
     def message(self) -> str:
         host = self.address or os.environ.get(RUNNER_HOST) or "the configured engine"
+        if self.session_ended and host.startswith(("unix://", "tcp://")) and not unanswered(host):
+            return (
+                f"the Dagger CLI's session process of this run ended ({self.last_answered()}); "
+                f"the engine at {host} still answers: run again"
+            )
         return f"the Dagger engine at {host} stopped answering ({self.last_answered()})"
 
     def last_answered(self) -> str:
         return f"last answer at {time.strftime('%H:%M:%S', time.localtime(self.last_answer))}"
 
 
-def end_session_children() -> None:
-    """Kill the `dagger session` processes this process started (the SDK's engine session)."""
+def session_children() -> list[psutil.Process]:
+    """The `dagger session` processes this process started (the SDK's engine session)."""
+    found = []
     for child in psutil.Process().children():
         with contextlib.suppress(psutil.Error):
-            if "session" in child.cmdline():
-                child.kill()
+            if "session" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
+def end_session_children() -> None:
+    for child in session_children():
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 RUNNER_HOST = "_EXPERIMENTAL_DAGGER_RUNNER_HOST"
@@ -252,6 +270,12 @@ def check_runner_host(env: Mapping[str, str]) -> None:
     host = env.get(RUNNER_HOST, "")
     if env.get("DAGGER_SESSION_PORT") or not host.startswith(("unix://", "tcp://")):
         return  # inside `dagger run`/`dagger call`, or a runner only the CLI can reach
+    if reason := unanswered(host):
+        raise EngineUnavailable(f"cannot reach the Dagger engine at {host} ({reason})")
+
+
+def unanswered(host: str) -> str | None:
+    """Why a unix:// or tcp:// engine address takes no connection (None: it does)."""
     url = urlsplit(host)
     try:
         if url.scheme == "unix":
@@ -261,8 +285,8 @@ def check_runner_host(env: Mapping[str, str]) -> None:
         elif url.port:
             socket.create_connection((url.hostname, url.port), CONNECT_SECONDS).close()
     except (OSError, ValueError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise EngineUnavailable(f"cannot reach the Dagger engine at {host} ({reason})") from None
+        return getattr(err, "strerror", None) or str(err)
+    return None
 
 
 async def native_platform(client: dagger.Client = dag) -> str:

@@ -281,3 +281,27 @@ def test_a_failed_step_ends_with_buildkit_s_line_for_it():
         "oops",
         'process "/bin/sh -c make && false" did not complete successfully: exit code: 1',
     ]
+
+
+@pytest.mark.parametrize("session_alive", [False, True])
+def test_a_dead_session_process_is_not_blamed_on_a_live_engine(
+    monkeypatch, tmp_path, session_alive
+):
+    """The SDK's `dagger session` child gone while the engine still takes connections: the
+    line says so, rather than that the engine stopped answering."""
+    path = str(tmp_path / "engine.sock")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(path)
+        listening.listen()
+        monkeypatch.setenv(engine.RUNNER_HOST, f"unix://{path}")
+        monkeypatch.setattr(engine, "session_children", lambda: [object()] if session_alive else [])
+        watch = engine.Watchdog()
+        watch.lost()
+        message = watch.message()
+    if session_alive:
+        assert message.startswith(f"the Dagger engine at unix://{path} stopped answering")
+    else:
+        assert message.startswith("the Dagger CLI's session process of this run ended (last answer")
+        assert message.endswith(f"the engine at unix://{path} still answers: run again")
+    # Both gone: the engine is blamed.
+    assert watch.message().startswith(f"the Dagger engine at unix://{path} stopped answering")
