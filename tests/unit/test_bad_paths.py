@@ -54,7 +54,11 @@ def unhandled(signum, frame):
 @pytest.fixture(autouse=True)
 def sigterm_fails_the_test():
     saved = signal.signal(signal.SIGTERM, unhandled)
+    # A run started in the background (`cmd &`, nohup, some CI runners) ignores SIGINT; these
+    # tests are about a run that takes it, as one in a terminal does.
+    saved_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+    signal.signal(signal.SIGINT, saved_int)
     assert signal.signal(signal.SIGTERM, saved) is unhandled  # the code put it back
 
 
