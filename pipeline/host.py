@@ -51,13 +51,26 @@ def ssh_key_store(folder: Path):
 
 
 def ensure_key_pair(folder: Path) -> bool:
-    """Make the pair in `folder` unless it is there; whether it was made."""
+    """Make the pair in `folder` unless it is there; whether it was made. The pair is made
+    aside and renamed into place whole: of two first runs at once, one pair is kept, and both
+    use it (each writing its own into the folder gave their images different keys)."""
     if (folder / "id_rsa").is_file():
         return False
     private, public = new_key_pair()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_whole(folder / "id_rsa.pub", public, 0o644)
-    _write_whole(folder / "id_rsa", private, 0o600)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    partial.mkdir(mode=0o700)
+    _write_whole(partial / "id_rsa.pub", public, 0o644)
+    _write_whole(partial / "id_rsa", private, 0o600)
+    try:
+        partial.rename(folder)  # replaces an empty folder, never a pair
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (folder / "id_rsa").is_file():
+            raise BadInput(
+                f"{folder}: holds other files but no id_rsa (PIPELINE_SSH_KEY_DIR)"
+            ) from None
+        return False  # another run made its pair first
     return True
 
 

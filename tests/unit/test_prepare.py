@@ -122,3 +122,27 @@ def test_only_the_target_whose_stages_copy_the_key_holds_it(tree):
                                          "backend-init ai-infra-backend-init\n"}  # fmt: skip
     private = {i.image: i.private_key for i in plan(tree(files)).components}
     assert (private["ai-infra-backend"], private["ai-infra-backend-init"]) == (True, False)
+
+
+def test_of_two_first_runs_at_once_one_key_pair_is_kept_whole(tmp_path, monkeypatch):
+    """The other run renames its pair into place while this one makes its own."""
+    from pipeline import host
+
+    folder = tmp_path / "ssh-key"
+    theirs = (b"their private\n", b"their public\n")
+    made = host.new_key_pair
+
+    def other_run_wins():
+        folder.mkdir()
+        (folder / "id_rsa").write_bytes(theirs[0])
+        (folder / "id_rsa.pub").write_bytes(theirs[1])
+        return made()
+
+    monkeypatch.setattr(host, "new_key_pair", other_run_wins)
+    assert host.ensure_key_pair(folder) is False
+    assert ((folder / "id_rsa").read_bytes(), (folder / "id_rsa.pub").read_bytes()) == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ssh-key"]  # nothing of ours left
+    monkeypatch.setattr(host, "new_key_pair", made)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()  # an empty folder is replaced by the pair
+    assert host.ensure_key_pair(fresh) is True and (fresh / "id_rsa").is_file()
