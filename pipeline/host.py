@@ -45,14 +45,7 @@ def ssh_key_store(folder: Path):
         if ensure_key_pair(folder):
             events.note(f"made a new SSH key pair in {folder}; later releases use it "
                         "(PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
-        # By content, not as a host folder: a pair made anew under the same path (same size,
-        # same names) was served from the engine's copy of the old one (Dagger 0.21.8).
-        private, public = ((folder / n).read_text() for n in ("id_rsa", "id_rsa.pub"))
-        return (
-            client.directory()
-            .with_new_file("id_rsa", private, permissions=0o600)
-            .with_new_file("id_rsa.pub", public, permissions=0o644)
-        )
+        return client.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
 
     return keys
 
