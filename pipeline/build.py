@@ -16,8 +16,9 @@ import dagger
 from pipeline import engine
 from pipeline.engine import build_platform_args
 from pipeline.events import Events
+from pipeline.fetch import fetched
 from pipeline.plan import ImagePlan, Plan
-from pipeline.prepare import SSH_KEY_DIR
+from pipeline.prepare import kept_folders
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.
@@ -55,8 +56,13 @@ async def prepared_context(
     for made in plan.generated:
         if made.text is not None:
             context = context.with_new_file(made.path, made.text)
-    if any(made.text is None for made in plan.generated):
-        context = context.with_directory(SSH_KEY_DIR, await checkout.ssh_keys(events, client))
+    for store, folder in kept_folders(plan.generated).items():
+        context = context.with_directory(folder, await checkout.kept(store, events, client))
+    files, first = await fetched([g.download for g in plan.generated if g.download], client)
+    for path, file in files.items():
+        context = context.with_file(path, file)
+    if first:
+        checkout.pin(first, events)
     return context
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline import dockerfile
 from pipeline.deployment import Found, dependency_name, deployment_images
 from pipeline.dockerfile import context_sources, declared_args
+from pipeline.downloads import read_lock, wanted
 from pipeline.errors import BadInput
 from pipeline.layout import (
     Component,
@@ -23,11 +24,13 @@ from pipeline.layout import (
 from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
 from pipeline.prepare import (
     Generated,
+    downloaded_files,
     holds_private_key,
     listing,
     missing_sources,
     rendered_files,
     ssh_key_files,
+    tls_folder_files,
     with_parents,
 )
 from pipeline.render import render, unset
@@ -260,7 +263,13 @@ def _generated(
     secret_keys = set(settings.withheld) - set(values)
     sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
     names = {i.name for i in images}
-    return rendered_files(root, names, values, secret_keys) + ssh_key_files(present, sources)
+    downloads = wanted(sources, present, values, read_lock(root))
+    return [
+        *rendered_files(root, names, values, secret_keys),
+        *ssh_key_files(present, sources),
+        *tls_folder_files(present, sources, values),
+        *downloaded_files(downloads),
+    ]
 
 
 def _checked(

@@ -40,16 +40,19 @@ MINI_MATRIX_IMAGES = (
     "ai-infra-portal",
     "ai-infra-slurm-master",
 )
-# Where the CLI door keeps the SSH key pair it made for mini-matrix (it has no ssh-key/).
+# Where the CLI door keeps the SSH key pair it made for mini-matrix (it has no ssh-key/),
+# and beside it the gateway's TLS folder (for SSL_DOMAIN of its .env.example).
 SSH_KEY_DIR = Path(
     os.environ.get("PIPELINE_SSH_KEY_DIR", "~/.local/share/ai-infra-matrix/ssh-key")
 ).expanduser()
+TLS_DIR = SSH_KEY_DIR.parent / "tls" / "mini-matrix.example"
 LAB_VARIABLES = (
     "LAB_REGISTRY",
     "LAB_SECURE_REGISTRY",
     "LAB_REGISTRY_USER",
     "LAB_REGISTRY_PASSWORD",
     "LAB_CA_CERT",
+    "LAB_GITHUB_MIRROR",
 )
 
 
@@ -165,13 +168,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def release_to_lab(
-    lab: Lab, source: Path, project: str, report: Path, *extra: str
+    lab: Lab, source: Path, project: str, report: Path, *extra: str, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`release` of `source` into a project of its own on the lab's TLS + auth registry."""
     return run_cli(
         "release", "--source", str(source), "--registry", f"{lab.secure_registry}/{project}",
         "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
-        "--ca-cert", str(lab.ca_cert), "--report-json", str(report), *extra,
+        "--ca-cert", str(lab.ca_cert), "--report-json", str(report), *extra, env=env,
     )  # fmt: skip
 
 

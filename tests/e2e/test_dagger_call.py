@@ -20,6 +20,7 @@ from conftest import (
     PLATFORMS,
     ROOT,
     SSH_KEY_DIR,
+    TLS_DIR,
     Lab,
     run_cli,
 )
@@ -61,8 +62,8 @@ def release_args(lab: Lab, project: str, tag: str, registry: str | None = None) 
         "release", "--tag", tag, "--registry", f"{registry or lab.secure_registry}/{project}",
         "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
         "--ca-cert", str(lab.ca_cert),
-        # The pair the CLI door made and keeps: the same keys in both doors' images.
-        "--ssh-key", str(SSH_KEY_DIR),
+        # The pair and TLS folder the CLI door made and keeps: the same in both doors' images.
+        "--ssh-key", str(SSH_KEY_DIR), "--tls", str(TLS_DIR),
     ]  # fmt: skip
 
 
