@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import dockerfile
+from pipeline.bundle.kit import KitPlan, plan_kit
 from pipeline.deployment import Found, dependency_name, deployment_images
 from pipeline.dockerfile import context_sources, declared_args
 from pipeline.downloads import read_lock, wanted
@@ -99,6 +100,7 @@ class Plan:
     selection: tuple[str, ...] | None = None  # PIPELINE_COMPONENTS; None: everything
     # For people: what the plan did that nobody asked for (a component added to the selection).
     notes: tuple[str, ...] = ()
+    kit: KitPlan = KitPlan()  # the offline site's deployment kit, before digests
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -166,6 +168,7 @@ def make_plan(
     generated = _generated(images, settings, root, present)
     images = _checked(images, generated, present)
     dependencies, skipped = _dependencies(layout, wanted, settings, values, root)
+    kit = _kit(root, settings, images, dependencies, skipped)
     return Plan(
         tag=settings.image_tag,
         platforms=settings.target_platforms,
@@ -182,6 +185,7 @@ def make_plan(
         engines=dict(settings.engines),
         selection=settings.components,
         notes=_added_note(added),
+        kit=kit,
     )
 
 
@@ -254,6 +258,20 @@ def _check_tags(settings: Settings) -> None:
             f"while a tag has at most {TAG_LIMIT}: shorten IMAGE_TAG to "
             f"{TAG_LIMIT - len(longest) + len(tag)} characters or set PIPELINE_PER_ARCH_TAGS=false"
         )
+
+
+def _kit(
+    root: Path,
+    settings: Settings,
+    images: Sequence[ImagePlan],
+    dependencies: Sequence[DependencyPlan],
+    skipped: Sequence[Skipped],
+) -> KitPlan:
+    values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
+    secret_keys = sorted(set(settings.withheld) - set(values))
+    origins = {origin: d.name for d in dependencies for origin in d.origins}
+    reasons = dict(s.reason.split(": ", 1) for s in skipped if ": " in s.reason)
+    return plan_kit(root, values, secret_keys, [i.image for i in images], origins, reasons)
 
 
 def _generated(
