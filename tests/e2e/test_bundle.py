@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, run_cli
 
 from pipeline.oci import layout
@@ -185,9 +186,10 @@ def pushed(bundle: Path, lab: Lab) -> Pushed:
 
 # --- tests ---------------------------------------------------------------------------------------
 def test_bundle_layout_holds_every_image_and_dependency_for_both_platforms(bundle: Path):
-    """The bundle is an OCI layout (oci-layout, index.json, blobs/sha256) with inventory.json
-    and SHA256SUMS; index.json names exactly the 6 release images and the 3 dependencies by
-    org.opencontainers.image.ref.name, each with linux/amd64 and linux/arm64."""
+    """The bundle is an OCI layout (oci-layout, index.json, blobs/sha256) with inventory.json,
+    SHA256SUMS and the deployment kit (kit/); index.json names exactly the 6 release images
+    and the 3 dependencies by org.opencontainers.image.ref.name, each with linux/amd64 and
+    linux/arm64."""
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
         [
             layout.LAYOUT_FILE,
@@ -195,6 +197,7 @@ def test_bundle_layout_holds_every_image_and_dependency_for_both_platforms(bundl
             layout.BLOBS_DIR,
             layout.INVENTORY_FILE,
             layout.CHECKSUMS_FILE,
+            "kit",
         ]
     )
     assert (bundle / layout.BLOBS_DIR / layout.ALGORITHM).is_dir()
@@ -421,7 +424,77 @@ def test_a_delta_of_the_next_release_holds_only_what_changed(
     verified = run_cli("bundle", "verify", str(delta), "--base", str(bundle))
     assert verified.returncode == 0, verified.stderr[-3000:]
     assert "expected from the base" in verified.stdout + verified.stderr
+    gateway = next(i for i in inventory(delta)["images"] if i["name"] == "ai-infra-gateway")
+    kit = json.loads((delta / "kit" / "kit.json").read_text())["references"]
+    assert [r["digest"] for r in kit if r["image"] == "ai-infra-gateway"] == [gateway["digest"]]
     onto_base = push_ok(delta, lab, pushed.project)
     assert onto_base.skipped > 0
     lone = run_push(delta, lab, fresh_project())
     assert lone.returncode == 1 and "nothing was pushed" in lone.stderr, lone.stderr[-2000:]
+
+
+# --- the offline site's deployment kit ----------------------------------------------------------
+def test_the_kit_names_every_image_where_the_site_pulls_it_by_the_bundle_s_digest(
+    bundle: Path, lab: Lab, tmp_path: Path
+):
+    project = fresh_project()
+    site_kit = tmp_path / "site-kit"
+    result = subprocess.run(
+        [*push_command(bundle, lab, project), "--kit-output", str(site_kit)],
+        input=lab.password + "\n", capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"the deployment kit for it in {site_kit}" in result.stdout
+    references = json.loads((site_kit / "kit.json").read_text())["references"]
+    held = {image["name"]: image["digest"] for image in inventory(bundle)["images"]}
+    assert {r["image"] for r in references} == set(held) - {
+        "ai-infra-apphub",
+        "ai-infra-archprobe",
+        "ai-infra-slurm-master",
+    }  # fmt: skip (the compose file runs these)
+    with lab.secure_client() as client:
+        for ref in references:
+            name, digest = ref["reference"].split("@")
+            assert digest == held[ref["image"]] and name.startswith(f"{lab.secure_registry}/")
+            body, _ = client.get_manifest(name.split("/", 1)[1], digest)
+            assert layout.digest_bytes(body) == digest, ref
+    # A compose implementation reads it, the site's values filled in from site.env's keys.
+    env = site_kit / "site.env"
+    env.write_text(env.read_text().replace("POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=at-the-site"))
+    config = subprocess.run(
+        [docker_compose(), "--env-file", str(env), "-f", str(site_kit / "docker-compose.yml"),
+         "--profile", "dev", "config"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert config.returncode == 0, config.stderr
+    services = yaml.safe_load(config.stdout)["services"]
+    pinned = {r["from"]: r["reference"] for r in references}
+    assert services["gateway"]["image"] == pinned["docker-compose.yml.tpl:6"]
+    assert services["backend"]["environment"]["POSTGRES_PASSWORD"] == "at-the-site"
+
+
+def test_verify_names_an_image_the_kit_runs_that_the_bundle_does_not_hold(
+    bundle: Path, tmp_path: Path
+):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    portal = next(i for i in inventory(copy)["images"] if i["name"] == "ai-infra-portal")
+    for name, key in ((layout.INDEX_FILE, "manifests"), (layout.INVENTORY_FILE, "images")):
+        doc = json.loads((copy / name).read_text())
+        doc[key] = [e for e in doc[key] if e.get("digest") != portal["digest"]]
+        (copy / name).write_text(json.dumps(doc))
+    sums = [line for line in (copy / layout.CHECKSUMS_FILE).read_text().splitlines()
+            if not line.endswith((layout.INDEX_FILE, layout.INVENTORY_FILE))]  # fmt: skip
+    for name in (layout.INDEX_FILE, layout.INVENTORY_FILE):
+        sums.append(f"{layout.split_digest(layout.hash_file(copy / name)[0])[1]}  {name}")
+    (copy / layout.CHECKSUMS_FILE).write_text("\n".join(sums) + "\n")
+    result = run_cli("bundle", "verify", str(copy))
+    assert result.returncode == 1
+    assert f"docker-compose.yml.tpl:14: ai-infra-portal@{portal['digest']}" in result.stderr
+
+
+def docker_compose() -> str:
+    path = shutil.which("docker-compose")
+    if path is None:
+        pytest.fail("docker-compose is missing: scripts/lab installs Debian's docker-compose")
+    return path
