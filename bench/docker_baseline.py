@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import host
+from pipeline.orchestrate import with_services
 from pipeline.plan import ImagePlan, Plan
-from pipeline.release import with_services
 from pipeline.serve import Served
 
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is a newer one

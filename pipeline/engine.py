@@ -1,15 +1,18 @@
-"""Everything that opens or asks the Dagger engine about itself: the session and platforms."""
+"""Everything that opens or asks the Dagger engine about itself: the session and platforms;
+and what its writes to this host fail with."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
@@ -56,6 +59,36 @@ class Checkout:
 
     directory: Callable[[dagger.Client], dagger.Directory]
     ssh_keys: Callable[[Events, dagger.Client], Awaitable[dagger.Directory]]
+
+
+# Where the tarballs go: a host folder (CLI), the function's result (`dagger call`).
+Deliver = Callable[[dagger.Directory], Awaitable[None]]
+
+
+# What the engine's write of a host folder fails with when the file system refuses it.
+_REFUSED_WRITE = re.compile(
+    r"no space left on device|read-only file system|permission denied|disk quota exceeded", re.I
+)
+
+
+@contextlib.contextmanager
+def exporting_to(path: Path) -> Iterator[None]:
+    """The engine writes under `path` on this host: a full or read-only file system is one
+    line naming `path` (other errors, such as a pull at export time, are not this)."""
+    try:
+        yield
+    except (dagger.QueryError, BaseExceptionGroup) as err:  # a group: several engines' writes
+        reason = _refused_write(err)
+        if reason is None:
+            raise
+        raise PipelineError(f"cannot write {path} ({reason})") from None
+
+
+def _refused_write(err: BaseException) -> str | None:
+    if isinstance(err, BaseExceptionGroup):
+        return next(filter(None, map(_refused_write, err.exceptions)), None)
+    found = _REFUSED_WRITE.search(str(err)) if isinstance(err, dagger.QueryError) else None
+    return found[0].capitalize() if found else None
 
 
 @contextlib.asynccontextmanager

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,22 +24,19 @@ from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
 from pipeline.bundle.delta import read_base
 from pipeline.bundle.source import copy_blob, open_source
-from pipeline.errors import BadInput, BuildFailed, BundleError, PipelineError, writing
+from pipeline.errors import BadInput, BuildFailed, BundleError, writing
 from pipeline.events import Events
 from pipeline.oci import layout
+from pipeline.orchestrate import build_in_waves, engine_steps
 from pipeline.plan import Plan, check_builds_an_image
-from pipeline.release import build_in_waves, engine_steps
 from pipeline.report import Report, finished, image_row, new_report
 from pipeline.sign import SigningKey
-
-# Where the tarballs go: a host folder (CLI), the function's result (`dagger call`).
-Deliver = Callable[[dagger.Directory], Awaitable[None]]
 
 
 async def export_images(
     plan: Plan,
     checkout: engine.Checkout,
-    deliver: Deliver,
+    deliver: engine.Deliver,
     events: Events,
     connect: engine.Connect = engine.session,
 ) -> Report:
@@ -85,7 +81,7 @@ async def export_bundle(
         builds, report = await build_images(plan, checkout, events, engines)
         if report.ok:
             with writing("the bundle", output, BundleError), scratch_beside(output) as scratch:
-                with events.step("exporting images from the engine"), exporting_to(output):
+                with events.step("exporting images from the engine"), engine.exporting_to(output):
                     if plan.engines:
                         await stitched_layouts(plan, builds, scratch, for_bundle=True)
                     else:
@@ -224,32 +220,6 @@ def scratch_beside(output: Path) -> Iterator[Path]:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-# What the engine's write of a host folder fails with when the file system refuses it.
-_REFUSED_WRITE = re.compile(
-    r"no space left on device|read-only file system|permission denied|disk quota exceeded", re.I
-)
-
-
-@contextlib.contextmanager
-def exporting_to(path: Path) -> Iterator[None]:
-    """The engine writes under `path` on this host: a full or read-only file system is one
-    line naming `path` (other errors, such as a pull at export time, are not this)."""
-    try:
-        yield
-    except (dagger.QueryError, BaseExceptionGroup) as err:  # a group: several engines' writes
-        reason = _refused_write(err)
-        if reason is None:
-            raise
-        raise PipelineError(f"cannot write {path} ({reason})") from None
-
-
-def _refused_write(err: BaseException) -> str | None:
-    if isinstance(err, BaseExceptionGroup):
-        return next(filter(None, map(_refused_write, err.exceptions)), None)
-    found = _REFUSED_WRITE.search(str(err)) if isinstance(err, dagger.QueryError) else None
-    return found[0].capitalize() if found else None
 
 
 def layout_source(scratch: Path, name: str) -> Path:

@@ -14,9 +14,9 @@ from pathlib import Path
 import dagger
 
 from pipeline import engine, settings
+from pipeline.engine import Deliver, exporting_to
 from pipeline.errors import BadInput, writing
 from pipeline.events import Events
-from pipeline.export import Deliver, exporting_to
 from pipeline.prepare import new_key_pair
 from pipeline.report import Report
 

@@ -28,12 +28,12 @@ from pipeline.build import Built
 from pipeline.engine import EngineUnavailable
 from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout
+from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
 from pipeline.plan import ImagePlan, Plan, arch_tagged
-from pipeline.registry_flags import wrong_protocol
 from pipeline.settings import PUBLISH_TIMEOUT
 from pipeline.sign import SigningKey
 

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
+from pipeline.oci.access import PasswordSpec
 from pipeline.oci.reference import DOCKER_HUB, parse
 from pipeline.oci.registry import RegistryClient
-from pipeline.registry_flags import PasswordSpec
 
 SIGNATURE_TYPE = "cosign container image signature"
 SUFFIX = ".sig"

@@ -20,6 +20,7 @@ from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
 from pipeline.errors import BadInput, BundleError
+from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate, WrongProtocol
 from pipeline.oci.reference import RegistryTarget
 from pipeline.sign import fingerprint, load_public_key
@@ -118,7 +119,7 @@ def push(
     except UntrustedCertificate as err:
         raise BundleError(f"{err}: pass the CA that signed it with --ca-cert") from None
     except WrongProtocol as err:
-        raise flags.wrong_protocol(err) from None
+        raise wrong_protocol(err) from None
     for image in report.images:
         typer.echo(f"{image.target}@{image.digest} ({', '.join(image.platforms)})")
     typer.echo(report.summary())

@@ -25,8 +25,8 @@ from dagger._exceptions import QueryErrorValue
 from pipeline.bundle import archive, create_bundle
 from pipeline.bundle import create as create_module
 from pipeline.bundle.create import CreateResult
+from pipeline.engine import exporting_to
 from pipeline.errors import BundleError, PipelineError
-from pipeline.export import exporting_to
 from pipeline.host import folder
 
 try:

@@ -10,7 +10,8 @@ import dagger
 import pytest
 from test_orchestration import image, plan_of
 
-from pipeline import engine, fleet, release
+from pipeline import engine, fleet
+from pipeline import orchestrate as release
 from pipeline.build import Built
 
 ARM = "tcp://arm-builder:1234"

@@ -10,7 +10,7 @@ import dataclasses
 import anyio
 import pytest
 
-from pipeline import engine, fleet, release
+from pipeline import engine, fleet, orchestrate, release
 from pipeline.build import Built
 from pipeline.engine import EngineLog
 from pipeline.errors import BadInput, PipelineError
@@ -205,7 +205,7 @@ async def test_an_unreachable_engine_fails_its_platform_and_publishes_nothing_wi
     fake = FakeEngine()
     down = fleet.Engine("tcp://arm:1234", ("linux/arm64",), error="engine tcp://arm:1234 for "
                         "linux/arm64: unreachable (Connection refused)")  # fmt: skip
-    unreachable = release.unreachable(down)
+    unreachable = orchestrate.unreachable(down)
 
     async def build(img, platform):
         return await (unreachable if platform == "linux/arm64" else fake.build)(img, platform)
