@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import host
-from pipeline.orchestrate import with_services
-from pipeline.plan import ImagePlan, Plan
-from pipeline.serve import Served
+from pipeline.doors import host
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.run.orchestrate import with_services
+from pipeline.run.serve import Served
 
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is a newer one
 SERVICE_NAME = "bench-build-time-service"

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import sign, signals
+from pipeline import signals
 from pipeline.bundle.archive import archive_path, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.reference import parse_tagged
 
 

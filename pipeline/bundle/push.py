@@ -17,14 +17,13 @@ from pathlib import Path
 
 import httpx
 
-from pipeline import sign
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_signatures
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.reference import RegistryTarget, parse_tagged
 from pipeline.oci.registry import RegistryClient, RegistryLogin
 

@@ -1,5 +1,5 @@
 """Registry access as a person gives it, the same for every door (no typer here: the CLI's
-flags are made in registry_flags.py): where a secret is, never the secret (`env:VAR` or
+flags are made in doors/flags.py): where a secret is, never the secret (`env:VAR` or
 `file:PATH`, as Dagger's own CLI takes secrets), and the flag a registry's protocol asks for.
 """
 

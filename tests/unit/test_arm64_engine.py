@@ -8,10 +8,11 @@ import dataclasses
 
 import pytest
 
-from pipeline import build, engine, fleet, orchestrate, release, serve
-from pipeline.build import Built
 from pipeline.events import Events
-from pipeline.serve import Served
+from pipeline.run import build, engine, fleet, orchestrate, serve
+from pipeline.run.build import Built
+from pipeline.run.serve import Served
+from pipeline.verbs import release
 from tests.unit.test_orchestration import PLATFORMS, image, plan_of
 
 NATIVE = "linux/arm64"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import ENV_NAMES, settings_table
+from pipeline.planning.settings import ENV_NAMES, settings_table
 
 REGISTRY_VERBS = {
     "release": ["release", "--source", "{source}", "--registry", "127.0.0.1:5000/x"],
@@ -47,7 +47,7 @@ def command_paths() -> list[list[str]]:
     """Every command and group of the CLI, as the words that name it."""
     import typer
 
-    from pipeline.cli import app
+    from pipeline.doors.cli import app
 
     def walk(command: object, path: list[str]) -> list[list[str]]:
         found = [path]
@@ -112,7 +112,8 @@ def test_readme_settings_table_and_help_agree(cli):
 
 
 def test_readme_settings_table_is_the_models():
-    """README's table is made from the model, as --help is; when a setting changes, print
-    the new one with `python -c 'from pipeline.settings import settings_table as t; print(t())'`."""
+    """README's table is made from the model, as --help is; when a setting changes, print the
+    new one with `python -c 'from pipeline.planning.settings import settings_table as t;
+    print(t())'`."""
     table = settings_table()
     assert table in README.read_text(), f"README's settings table is out of date:\n{table}"

@@ -6,9 +6,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline import publish
 from pipeline.oci import registry
 from pipeline.oci.retry import GaveUp, Transient, retry, retry_async
+from pipeline.run import publish
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -10,15 +10,16 @@ import dataclasses
 import anyio
 import pytest
 
-from pipeline import engine, fleet, orchestrate, release
-from pipeline.build import Built
-from pipeline.engine import EngineLog
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
-from pipeline.plan import ImagePlan, Plan
-from pipeline.publish import Published, RegistryAccess
-from pipeline.report import Status
-from pipeline.serve import Served
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.run import engine, fleet, orchestrate
+from pipeline.run.build import Built
+from pipeline.run.engine import EngineLog
+from pipeline.run.publish import Published, RegistryAccess
+from pipeline.run.report import Status
+from pipeline.run.serve import Served
+from pipeline.verbs import release
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 DIGEST = "sha256:" + "d" * 64

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.plan import resolve_plan, waves
+from pipeline.planning.plan import resolve_plan, waves
 
 ENV = "IMAGE_TAG=v1\nEXTERNAL_HOST=matrix.example\nBACKEND_PORT=8082\nJWT_SECRET=s3cret-jwt\n"
 FILES = {
@@ -126,7 +126,7 @@ def test_only_the_target_whose_stages_copy_the_key_holds_it(tree):
 
 def test_of_two_first_runs_at_once_one_key_pair_is_kept_whole(tmp_path, monkeypatch):
     """The other run renames its pair into place while this one makes its own."""
-    from pipeline import host
+    from pipeline.doors import host
 
     folder = tmp_path / "ssh-key"
     theirs = (b"their private\n", b"their public\n")

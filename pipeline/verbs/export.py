@@ -18,8 +18,6 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import engine, fleet
-from pipeline.build import Built
 from pipeline.bundle.archive import check_archive_format
 from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
 from pipeline.bundle.delta import read_base
@@ -27,10 +25,12 @@ from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed, BundleError, writing
 from pipeline.events import Events
 from pipeline.oci import layout
-from pipeline.orchestrate import build_in_waves, engine_steps
-from pipeline.plan import Plan, check_builds_an_image
-from pipeline.report import Report, finished, image_row, new_report
-from pipeline.sign import SigningKey
+from pipeline.oci.sign import SigningKey
+from pipeline.planning.plan import Plan, check_builds_an_image
+from pipeline.run import engine, fleet
+from pipeline.run.build import Built
+from pipeline.run.orchestrate import build_in_waves, engine_steps
+from pipeline.run.report import Report, finished, image_row, new_report
 
 
 async def export_images(

@@ -1,6 +1,6 @@
 """The CLI door's host adapter: what it takes from this machine (the checkout) and writes back
 to it (exported folders, the JSON report, the job summary); the registry password is read by
-registry_flags."""
+flags.py."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import dagger
 
-from pipeline import engine, settings
-from pipeline.engine import Deliver, exporting_to
 from pipeline.errors import BadInput, writing
 from pipeline.events import Events
-from pipeline.prepare import new_key_pair
-from pipeline.report import Report
+from pipeline.planning import settings
+from pipeline.planning.prepare import new_key_pair
+from pipeline.run import engine
+from pipeline.run.engine import Deliver, exporting_to
+from pipeline.run.report import Report
 
 # What the engine may upload from the checkout; .env never leaves the host.
 SOURCE_EXCLUDES = [".env", ".git", "**/node_modules"]

@@ -17,9 +17,9 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline import engine
 from pipeline.events import Events
-from pipeline.plan import Plan
+from pipeline.planning.plan import Plan
+from pipeline.run import engine
 
 DEFAULT = "default"  # the session's engine, as reports name it
 

@@ -3,7 +3,7 @@
 import textwrap
 from collections.abc import Sequence
 
-from pipeline.plan import Plan
+from pipeline.planning.plan import Plan
 
 # Plan lines stay within this (a terminal, a CI log); the last column wraps to fit.
 WIDTH = 120

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import anyio
 import dagger
 
-from pipeline import engine
-from pipeline.engine import build_platform_args
 from pipeline.events import Events
-from pipeline.plan import ImagePlan, Plan
-from pipeline.prepare import SSH_KEY_DIR
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.planning.prepare import SSH_KEY_DIR
+from pipeline.run import engine
+from pipeline.run.engine import build_platform_args
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.

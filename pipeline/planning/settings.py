@@ -28,10 +28,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from pipeline.envfile import parse_env
 from pipeline.errors import BadInput
-from pipeline.layout import read_text
 from pipeline.oci.reference import TAG_RE, check_registry, hide_credentials
+from pipeline.planning.envfile import parse_env
+from pipeline.planning.layout import read_text
 
 KNOWN_PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
 MAX_CONCURRENCY = 64  # more solves at once than any engine host has cores for

@@ -19,9 +19,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import dockerfile
-from pipeline.layout import read_text
-from pipeline.render import render
+from pipeline.planning import dockerfile
+from pipeline.planning.layout import read_text
+from pipeline.planning.render import render
 
 SSH_KEY_DIR = "ssh-key"
 SSH_KEY_FILES = ("ssh-key/id_rsa", "ssh-key/id_rsa.pub")

@@ -36,7 +36,7 @@ CaCert = Annotated[
 PlainHttp = Annotated[
     bool, typer.Option("--plain-http", help="The registry speaks plain HTTP (a lab registry).")
 ]
-# Given like a password: where the key is, never the key (pipeline/sign.py reads it).
+# Given like a password: where the key is, never the key (pipeline/oci/sign.py reads it).
 SignKey = Annotated[
     str | None,
     typer.Option(

@@ -24,10 +24,10 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import BadInput
-from pipeline.layout import read_text
 from pipeline.oci.reference import image_name, is_reference, parse
-from pipeline.render import VARIABLE, fill, unset
-from pipeline.settings import is_secret
+from pipeline.planning.layout import read_text
+from pipeline.planning.render import VARIABLE, fill, unset
+from pipeline.planning.settings import is_secret
 
 COMPOSE_FILES = ("docker-compose.yml.tpl", "docker-compose.yml")
 OWN_PREFIX = "ai-infra-"

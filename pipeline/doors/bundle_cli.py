@@ -13,17 +13,17 @@ from typing import Annotated
 
 import typer
 
-from pipeline import registry_flags as flags
 from pipeline.bundle.delta import NeedsBase
 from pipeline.bundle.load import DEFAULT_NAMESPACE, load_bundle
 from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
 from pipeline.bundle.verify import verify_bundle
+from pipeline.doors import flags
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate, WrongProtocol
 from pipeline.oci.reference import RegistryTarget
-from pipeline.sign import fingerprint, load_public_key
+from pipeline.oci.sign import fingerprint, load_public_key
 
 # -h as well as --help, on every command (the main CLI's too).
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}

@@ -20,18 +20,18 @@ from typing import Annotated, ParamSpec, TypeVar
 import dagger
 from dagger import DefaultPath, Doc, dag, field, function, object_type
 
-from pipeline import engine
-from pipeline.build import build_context
-from pipeline.engine import CPU_PROBE_IMAGE
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
-from pipeline.export import export_bundle, export_images
-from pipeline.plan import Plan, resolve_plan
-from pipeline.prepare import new_key_pair
-from pipeline.publish import RegistryAccess
-from pipeline.release import release as release_core
-from pipeline.settings import door_overrides, setting_doc
-from pipeline.sign import SigningKey, load_private_key
+from pipeline.oci.sign import SigningKey, load_private_key
+from pipeline.planning.plan import Plan, resolve_plan
+from pipeline.planning.prepare import new_key_pair
+from pipeline.planning.settings import door_overrides, setting_doc
+from pipeline.run import engine
+from pipeline.run.build import build_context
+from pipeline.run.engine import CPU_PROBE_IMAGE
+from pipeline.run.publish import RegistryAccess
+from pipeline.verbs.export import export_bundle, export_images
+from pipeline.verbs.release import release as release_core
 
 # The files discovery and planning read; everything else stays in the engine.
 LAYOUT_FILES = [
@@ -47,7 +47,7 @@ LAYOUT_FILES = [
     "src/*/salt-states/**/*.tpl",
     ".env",
     ".env.example",
-    # The deployment files name third-party images too (pipeline/deployment.py).
+    # The deployment files name third-party images too (pipeline/planning/deployment.py).
     "docker-compose.yml.tpl",
     "docker-compose.yml",
     "helm/*/values.yaml",

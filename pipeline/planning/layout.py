@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.envfile import parse_env
 from pipeline.errors import BadInput
 from pipeline.oci.reference import is_image_name
+from pipeline.planning.envfile import parse_env
 
 PHASES = ("foundation", "dependent")
 # The files of a component folder the plan reads.

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 
 import dagger
 
-from pipeline import engine, fleet, serve
-from pipeline.build import BuildOne, Built, build_all, engine_builder, prepared_context
-from pipeline.dockerfile import declared_args, replace_image
 from pipeline.errors import PipelineError
 from pipeline.events import Events
-from pipeline.plan import ImagePlan, Plan, waves
-from pipeline.publish import Published, RegistryAccess, publish_image, publish_stitched
-from pipeline.serve import FOREIGN_PLATFORM_ARGS, Served
+from pipeline.planning.dockerfile import declared_args, replace_image
+from pipeline.planning.plan import ImagePlan, Plan, waves
+from pipeline.run import engine, fleet, serve
+from pipeline.run.build import BuildOne, Built, build_all, engine_builder, prepared_context
+from pipeline.run.publish import Published, RegistryAccess, publish_image, publish_stitched
+from pipeline.run.serve import FOREIGN_PLATFORM_ARGS, Served
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
 # Start a built image as a build-time service: platform -> the service its builds reach.

@@ -23,19 +23,18 @@ import dagger
 import httpx
 from dagger import dag
 
-from pipeline import sign
-from pipeline.build import Built
-from pipeline.engine import EngineUnavailable
 from pipeline.errors import BadInput, PipelineError, PublishFailed
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
-from pipeline.plan import ImagePlan, Plan, arch_tagged
-from pipeline.settings import PUBLISH_TIMEOUT
-from pipeline.sign import SigningKey
+from pipeline.oci.sign import SigningKey
+from pipeline.planning.plan import ImagePlan, Plan, arch_tagged
+from pipeline.planning.settings import PUBLISH_TIMEOUT
+from pipeline.run.build import Built
+from pipeline.run.engine import EngineUnavailable
 
 # Asking about push rights may not hold up a release: a registry that is slow to answer now
 # is the push's business (its own retries and timeout).

@@ -2,7 +2,7 @@
 built, report all of it.
 
 `release` opens the session and hands the engine's build, publish and serve to
-pipeline/orchestrate.py, which tests run with fakes (tests/e2e run the real ones).
+pipeline/run/orchestrate.py, which tests run with fakes (tests/e2e run the real ones).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import time
 
 import anyio
 
-from pipeline import engine, fleet
 from pipeline.errors import BadInput
 from pipeline.events import Events
-from pipeline.orchestrate import EngineSteps, build_in_waves, engine_steps
-from pipeline.plan import Plan, check_builds_an_image
-from pipeline.publish import Published, RegistryAccess, check_push_rights, reachable_from_here
-from pipeline.report import Report, finished, image_row, new_report, published_so_far
+from pipeline.planning.plan import Plan, check_builds_an_image
+from pipeline.run import engine, fleet
+from pipeline.run.orchestrate import EngineSteps, build_in_waves, engine_steps
+from pipeline.run.publish import Published, RegistryAccess, check_push_rights, reachable_from_here
+from pipeline.run.report import Report, finished, image_row, new_report, published_so_far
 
 
 async def release(

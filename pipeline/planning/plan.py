@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline import dockerfile
-from pipeline.deployment import Found, dependency_name, deployment_images
-from pipeline.dockerfile import context_sources, declared_args
 from pipeline.errors import BadInput
-from pipeline.layout import (
+from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
+from pipeline.planning import dockerfile
+from pipeline.planning.deployment import Found, dependency_name, deployment_images
+from pipeline.planning.dockerfile import context_sources, declared_args
+from pipeline.planning.layout import (
     Component,
     Dependency,
     Layout,
@@ -20,8 +21,7 @@ from pipeline.layout import (
     read_text,
     unreadable_is_bad_input,
 )
-from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
-from pipeline.prepare import (
+from pipeline.planning.prepare import (
     Generated,
     holds_private_key,
     listing,
@@ -30,8 +30,8 @@ from pipeline.prepare import (
     ssh_key_files,
     with_parents,
 )
-from pipeline.render import render, unset
-from pipeline.settings import PUBLISH_TIMEOUT, Settings, load_settings
+from pipeline.planning.render import render, unset
+from pipeline.planning.settings import PUBLISH_TIMEOUT, Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -434,7 +434,7 @@ def _build_args(text: str, settings: Settings) -> dict[str, str]:
 def _dependencies(
     layout: Layout, wanted: set[str], settings: Settings, values: Mapping[str, str], root: Path
 ) -> tuple[tuple[DependencyPlan, ...], tuple[Skipped, ...]]:
-    """dependency.conf's images, then the deployment's (pipeline/deployment.py), merged."""
+    """dependency.conf's images, then the deployment's (pipeline/planning/deployment.py), merged."""
     named, skipped = _dependency_conf_images(
         [d for d in layout.dependencies if d.name in wanted], values, settings.withheld, root
     )

@@ -17,17 +17,17 @@ from typing import Annotated, TypeVar
 import anyio
 import typer
 
-from pipeline import console, host, signals
-from pipeline import registry_flags as flags
+from pipeline import signals
 from pipeline.bundle.archive import archive_path, check_archive_format
-from pipeline.bundle.cli import CONTEXT_SETTINGS
-from pipeline.bundle.cli import app as bundle_app
 from pipeline.bundle.delta import describe_expected, read_base
+from pipeline.doors import console, flags, host
+from pipeline.doors.bundle_cli import CONTEXT_SETTINGS
+from pipeline.doors.bundle_cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
-from pipeline.plan import Plan, check_builds_an_image, resolve_plan
-from pipeline.settings import SETTING_DOCS, door_overrides, setting_doc
-from pipeline.sign import fingerprint, read_sign_key
+from pipeline.oci.sign import fingerprint, read_sign_key
+from pipeline.planning.plan import Plan, check_builds_an_image, resolve_plan
+from pipeline.planning.settings import SETTING_DOCS, door_overrides, setting_doc
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -161,8 +161,8 @@ def release(
     sign_key: flags.SignKey = None,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
-    from pipeline.publish import RegistryAccess
-    from pipeline.release import release as release_core
+    from pipeline.run.publish import RegistryAccess
+    from pipeline.verbs.release import release as release_core
 
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     # Bad input is found before the engine is contacted, not after an hour of builds.
@@ -199,7 +199,7 @@ def export_cmd(
     engines: Engines = None,
 ) -> None:
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
-    from pipeline.export import export_images
+    from pipeline.verbs.export import export_images
 
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     if output.exists():
@@ -239,7 +239,7 @@ def bundle_create(
     sign_key: flags.SignKey = None,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
-    from pipeline.export import export_bundle
+    from pipeline.verbs.export import export_bundle
 
     check_archive_format(archive)
     if since is not None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import dagger
 from dagger import dag
 
-from pipeline.build import Built
-from pipeline.engine import CPU_PROBE_IMAGE
 from pipeline.errors import PipelineError
-from pipeline.plan import ImagePlan
+from pipeline.planning.plan import ImagePlan
+from pipeline.run.build import Built
+from pipeline.run.engine import CPU_PROBE_IMAGE
 
 # Passed, when declared, to a build for another platform than the service's: AppHub holds
 # Slurm packages for its own architecture only, so build.sh lets slurm-master fall back to

@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-from pipeline import buildlog
-from pipeline.build import LOG_TAIL_LINES, Built, dockerfile_path
-from pipeline.engine import EngineLog
-from pipeline.plan import ImagePlan, Plan
-from pipeline.publish import Published
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.run import buildlog
+from pipeline.run.build import LOG_TAIL_LINES, Built, dockerfile_path
+from pipeline.run.engine import EngineLog
+from pipeline.run.publish import Published
 
 REDACTED = "***"
 

@@ -1,0 +1,2 @@
+"""The planning wing, no engine: settings, the source tree's layout, Dockerfiles and templates,
+the deployment's third-party images, the files the prepare step makes, and the plan."""
