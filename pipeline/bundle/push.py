@@ -5,7 +5,7 @@ its tag. A delta first makes sure the registry has every blob it leaves to its b
 image's repository, or mounted from another of the project's), writing nothing if one is
 missing: a manifest pushed over absent layers would name an image nobody can pull.
 
-The registry client is ours (pipeline/oci/registry.py); the README says why no library.
+The registry client is ours (pipeline/oci/registry.py); docs/offline-bundles.md says why no library.
 """
 
 from __future__ import annotations

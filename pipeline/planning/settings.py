@@ -8,7 +8,7 @@ tree its caller passes, so nothing reads os.environ or a dotenv path behind the 
 Every bad value fails here with one line naming the setting and where its value came from.
 
 Each setting's env name, door option and meaning are on its field: the doors' help and
-README's settings table are made from them (SETTING_DOCS, settings_table).
+the settings table of docs/settings.md are made from them (SETTING_DOCS, settings_table).
 """
 
 import re
@@ -106,15 +106,15 @@ def _split(value: object) -> object:
 
 @dataclass(frozen=True)
 class Shown:
-    """How a setting meets people, beside its field's description (said in --help and README)."""
+    """How a setting meets people, beside its field's description (said in --help and docs)."""
 
     option: str | None = None  # the doors' argument; None: set in the environment or .env only
     unset: str | None = None  # what the default means, where it is no plain value
-    more: str = ""  # README only: what is too long for --help (Markdown)
+    more: str = ""  # docs only: what is too long for --help (Markdown)
     metavar: str | None = None
 
 
-# README's words beyond --help's.
+# The docs' words beyond --help's.
 _REGISTRY = (
     "A Harbor project, say: the host has a dot or a port or is `localhost`, the port is 1 to "
     "65535, no user or password in it"
@@ -283,7 +283,7 @@ def _check_engine_address(address: str) -> None:
 
 @dataclass(frozen=True)
 class SettingDoc:
-    """A setting as the doors' help and README's table show it, read off its field."""
+    """A setting as the doors' help and the docs' table show it, read off its field."""
 
     field: str
     env: str
@@ -291,7 +291,7 @@ class SettingDoc:
     description: str
     default: str  # as a person writes it
     literal: bool  # whether `default` is a value (code in Markdown) rather than words
-    more: str  # README only
+    more: str  # docs only
     metavar: str | None
 
     @property
@@ -329,7 +329,7 @@ def setting_doc(field: str) -> SettingDoc:
 
 
 def settings_table() -> str:
-    """README's settings table, in the order of the model."""
+    """The settings table of docs/settings.md, in the order of the model."""
     rows = ["| setting | argument | default | meaning |", "|---|---|---|---|"]
     for doc in SETTING_DOCS:
         default = f"`{doc.default}`" if doc.literal and doc.default else doc.default
