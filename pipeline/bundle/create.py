@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import signals
-from pipeline.bundle.archive import archive_path, partial_archive
+from pipeline.bundle.archive import archive_path, check_archive_format, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
@@ -41,6 +41,14 @@ class CreateResult:
     blobs: int  # what the bundle holds
     total_bytes: int
     base: Base | None = None  # for a delta: its base, and (``base.blobs``) what it leaves to it
+
+
+def check_bundle_request(archive: str | None, since: Path | None) -> None:
+    """The archive format and the previous bundle of a delta, as asked: BadInput before any
+    build, not after every one."""
+    check_archive_format(archive)
+    if since is not None:
+        read_base(since)
 
 
 def create_bundle(

@@ -232,6 +232,14 @@ def check_builds_an_image(plan: Plan, dependencies_count: bool) -> None:
     )
 
 
+def check_releasable(plan: Plan) -> None:
+    """A release needs a registry and an image to build: said before any engine or registry
+    is asked (and before a door reads a password)."""
+    if not plan.registry:
+        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
+    check_builds_an_image(plan, dependencies_count=False)
+
+
 def arch_tagged(tagged: str, platform: str) -> str:
     """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
     return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"

@@ -18,9 +18,13 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline.bundle.archive import check_archive_format
-from pipeline.bundle.create import BundleImage, CreateResult, create_bundle, remove_stale
-from pipeline.bundle.delta import read_base
+from pipeline.bundle.create import (
+    BundleImage,
+    CreateResult,
+    check_bundle_request,
+    create_bundle,
+    remove_stale,
+)
 from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed, BundleError, writing
 from pipeline.events import Events
@@ -72,9 +76,7 @@ async def export_bundle(
     every image signed."""
     check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
-    check_archive_format(archive)
-    if since is not None:
-        read_base(since)  # before the builds: a wrong one is bad input
+    check_bundle_request(archive, since)  # before the builds: a wrong one is bad input
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
     async with connect() as log, fleet.fleet(plan, events) as engines:

@@ -11,9 +11,8 @@ import time
 
 import anyio
 
-from pipeline.errors import BadInput
 from pipeline.events import Events
-from pipeline.planning.plan import Plan, check_builds_an_image
+from pipeline.planning.plan import Plan, check_releasable
 from pipeline.run import engine, fleet
 from pipeline.run.orchestrate import EngineSteps, build_in_waves, engine_steps
 from pipeline.run.publish import Published, RegistryAccess, check_push_rights, reachable_from_here
@@ -31,9 +30,7 @@ async def release(
     """The release of `plan`; a run cut short by the engine says what got out before.
     `may_not_reach`: this code may not reach the registry the engine pushes to (it runs in
     a module's container): asked first, and read back through the engine if it cannot."""
-    if not plan.registry:
-        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
-    check_builds_an_image(plan, dependencies_count=False)
+    check_releasable(plan)
     if may_not_reach:
         access = await anyio.to_thread.run_sync(reachable_from_here, plan, access)
     await anyio.to_thread.run_sync(check_push_rights, plan, access)
