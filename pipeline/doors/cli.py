@@ -18,15 +18,16 @@ import anyio
 import typer
 
 from pipeline import signals
-from pipeline.bundle.archive import archive_path, check_archive_format
-from pipeline.bundle.delta import describe_expected, read_base
+from pipeline.bundle.archive import archive_path
+from pipeline.bundle.create import check_bundle_request
+from pipeline.bundle.delta import describe_expected
 from pipeline.doors import console, flags, host
 from pipeline.doors.bundle_cli import CONTEXT_SETTINGS
 from pipeline.doors.bundle_cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.oci.sign import fingerprint, read_sign_key
-from pipeline.planning.plan import Plan, check_builds_an_image, resolve_plan
+from pipeline.planning.plan import Plan, check_releasable, resolve_plan
 from pipeline.planning.settings import SETTING_DOCS, door_overrides, setting_doc
 
 app = typer.Typer(
@@ -104,12 +105,10 @@ def _resolve(
     return resolve_plan(source, os.environ, overrides)
 
 
-# The settings no option sets, said in the --help of the commands they act on.
-ENV_ONLY = tuple(doc.env for doc in SETTING_DOCS if doc.option is None)
-
-
-def settings_epilog(*names: str) -> str:
-    docs = [doc for doc in SETTING_DOCS if doc.env in names]
+def settings_epilog(publishes: bool) -> str:
+    """The settings no option sets, said in the --help of the commands they act on: every one
+    for a command that publishes, else those that do not act on publishing alone."""
+    docs = [d for d in SETTING_DOCS if d.option is None and (publishes or not d.publishing)]
     lines = [f"  {doc.env}: {doc.description} (default: {doc.default})" for doc in docs]
     # \b keeps click from joining the lines into one paragraph.
     return "\b\nAlso set in the environment or .env:\n" + "\n".join(lines)
@@ -144,7 +143,7 @@ def run_core(core: Callable[..., Awaitable[T]], *args: object) -> T:
         return anyio.run(core, *args, events)
 
 
-@app.command(epilog=settings_epilog(*ENV_ONLY))
+@app.command(epilog=settings_epilog(publishes=True))
 def release(
     source: Source,
     tag: Tag = None,
@@ -166,9 +165,7 @@ def release(
 
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     # Bad input is found before the engine is contacted, not after an hour of builds.
-    if not the_plan.registry:
-        raise BadInput("release needs a registry: set PRIVATE_REGISTRY or pass --registry")
-    check_builds_an_image(the_plan, dependencies_count=False)
+    check_releasable(the_plan)
     if report_json is not None:
         host.check_writable(report_json, "--report-json")
     login = flags.registry_login(
@@ -188,7 +185,7 @@ def release(
         raise BuildFailed("release incomplete: " + "; ".join(report.failures))
 
 
-@app.command("export", epilog=settings_epilog("PIPELINE_CONCURRENCY", "PIPELINE_SSH_KEY_DIR"))
+@app.command("export", epilog=settings_epilog(publishes=False))
 def export_cmd(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
@@ -213,9 +210,7 @@ def export_cmd(
         raise BuildFailed("export incomplete: " + "; ".join(report.failures))
 
 
-@bundle_app.command(
-    "create", epilog=settings_epilog("PIPELINE_CONCURRENCY", "PIPELINE_SSH_KEY_DIR")
-)
+@bundle_app.command("create", epilog=settings_epilog(publishes=False))
 def bundle_create(
     source: Source,
     output: Annotated[Path, typer.Option("--output", help="Bundle directory to write.")],
@@ -241,9 +236,7 @@ def bundle_create(
     """Build the release and write it as one offline bundle (an OCI image layout)."""
     from pipeline.verbs.export import export_bundle
 
-    check_archive_format(archive)
-    if since is not None:
-        read_base(since)  # a wrong --since ends here, not after every build
+    check_bundle_request(archive, since)  # a wrong --since ends here, not after every build
     key = read_sign_key(sign_key, os.environ) if sign_key is not None else None
     the_plan = _resolve(source, tag, registry, platforms, components, engines)
     for target in [output] + ([archive_path(output, archive)] if archive else []):

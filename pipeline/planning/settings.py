@@ -112,6 +112,7 @@ class Shown:
     unset: str | None = None  # what the default means, where it is no plain value
     more: str = ""  # docs only: what is too long for --help (Markdown)
     metavar: str | None = None
+    publishing: bool = False  # acts on publishing alone: said in the help of `release` only
 
 
 # The docs' words beyond --help's.
@@ -123,7 +124,7 @@ _CONCURRENCY = (
     "Counted as image x platform, in the one engine session. Unset: `nproc` run once in "
     "`busybox:1.36` on the engine (the engine may be another machine), at least 2; 4 if that fails"
 )
-_SEVERAL = 'See "Several engines"'
+_SEVERAL = "See [several engines](engines.md)"
 
 
 class Settings(BaseSettings):
@@ -157,14 +158,14 @@ class Settings(BaseSettings):
         alias="PIPELINE_CONCURRENCY",
         description=f"builds at once, 1 to {MAX_CONCURRENCY}",
     )
-    per_arch_tags: bool = Field(
+    per_arch_tags: Annotated[bool, Shown(publishing=True)] = Field(
         False, alias="PIPELINE_PER_ARCH_TAGS", description="also push <tag>-amd64 etc. when true"
     )
     components: Annotated[
         tuple[str, ...] | None,
         Shown("--components", unset="all", more='Set but empty is an error, not "all"'),
     ] = Field(None, alias="PIPELINE_COMPONENTS", description="components to keep, a comma list")
-    publish_timeout: float = Field(
+    publish_timeout: Annotated[float, Shown(publishing=True)] = Field(
         PUBLISH_TIMEOUT,
         gt=0,
         allow_inf_nan=False,
@@ -293,6 +294,7 @@ class SettingDoc:
     literal: bool  # whether `default` is a value (code in Markdown) rather than words
     more: str  # docs only
     metavar: str | None
+    publishing: bool
 
     @property
     def help(self) -> str:
@@ -306,7 +308,7 @@ def _doc(name: str, info: FieldInfo) -> SettingDoc:
     description = info.description or ""
     return SettingDoc(
         name, str(info.alias), shown.option, description, default or "", literal, shown.more,
-        shown.metavar,
+        shown.metavar, shown.publishing,
     )  # fmt: skip
 
 
