@@ -6,11 +6,13 @@ its exit code (bad input 2, failures 1); `--debug` or PIPELINE_DEBUG=1 shows the
 
 import functools
 import importlib.metadata
+import inspect
 import json
 import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -28,7 +30,8 @@ from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.oci.sign import fingerprint, read_sign_key
 from pipeline.planning.plan import Plan, check_releasable, resolve_plan
-from pipeline.planning.settings import SETTING_DOCS, door_overrides, setting_doc
+from pipeline.planning.settings import SETTING_DOCS, setting_doc
+from pipeline.run import engine
 
 app = typer.Typer(
     help="Release pipeline of AI-Infra-Matrix: plan, build, publish and export images.",
@@ -53,11 +56,54 @@ def _setting(field: str) -> typer.models.OptionInfo:
     return typer.Option(doc.option, help=f"{doc.help} (env {doc.env}).", metavar=doc.metavar)
 
 
-Tag = Annotated[str | None, _setting("image_tag")]
-Registry = Annotated[str | None, _setting("private_registry")]
-Platforms = Annotated[str | None, _setting("target_platforms")]
-Components = Annotated[str | None, _setting("components")]
-Engines = Annotated[str | None, _setting("engines")]
+@dataclass(frozen=True)
+class Given:
+    """What every command that plans is given, as one object: the checkout, and each setting
+    that has an option, by field name (None: not given)."""
+
+    source: Path
+    settings: dict[str, object]
+
+    def plan(self) -> Plan:
+        """Every such command's first step: settings from .env, the environment and these."""
+        host.check_folder(self.source, "--source", "the AI-Infra-Matrix checkout")
+        return resolve_plan(self.source, os.environ, self.settings)
+
+    def checkout(self, plan: Plan) -> engine.Checkout:
+        """The checkout as the engine sees it, with the SSH key folder the plan names."""
+        return host.checkout(self.source, plan.ssh_key_dir)
+
+
+# The shared option set: --source, then the option of each setting that has one, in the
+# model's order (a setting given an option in settings.py is an option of every such command).
+_SOURCE = inspect.Parameter("source", inspect.Parameter.KEYWORD_ONLY, annotation=Source)
+_SETTINGS = [
+    inspect.Parameter(
+        doc.field,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[str | None, _setting(doc.field)],
+    )
+    for doc in SETTING_DOCS
+    if doc.option
+]
+
+
+def plans(command: Callable[..., None]) -> Callable[..., None]:
+    """A command that plans: it takes the shared option set (--source first, the settings'
+    options where its `given` parameter stands) and gets it as one Given."""
+    parameters = [_SOURCE]
+    for param in inspect.signature(command).parameters.values():
+        own = [param.replace(kind=param.KEYWORD_ONLY)]
+        parameters += _SETTINGS if param.name == "given" else own
+
+    @functools.wraps(command)
+    def run(source: Path, **options: object) -> None:
+        settings = {param.name: options.pop(param.name) for param in _SETTINGS}
+        command(given=Given(source, settings), **options)
+
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return run
 
 
 def _print_version(wanted: bool) -> None:
@@ -89,22 +135,6 @@ def _root(
     del debug, version
 
 
-def _resolve(
-    source: Path,
-    tag: str | None,
-    registry: str | None,
-    platforms: str | None,
-    components: str | None,
-    engines: str | None = None,
-) -> Plan:
-    """Every command's first step: settings from .env, the environment and these options."""
-    host.check_folder(source, "--source", "the AI-Infra-Matrix checkout")
-    overrides = door_overrides(
-        tag=tag, registry=registry, platforms=platforms, components=components, engines=engines
-    )
-    return resolve_plan(source, os.environ, overrides)
-
-
 def settings_epilog(publishes: bool) -> str:
     """The settings no option sets, said in the --help of the commands they act on: every one
     for a command that publishes, else those that do not act on publishing alone."""
@@ -115,17 +145,13 @@ def settings_epilog(publishes: bool) -> str:
 
 
 @app.command()
+@plans
 def plan(
-    source: Source,
-    tag: Tag = None,
-    registry: Registry = None,
-    platforms: Platforms = None,
-    components: Components = None,
-    engines: Engines = None,
+    given: Given,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show what would be built, from which Dockerfile, under which reference."""
-    the_plan = _resolve(source, tag, registry, platforms, components, engines)
+    the_plan = given.plan()
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
     else:
@@ -144,13 +170,9 @@ def run_core(core: Callable[..., Awaitable[T]], *args: object) -> T:
 
 
 @app.command(epilog=settings_epilog(publishes=True))
+@plans
 def release(
-    source: Source,
-    tag: Tag = None,
-    registry: Registry = None,
-    platforms: Platforms = None,
-    components: Components = None,
-    engines: Engines = None,
+    given: Given,
     username: flags.Username = None,
     password: flags.Password = None,
     password_stdin: flags.PasswordStdin = False,
@@ -163,7 +185,7 @@ def release(
     from pipeline.run.publish import RegistryAccess
     from pipeline.verbs.release import release as release_core
 
-    the_plan = _resolve(source, tag, registry, platforms, components, engines)
+    the_plan = given.plan()
     # Bad input is found before the engine is contacted, not after an hour of builds.
     check_releasable(the_plan)
     if report_json is not None:
@@ -178,7 +200,7 @@ def release(
         plain_http=login.plain_http,
         sign_key=read_sign_key(sign_key, os.environ) if sign_key is not None else None,
     )
-    report = run_core(release_core, the_plan, host.checkout(source, the_plan.ssh_key_dir), access)
+    report = run_core(release_core, the_plan, given.checkout(the_plan), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -186,24 +208,23 @@ def release(
 
 
 @app.command("export", epilog=settings_epilog(publishes=False))
+@plans
 def export_cmd(
-    source: Source,
     output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
-    tag: Tag = None,
-    registry: Registry = None,
-    platforms: Platforms = None,
-    components: Components = None,
-    engines: Engines = None,
+    given: Given,
 ) -> None:
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
     from pipeline.verbs.export import export_images
 
-    the_plan = _resolve(source, tag, registry, platforms, components, engines)
+    the_plan = given.plan()
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     host.check_output_folder(output, "--output")
     report = run_core(
-        export_images, the_plan, host.checkout(source, the_plan.ssh_key_dir), host.folder(output)
+        export_images,
+        the_plan,
+        given.checkout(the_plan),
+        host.folder(output),
     )
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -211,14 +232,10 @@ def export_cmd(
 
 
 @bundle_app.command("create", epilog=settings_epilog(publishes=False))
+@plans
 def bundle_create(
-    source: Source,
     output: Annotated[Path, typer.Option("--output", help="Bundle directory to write.")],
-    tag: Tag = None,
-    registry: Registry = None,
-    platforms: Platforms = None,
-    components: Components = None,
-    engines: Engines = None,
+    given: Given,
     archive: Annotated[
         str | None, typer.Option("--archive", help="Also write an archive: tar or tar.zst.")
     ] = None,
@@ -238,7 +255,7 @@ def bundle_create(
 
     check_bundle_request(archive, since)  # a wrong --since ends here, not after every build
     key = read_sign_key(sign_key, os.environ) if sign_key is not None else None
-    the_plan = _resolve(source, tag, registry, platforms, components, engines)
+    the_plan = given.plan()
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
@@ -246,7 +263,7 @@ def bundle_create(
     result = run_core(
         functools.partial(export_bundle, since=since, sign_key=key),
         the_plan,
-        host.checkout(source, the_plan.ssh_key_dir),
+        given.checkout(the_plan),
         output,
         archive,
     )
