@@ -1,10 +1,15 @@
 """Just enough Dockerfile reading for planning: declared ARGs, stage names, build platform.
 
+A text is split into its instructions once (`numbered_instructions`, cached): every question
+below (ARGs, stages, the images it reads, its COPY sources, what would fail the build) reads
+that one split, however many times planning, the prepare step and the orchestration ask.
+
 Follows the Dockerfile reference where it matters here: keywords are case-insensitive, a line
 ending in the escape character (`\\`, or the one set by `# escape=`) continues, comment lines
 are dropped even inside a continuation, and heredoc bodies (`RUN <<EOF`) are not instructions.
 """
 
+import functools
 import json
 import re
 import shlex
@@ -37,7 +42,9 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return [(keyword, args) for _, keyword, args in numbered_instructions(text)]
 
 
-def numbered_instructions(text: str) -> list[tuple[int, str, str]]:
+# Planning asks one text about ten questions, and the orchestration more: split it once.
+@functools.lru_cache(maxsize=256)
+def numbered_instructions(text: str) -> tuple[tuple[int, str, str], ...]:
     """`(line, KEYWORD, arguments)`: `line` is where the instruction starts (1-based)."""
     lines = text.splitlines()
     escape = _escape_char(lines)
@@ -65,7 +72,7 @@ def numbered_instructions(text: str) -> list[tuple[int, str, str]]:
     if pending:
         keyword, _, args = " ".join(pending).partition(" ")
         result.append((start, keyword.upper(), args.strip()))
-    return result
+    return tuple(result)
 
 
 # What BuildKit's Dockerfile frontend accepts; anything else fails the build at that line.
