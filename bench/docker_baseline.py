@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.doors import host
 from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.planning.prepare import SSH_KEY_STORE, kept_folders
 from pipeline.run.orchestrate import with_services
 from pipeline.run.serve import Served
 
@@ -92,17 +93,28 @@ def steps(log: str) -> list[tuple[str, bool]]:
 
 
 def prepare_like_build_sh(plan: Plan, source: Path) -> None:
-    """What build.sh writes into the checkout before it builds: the rendered config files and
-    the SSH key pair (the pipeline's own, so both sides build the same bytes)."""
+    """What build.sh writes into the checkout before it builds: the rendered config files, the
+    SSH key pair and TLS folder (the pipeline's own kept ones, so both sides build the same
+    bytes) and what `build.sh download` fetches."""
     keys = host.DEFAULT_SSH_KEY_DIR.expanduser()
-    host.ensure_key_pair(keys)
     for made in plan.generated:
         target = source / made.path
         target.parent.mkdir(parents=True, exist_ok=True)
         if made.text is not None:
             target.write_text(made.text)
+        elif made.download is not None:
+            with urllib.request.urlopen(made.download.url, timeout=60) as response:
+                target.write_bytes(response.read())
         else:
-            shutil.copyfile(keys / Path(made.path).name, target)
+            kept = keys if made.kept == SSH_KEY_STORE else keys.parent / made.kept
+            host.ensure_made(kept, made.kept)
+            folder = kept_folders([made])[made.kept]
+            inside = kept / made.path.removeprefix(f"{folder}/")
+            target.unlink(missing_ok=True)
+            if inside.is_symlink():
+                target.symlink_to(inside.readlink())
+            else:
+                shutil.copyfile(inside, target)
 
 
 def serve_like_build_sh(image: ImagePlan, tag: str, env: Mapping[str, str]) -> Served:

@@ -21,6 +21,10 @@ class BuildFailed(PipelineError):
     """One or more images did not build for one or more platforms."""
 
 
+class DownloadFailed(PipelineError):
+    """A file the prepare step downloads is unreachable or not the one its lock pins."""
+
+
 class PublishFailed(PipelineError):
     """A registry refused, failed or returned an index that lacks a platform."""
 

@@ -21,6 +21,7 @@ from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
 from pipeline.oci import layout, sign
 from pipeline.oci.reference import parse_tagged
+from pipeline.planning.kit import KIT_DIR, KitPlan, kit_files, pins
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,15 @@ def create_bundle(
     replace: bool = False,
     since: Path | None = None,
     sign_key: sign.SigningKey | None = None,
+    kit: KitPlan | None = None,
+    registry: str | None = None,
 ) -> CreateResult:
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
     With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
     that bundle has are left out, and the inventory lists them as expected from it. With
     ``sign_key``, each image's index is signed (cosign's format): the signature images are
-    blobs of the layout, which ``inventory.json`` names with the key's fingerprint.
+    blobs of the layout, which ``inventory.json`` names with the key's fingerprint. With
+    ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline/planning/kit.py).
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.
@@ -81,6 +85,8 @@ def create_bundle(
     with signals.at_once(), writing("the bundle", output, BundleError):
         try:
             digests, base = _write_layout(partial, images, wanted, previous, sign_key)
+            if kit is not None:
+                write_kit(partial, kit, registry)
             if archive is not None and dest is not None:
                 archived = partial_archive(partial, dest, archive)
             _put_in_place(partial, output, replace, (archived, dest) if archived and dest else None)
@@ -337,6 +343,28 @@ def _write_metadata(
     (root / layout.CHECKSUMS_FILE).write_text(
         "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
     )
+
+
+def write_kit(root: Path, kit: KitPlan, registry: str | None) -> None:
+    """kit/ beside the layout, listed in inventory.json and SHA256SUMS."""
+    inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), layout.INVENTORY_FILE)
+    files = kit_files(kit, pins(inventory, registry), registry)
+    (root / KIT_DIR).mkdir()
+    for name, data in files.items():
+        (root / KIT_DIR / name).write_bytes(data)
+    inventory["kit"] = sorted(f"{KIT_DIR}/{name}" for name in files)
+    (root / layout.INVENTORY_FILE).write_bytes(layout.dumps(inventory))
+    sums = [line for line in (root / layout.CHECKSUMS_FILE).read_text().splitlines()
+            if not line.endswith(f"  {layout.INVENTORY_FILE}")]  # fmt: skip
+    for name in [layout.INVENTORY_FILE, *inventory["kit"]]:
+        sums.append(f"{layout.split_digest(layout.hash_file(root / name)[0])[1]}  {name}")
+    (root / layout.CHECKSUMS_FILE).write_text(
+        "".join(f"{line}\n" for line in sorted(sums, key=_by_name))
+    )
+
+
+def _by_name(line: str) -> str:
+    return line.split("  ", 1)[1]
 
 
 def inventory_entry(name: str, ref: str, tag: str, graph: layout.ImageGraph) -> dict[str, Any]:

@@ -10,6 +10,8 @@ The registry client is ours (pipeline/oci/registry.py); docs/offline-bundles.md 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pipeline.errors import BundleError
 from pipeline.oci import layout, sign
 from pipeline.oci.reference import RegistryTarget, parse_tagged
 from pipeline.oci.registry import RegistryClient, RegistryLogin
+from pipeline.planning.kit import KIT_DIR, rewritten
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class PushReport:
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
     signatures_pushed: int = 0  # signature images, each under its image's sha256-<hex>.sig
+    kit: Path | None = None  # the deployment kit, written for this registry
 
     def summary(self) -> str:
         return (
@@ -54,6 +58,7 @@ class PushReport:
             f"{self.blobs_skipped} already there, {self.blobs_mounted} mounted, "
             f"{self.manifests_pushed} manifests"
             + (f", {self.signatures_pushed} signatures" if self.signatures_pushed else "")
+            + (f"; the deployment kit for it in {self.kit}" if self.kit else "")
         )
 
 
@@ -67,9 +72,11 @@ def push_bundle(
     backoff: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     transport: httpx.BaseTransport | None = None,
+    kit_output: Path | None = None,
 ) -> PushReport:
-    """Verify the bundle (refusing a corrupt one), then push it. ``transport`` and ``sleep``
-    exist for tests."""
+    """Verify the bundle (refusing a corrupt one), then push it; its deployment kit, its
+    references moved to this registry, is written at ``kit_output`` (default: beside the
+    bundle, ``<name>.kit``). ``transport`` and ``sleep`` exist for tests."""
     target = RegistryTarget.parse(registry)
     login = login or RegistryLogin()
     with open_bundle(path) as root:
@@ -92,7 +99,28 @@ def push_bundle(
             report = PushReport(registry=str(target))
             if verified.base is not None:
                 _bring_base_blobs(images, verified, client, target, report)
-            return _push(root, target, images, client, progress, report, verified.from_base)
+            report = _push(root, target, images, client, progress, report, verified.from_base)
+        if (root / KIT_DIR).is_dir():
+            report.kit = kit_output or default_kit_output(path)
+            inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), "inventory")
+            write_folder(report.kit, rewritten(root / KIT_DIR, inventory, str(target)))
+        return report
+
+
+def default_kit_output(bundle: Path) -> Path:
+    name = bundle.name.removesuffix(".zst").removesuffix(".tar")
+    return bundle.with_name(f"{name}.kit")
+
+
+def write_folder(output: Path, files: dict[str, bytes]) -> None:
+    """The folder whole or not at all: written aside, then put in place of an older one."""
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name, data in files.items():
+        (partial / name).write_bytes(data)
+    shutil.rmtree(output, ignore_errors=True)
+    partial.rename(output)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pipeline.bundle.delta import Base, describe_expected, open_base, parse_sect
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout, sign
 from pipeline.oci.reference import parse_tagged
+from pipeline.planning.kit import KIT_DIR, missing_from_bundle
 
 
 class Status(StrEnum):
@@ -194,6 +195,8 @@ class _Verifier:
         if inventory is not None:
             self._check_inventory(inventory, found)
         self._check_sums()
+        if inventory is not None and (self.root / KIT_DIR).is_dir():
+            self._check_kit(inventory)
         if self.base_root is not None:
             self._check_base()
         if self.key is not None:
@@ -516,6 +519,11 @@ class _Verifier:
         return layout.blob_path(self.root, digest).read_bytes()
 
     # --- SHA256SUMS ---------------------------------------------------------------------------
+    def _check_kit(self, inventory: dict[str, Any]) -> None:
+        """Every image the deployment kit names is one the bundle holds, by digest."""
+        for missing in missing_from_bundle(self.root / KIT_DIR, inventory):
+            self._add("kit", missing, Status.MISSING, "the kit names it; the bundle lacks it")
+
     def _check_sums(self) -> None:
         path = self.root / layout.CHECKSUMS_FILE
         if not path.is_file():

@@ -102,9 +102,17 @@ def push(
     ca_cert: flags.CaCert = None,
     plain_http: flags.PlainHttp = False,
     insecure_http: Annotated[bool, typer.Option("--insecure-http", hidden=True)] = False,
+    kit_output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the deployment kit for this registry goes (default: "
+            "beside the bundle, BUNDLE.kit).",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Push every image, all platforms, digests unchanged; a rerun uploads only what is
-    missing."""
+    missing. Then the bundle's deployment kit, its images named where they now are."""
     RegistryTarget.parse(registry)  # bad input ends before stdin is read or a host is tried
     if insecure_http:  # the old name of --plain-http, kept so that scripts go on working
         typer.echo("warning: --insecure-http is deprecated; use --plain-http", err=True)
@@ -113,7 +121,7 @@ def push(
         env=os.environ, stdin=sys.stdin,
     )  # fmt: skip
     try:
-        report = push_bundle(bundle, registry, login, progress=StderrBar())
+        report = push_bundle(bundle, registry, login, progress=StderrBar(), kit_output=kit_output)
     except LoginRequired as err:  # core errors name no flag: this door adds its own
         raise BundleError(f"{err}: pass --username with --password or --password-stdin") from None
     except UntrustedCertificate as err:

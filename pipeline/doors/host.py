@@ -16,7 +16,9 @@ import dagger
 from pipeline.errors import BadInput, writing
 from pipeline.events import Events
 from pipeline.planning import settings
-from pipeline.planning.prepare import new_key_pair
+from pipeline.planning.downloads import LOCK_FILE, Download, write_lock
+from pipeline.planning.prepare import SSH_KEY_STORE, is_private_name, kept_files, kept_names
+from pipeline.planning.tls import Link
 from pipeline.run import engine
 from pipeline.run.engine import Deliver, exporting_to
 from pipeline.run.report import Report
@@ -29,54 +31,74 @@ DEFAULT_SSH_KEY_DIR = Path(settings.DEFAULT_SSH_KEY_DIR)
 
 
 def checkout(path: Path, ssh_key_dir: str | None = None) -> engine.Checkout:
-    """The checkout as the engine sees it, and the SSH key pair kept on this host."""
+    """The checkout as the engine sees it, the stores kept on this host (the SSH key pair's
+    folder, TLS folders beside it) and its downloads.lock."""
     keys = Path(ssh_key_dir).expanduser() if ssh_key_dir else DEFAULT_SSH_KEY_DIR.expanduser()
     return engine.Checkout(
         directory=lambda client: client.host().directory(
             str(path.resolve()), exclude=SOURCE_EXCLUDES
         ),
-        ssh_keys=ssh_key_store(keys),
+        kept=kept_store(keys),
+        pin=lock_pinning(path),
     )
 
 
-def ssh_key_store(folder: Path):
-    """The key pair in `folder`, made there the first time (and said so)."""
+def kept_store(ssh_key_dir: Path):
+    """Each store's files in its folder (the SSH key pair's is `ssh_key_dir`, the others are
+    beside it), made there the first time (and said so)."""
 
-    async def keys(events: Events, client: dagger.Client) -> dagger.Directory:
-        if ensure_key_pair(folder):
-            events.note(f"made a new SSH key pair in {folder}; later releases use it "
-                        "(PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
-        return client.host().directory(str(folder), include=["id_rsa", "id_rsa.pub"])
+    async def kept(store: str, events: Events, client: dagger.Client) -> dagger.Directory:
+        folder = ssh_key_dir if store == SSH_KEY_STORE else ssh_key_dir.parent / store
+        if ensure_made(folder, store):
+            events.note(f"made {store} in {folder}; later releases use it"
+                        " (PIPELINE_SSH_KEY_DIR chooses the folder)")  # fmt: skip
+        return client.host().directory(str(folder), include=list(kept_names(store)))
 
-    return keys
+    return kept
+
+
+def lock_pinning(root: Path):
+    def pin(first: list[tuple[Download, str]], events: Events) -> None:
+        write_lock(root, first)
+        events.note(f"pinned {len(first)} download(s) in {root / LOCK_FILE}: commit it")
+
+    return pin
 
 
 def ensure_key_pair(folder: Path) -> bool:
-    """Make the pair in `folder` unless it is there; whether it was made. The pair is made
-    aside and renamed into place whole: of two first runs at once, one pair is kept, and both
-    use it (each writing its own into the folder gave their images different keys)."""
-    if (folder / "id_rsa").is_file():
+    return ensure_made(folder, SSH_KEY_STORE)
+
+
+def ensure_made(folder: Path, store: str) -> bool:
+    """Make the store's files in `folder` unless they are there; whether they were made. They
+    are made aside and renamed into place whole: of two first runs at once, one set is kept,
+    and both use it (each writing its own into the folder gave their images different keys)."""
+    first = kept_names(store)[0]
+    if (folder / first).is_file():
         return False
-    private, public = new_key_pair()
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     partial.mkdir(mode=0o700)
-    _write_whole(partial / "id_rsa.pub", public, 0o644)
-    _write_whole(partial / "id_rsa", private, 0o600)
+    for name, data in kept_files(store).items():
+        _write_whole(partial / name, data, 0o600 if is_private_name(name) else 0o644)
     try:
-        partial.rename(folder)  # replaces an empty folder, never a pair
+        partial.rename(folder)  # replaces an empty folder, never a kept set
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
-        if not (folder / "id_rsa").is_file():
+        if not (folder / first).is_file():
             raise BadInput(
-                f"{folder}: holds other files but no id_rsa (PIPELINE_SSH_KEY_DIR)"
+                f"{folder}: holds other files but no {first} (PIPELINE_SSH_KEY_DIR)"
             ) from None
-        return False  # another run made its pair first
+        return False  # another run made its set first
     return True
 
 
-def _write_whole(path: Path, data: bytes, mode: int) -> None:
+def _write_whole(path: Path, data: bytes | Link, mode: int) -> None:
     """Whole or not at all: a half-written key would be kept for ever."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    if isinstance(data, Link):
+        path.symlink_to(data)
+        return
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as file:

@@ -23,9 +23,17 @@ from dagger import DefaultPath, Doc, dag, field, function, object_type
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
 from pipeline.oci.sign import SigningKey, load_private_key
+from pipeline.planning.downloads import LOCK_FILE, Download, lock_lines
 from pipeline.planning.plan import Plan, resolve_plan
-from pipeline.planning.prepare import new_key_pair
+from pipeline.planning.prepare import (
+    SSH_KEY_STORE,
+    TLS_STORE,
+    is_private_name,
+    kept_files,
+    kept_names,
+)
 from pipeline.planning.settings import door_overrides, setting_doc
+from pipeline.planning.tls import Link
 from pipeline.run import engine
 from pipeline.run.build import build_context
 from pipeline.run.engine import CPU_PROBE_IMAGE
@@ -47,6 +55,7 @@ LAYOUT_FILES = [
     "src/*/salt-states/**/*.tpl",
     ".env",
     ".env.example",
+    "downloads.lock",
     # The deployment files name third-party images too (pipeline/planning/deployment.py).
     "docker-compose.yml.tpl",
     "docker-compose.yml",
@@ -71,6 +80,11 @@ SshKey = Annotated[
     dagger.Directory | None,
     Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
         "(default: a pair made once and kept on the engine)"),
+]  # fmt: skip
+TlsFolder = Annotated[
+    dagger.Directory | None,
+    Doc("nginx's TLS folder (as build.sh ssl-setup makes it), used when the checkout has no "
+        "src/<component>/ssl/ (default: one made once per domain and kept on the engine)"),
 ]  # fmt: skip
 SignKey = Annotated[
     dagger.Secret | None,
@@ -97,31 +111,58 @@ def events() -> Events:
     return Events(printer(sys.stderr))
 
 
-# The SSH key pair made for a checkout that has none, kept on the engine for later releases.
-SSH_KEY_VOLUME = "ai-infra-matrix-ssh-key"
+# What the prepare step makes once for a checkout that has none (the SSH key pair, a TLS
+# folder per domain), kept on the engine for later releases: one cache volume per kind.
+KEPT_VOLUMES = {SSH_KEY_STORE: "ai-infra-matrix-ssh-key", TLS_STORE: "ai-infra-matrix-tls"}
 
 
-async def engine_ssh_keys(events: Events, _client: dagger.Client) -> dagger.Directory:
-    """The engine's kept key pair; a new one (made here, offered every time) the first time."""
-    fresh = Path(tempfile.mkdtemp(prefix="ssh-key-", dir="."))
-    private, public = new_key_pair()
-    (fresh / "id_rsa").write_bytes(private)
-    (fresh / "id_rsa.pub").write_bytes(public)
-    keep = (
-        "if [ -s /store/id_rsa ]; then echo kept; else cp /fresh/id_rsa* /store/ && echo made; fi"
-        " && mkdir /out && cp /store/id_rsa /store/id_rsa.pub /out/ && chmod 600 /out/id_rsa"
-    )
-    store = (
+async def engine_kept(store: str, events: Events, _client: dagger.Client) -> dagger.Directory:
+    """The engine's kept files of `store`; new ones (made here, offered every time) the first
+    time. The SSH key pair is at the volume's root, as before TLS folders had volumes too."""
+    kind, _, sub = store.partition("/")
+    fresh = Path(tempfile.mkdtemp(prefix="kept-", dir="."))
+    for name, data in kept_files(store).items():
+        path = fresh / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Link):
+            path.symlink_to(data)
+        else:
+            path.write_bytes(data)
+            path.chmod(0o600 if is_private_name(name) else 0o644)
+    private = " ".join(f'"/out/{n}"' for n in kept_names(store) if is_private_name(n))
+    keep = f"{_keep_script(sub)} && chmod 600 {private}"
+    store_run = (
         dag.container()
         .from_(CPU_PROBE_IMAGE)
-        .with_mounted_cache("/store", dag.cache_volume(SSH_KEY_VOLUME))
+        .with_mounted_cache("/store", dag.cache_volume(KEPT_VOLUMES[kind]))
         .with_mounted_directory("/fresh", dag.current_module().workdir(str(fresh)))
         .with_env_variable("RUN", uuid.uuid4().hex)  # the store may have changed: never cached
         .with_exec(["sh", "-c", keep])
     )
-    if (await store.stdout()).strip() == "made":
-        events.note(f"made a new SSH key pair, kept on the engine in cache volume {SSH_KEY_VOLUME}")
-    return store.directory("/out")
+    if (await store_run.stdout()).strip() == "made":
+        events.note(f"made {store}, kept on the engine in cache volume {KEPT_VOLUMES[kind]}")
+    return store_run.directory("/out")
+
+
+def _keep_script(sub: str) -> str:
+    """Offer /fresh to the store, print made or kept, and put the store's files in /out.
+    A TLS folder lands whole (renamed into place); the SSH pair is at the volume's root."""
+    if not sub:
+        return (
+            "if [ -s /store/id_rsa ]; then echo kept; else cp /fresh/id_rsa* /store/ && echo made;"
+            " fi && mkdir /out && cp /store/id_rsa /store/id_rsa.pub /out/"
+        )
+    at = f"/store/{sub}"
+    return (
+        f'if [ -d "{at}" ]; then echo kept; else rm -rf "{at}.new" && cp -a /fresh "{at}.new"'
+        f' && mv "{at}.new" "{at}" && echo made; fi && cp -a "{at}" /out'
+    )
+
+
+def first_fetches(first: list[tuple[Download, str]], events: Events) -> None:
+    """A module cannot write the checkout: the lines to add to its lock, said."""
+    lines = "\n".join(lock_lines(first))
+    events.note(f"{LOCK_FILE} of the checkout lacks {len(first)} download(s); add:\n{lines}")
 
 
 def exit_error(line: str, code: int) -> dagger.Error:
@@ -164,14 +205,16 @@ class AiInfraMatrix:
         dagger.Directory, DefaultPath("/"), Doc("AI-Infra-Matrix checkout (its root)")
     ] = field()
 
-    def _checkout(self, ssh_key: dagger.Directory | None) -> engine.Checkout:
-        keys = engine_ssh_keys
-        if ssh_key is not None:
+    def _checkout(
+        self, ssh_key: dagger.Directory | None, tls: dagger.Directory | None = None
+    ) -> engine.Checkout:
+        given = {SSH_KEY_STORE: ssh_key, TLS_STORE: tls}
 
-            async def keys(_events: Events, _client: dagger.Client) -> dagger.Directory:
-                return ssh_key
+        async def kept(store: str, events: Events, client: dagger.Client) -> dagger.Directory:
+            folder = given[store.partition("/")[0]]
+            return folder if folder is not None else await engine_kept(store, events, client)
 
-        return engine.Checkout(directory=lambda _client: self.source, ssh_keys=keys)
+        return engine.Checkout(directory=lambda _client: self.source, kept=kept, pin=first_fetches)
 
     async def _plan(
         self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
@@ -218,6 +261,7 @@ class AiInfraMatrix:
         password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
         ssh_key: SshKey = None,
+        tls: TlsFolder = None,
         sign_key: SignKey = None,
         ca_cert: Annotated[
             dagger.File | None, Doc("CA certificate (PEM) that signed the registry's TLS")
@@ -239,7 +283,12 @@ class AiInfraMatrix:
             sign_key=await signing_key(sign_key),
         )
         report = await release_core(
-            the_plan, self._checkout(ssh_key), access, events(), engine.joined, may_not_reach=True
+            the_plan,
+            self._checkout(ssh_key, tls),
+            access,
+            events(),
+            engine.joined,
+            may_not_reach=True,
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -254,6 +303,7 @@ class AiInfraMatrix:
         platforms: Platforms = None,
         components: Components = None,
         ssh_key: SshKey = None,
+        tls: TlsFolder = None,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
         the_plan = await self._plan(tag, None, platforms, components)
@@ -263,7 +313,7 @@ class AiInfraMatrix:
             tarballs.append(directory)
 
         report = await export_images(
-            the_plan, self._checkout(ssh_key), keep, events(), connect=engine.joined
+            the_plan, self._checkout(ssh_key, tls), keep, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -280,6 +330,7 @@ class AiInfraMatrix:
         components: Components = None,
         archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
         ssh_key: SshKey = None,
+        tls: TlsFolder = None,
         since: Annotated[
             dagger.File | None,
             Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
@@ -297,7 +348,7 @@ class AiInfraMatrix:
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await export_bundle(
             the_plan,
-            self._checkout(ssh_key),
+            self._checkout(ssh_key, tls),
             out,
             archive,
             events(),

@@ -13,6 +13,8 @@ from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_referenc
 from pipeline.planning import dockerfile
 from pipeline.planning.deployment import Found, dependency_name, deployment_images
 from pipeline.planning.dockerfile import context_sources, declared_args
+from pipeline.planning.downloads import read_lock, wanted
+from pipeline.planning.kit import KitPlan, plan_kit
 from pipeline.planning.layout import (
     Component,
     Dependency,
@@ -23,11 +25,13 @@ from pipeline.planning.layout import (
 )
 from pipeline.planning.prepare import (
     Generated,
+    downloaded_files,
     holds_private_key,
     listing,
     missing_sources,
     rendered_files,
     ssh_key_files,
+    tls_folder_files,
     with_parents,
 )
 from pipeline.planning.render import render, unset
@@ -96,6 +100,7 @@ class Plan:
     selection: tuple[str, ...] | None = None  # PIPELINE_COMPONENTS; None: everything
     # For people: what the plan did that nobody asked for (a component added to the selection).
     notes: tuple[str, ...] = ()
+    kit: KitPlan = KitPlan()  # the offline site's deployment kit, before digests
 
     def to_json(self) -> dict[str, object]:
         """The machine view: build argument names only, never their values."""
@@ -163,6 +168,7 @@ def make_plan(
     generated = _generated(images, settings, root, present)
     images = _checked(images, generated, present)
     dependencies, skipped = _dependencies(layout, wanted, settings, values, root)
+    kit = _kit(root, settings, images, dependencies, skipped)
     return Plan(
         tag=settings.image_tag,
         platforms=settings.target_platforms,
@@ -179,6 +185,7 @@ def make_plan(
         engines=dict(settings.engines),
         selection=settings.components,
         notes=_added_note(added),
+        kit=kit,
     )
 
 
@@ -261,6 +268,20 @@ def _check_tags(settings: Settings) -> None:
         )
 
 
+def _kit(
+    root: Path,
+    settings: Settings,
+    images: Sequence[ImagePlan],
+    dependencies: Sequence[DependencyPlan],
+    skipped: Sequence[Skipped],
+) -> KitPlan:
+    values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
+    secret_keys = sorted(set(settings.withheld) - set(values))
+    origins = {origin: d.name for d in dependencies for origin in d.origins}
+    reasons = dict(s.reason.split(": ", 1) for s in skipped if ": " in s.reason)
+    return plan_kit(root, values, secret_keys, [i.image for i in images], origins, reasons)
+
+
 def _generated(
     images: Sequence[ImagePlan], settings: Settings, root: Path, present: set[str]
 ) -> list[Generated]:
@@ -268,7 +289,13 @@ def _generated(
     secret_keys = set(settings.withheld) - set(values)
     sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
     names = {i.name for i in images}
-    return rendered_files(root, names, values, secret_keys) + ssh_key_files(present, sources)
+    downloads = wanted(sources, present, values, read_lock(root))
+    return [
+        *rendered_files(root, names, values, secret_keys),
+        *ssh_key_files(present, sources),
+        *tls_folder_files(present, sources, values),
+        *downloaded_files(downloads),
+    ]
 
 
 def _checked(

@@ -7,6 +7,10 @@ build context and never in the checkout.
 - The cluster's SSH key pair `ssh-key/id_rsa{,.pub}` when a Dockerfile COPYs from `ssh-key/`
   and the checkout has none: made once, then kept (the doors say where), so cluster keys stay
   the same across releases.
+- nginx's TLS folder `src/<c>/ssl/` as `build.sh ssl-setup` makes it (planning/tls.py), when a
+  Dockerfile COPYs it and the checkout has none: kept the same way, one per domain.
+- The GitHub release files `build.sh download` fetches into `third_party/`, when a COPY
+  selects them and the checkout has none (pipeline/planning/downloads.py): fetched by the engine.
 
 Then every COPY/ADD source of every planned Dockerfile must be in the context.
 """
@@ -19,12 +23,15 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.planning import dockerfile
+from pipeline.planning import dockerfile, tls
+from pipeline.planning.downloads import Download
 from pipeline.planning.layout import read_text
 from pipeline.planning.render import render
 
 SSH_KEY_DIR = "ssh-key"
 SSH_KEY_FILES = ("ssh-key/id_rsa", "ssh-key/id_rsa.pub")
+SSH_KEY_STORE = "ssh-key"  # the kept pair's store
+TLS_STORE = "tls"  # and each domain's TLS folder's: tls/<domain>
 RENDERED_SUBDIRS = ("conf.d", "stream.d")
 SALT_DIRS = ("salt-pillar", "salt-states")
 # Never in a build context (build.build_context): not there for a COPY either.
@@ -35,11 +42,47 @@ CONTEXT_EXCLUDED = (".env", ".git", "node_modules")
 class Generated:
     path: str  # where builds see it, from the root
     origin: str  # its template, or what makes it
-    text: str | None = field(default=None, repr=False)  # None: the SSH key store's
+    text: str | None = field(default=None, repr=False)  # a rendered file's text
     private: bool = False
+    kept: str | None = None  # made once and kept: the store (ssh-key, tls/<domain>)
+    download: Download | None = None  # fetched by the engine
 
     def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "origin": self.origin, "private": self.private}
+        shown: dict[str, object] = {"path": self.path, "origin": self.origin}
+        if self.download:
+            shown |= {"url": self.download.url, "sha256": self.download.sha256}
+        return shown | {"private": self.private}
+
+
+def kept_folders(generated: Iterable[Generated]) -> dict[str, str]:
+    """store -> the folder its files land in, of the kept files in `generated`."""
+    folders: dict[str, str] = {}
+    for made in generated:
+        if made.kept and made.kept not in folders:
+            folders[made.kept] = SSH_KEY_DIR if made.kept == SSH_KEY_STORE else _tls_folder(made)
+    return folders
+
+
+def _tls_folder(made: Generated) -> str:
+    return made.path[: made.path.index("/ssl/") + len("/ssl")]
+
+
+def kept_files(store: str) -> dict[str, bytes | tls.Link]:
+    """A new set of the store's files, by path in its folder."""
+    if store == SSH_KEY_STORE:
+        private, public = new_key_pair()
+        return {"id_rsa": private, "id_rsa.pub": public}
+    return tls.tls_files(store.removeprefix(f"{TLS_STORE}/"))
+
+
+def is_private_name(name: str) -> bool:
+    return name == "id_rsa" or tls.is_private(name)
+
+
+def kept_names(store: str) -> tuple[str, ...]:
+    if store == SSH_KEY_STORE:
+        return ("id_rsa", "id_rsa.pub")
+    return tls.file_names(store.removeprefix(f"{TLS_STORE}/"))
 
 
 def rendered_files(
@@ -76,7 +119,39 @@ def ssh_key_files(present: Collection[str], sources: Iterable[str]) -> list[Gene
     if not wanted or SSH_KEY_FILES[0] in present:
         return []
     origin = "the SSH key store (made once, then kept)"
-    return [Generated(path, origin, private=not path.endswith(".pub")) for path in SSH_KEY_FILES]
+    return [
+        Generated(path, origin, private=not path.endswith(".pub"), kept=SSH_KEY_STORE)
+        for path in SSH_KEY_FILES
+    ]
+
+
+def tls_folder_files(
+    present: Collection[str], sources: Iterable[str], values: Mapping[str, str]
+) -> list[Generated]:
+    """nginx's TLS folder, for each `src/<c>/ssl` a Dockerfile COPYs that the checkout lacks."""
+    name = tls.domain(values)
+    store = f"{TLS_STORE}/{name}"
+    origin = f"the TLS store {store} (as build.sh ssl-setup; made once, then kept)"
+    made = []
+    for folder in sorted({f for f in map(_ssl_folder, sources) if f and f not in present}):
+        for file in tls.file_names(name):
+            made.append(Generated(f"{folder}/{file}", origin, private=tls.is_private(file),
+                                  kept=store))  # fmt: skip
+    return made
+
+
+def _ssl_folder(source: str) -> str | None:
+    parts = os.path.normpath(source.lstrip("/")).split("/")
+    if len(parts) >= 3 and parts[0] == "src" and parts[2] == "ssl":
+        return "/".join(parts[:3])
+    return None
+
+
+def downloaded_files(downloads: Iterable[Download]) -> list[Generated]:
+    return [
+        Generated(d.path, f"{d.url} ({'pinned' if d.sha256 else 'not pinned yet'})", download=d)
+        for d in downloads
+    ]  # fmt: skip
 
 
 def listing(root: Path) -> set[str]:

@@ -15,9 +15,10 @@ import dagger
 
 from pipeline.events import Events
 from pipeline.planning.plan import ImagePlan, Plan
-from pipeline.planning.prepare import SSH_KEY_DIR
+from pipeline.planning.prepare import kept_folders
 from pipeline.run import engine
 from pipeline.run.engine import build_platform_args
+from pipeline.run.fetch import fetched
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.
@@ -55,8 +56,13 @@ async def prepared_context(
     for made in plan.generated:
         if made.text is not None:
             context = context.with_new_file(made.path, made.text)
-    if any(made.text is None for made in plan.generated):
-        context = context.with_directory(SSH_KEY_DIR, await checkout.ssh_keys(events, client))
+    for store, folder in kept_folders(plan.generated).items():
+        context = context.with_directory(folder, await checkout.kept(store, events, client))
+    files, first = await fetched([g.download for g in plan.generated if g.download], client)
+    for path, file in files.items():
+        context = context.with_file(path, file)
+    if first:
+        checkout.pin(first, events)
     return context
 
 

@@ -22,6 +22,7 @@ from dagger import dag
 
 from pipeline.errors import PipelineError
 from pipeline.events import Events
+from pipeline.planning.downloads import Download
 
 
 class EngineUnavailable(PipelineError):
@@ -54,11 +55,13 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[EngineLog]]
 class Checkout:
     """What a door hands the core, both reached from inside the session (a host directory
     can only be named once connected), through the client of the engine that reads it: the
-    checkout, and the folder holding the SSH key pair the prepare step generates (`id_rsa`,
-    `id_rsa.pub`), made there once and then kept."""
+    checkout, and the folder of each kept store the prepare step uses (the SSH key pair, a
+    TLS folder: prepare.kept_folders), made there once and then kept; and where the first
+    fetch of a download is pinned (the CLI: downloads.lock; a module cannot write it)."""
 
     directory: Callable[[dagger.Client], dagger.Directory]
-    ssh_keys: Callable[[Events, dagger.Client], Awaitable[dagger.Directory]]
+    kept: Callable[[str, Events, dagger.Client], Awaitable[dagger.Directory]]
+    pin: Callable[[list[tuple[Download, str]], Events], None]
 
 
 # Where the tarballs go: a host folder (CLI), the function's result (`dagger call`).

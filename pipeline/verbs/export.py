@@ -95,8 +95,9 @@ async def export_bundle(
                 with events.step(f"writing the bundle at {output}"):
                     images = bundle_images(plan, scratch)
                     return create_bundle(
-                        output, images, plan.platforms, archive, since=since, sign_key=sign_key
-                    )
+                        output, images, plan.platforms, archive, since=since, sign_key=sign_key,
+                        kit=plan.kit, registry=plan.registry,
+                    )  # fmt: skip
     report = finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))
 

@@ -5,11 +5,15 @@ Without them these tests fail loudly; they never skip, so a CI that lost its eng
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import os
 import ssl
 import subprocess
 import sys
+import tarfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +40,19 @@ MINI_MATRIX_IMAGES = (
     "ai-infra-portal",
     "ai-infra-slurm-master",
 )
-# Where the CLI door keeps the SSH key pair it made for mini-matrix (it has no ssh-key/).
+# Where the CLI door keeps the SSH key pair it made for mini-matrix (it has no ssh-key/),
+# and beside it the gateway's TLS folder (for SSL_DOMAIN of its .env.example).
 SSH_KEY_DIR = Path(
     os.environ.get("PIPELINE_SSH_KEY_DIR", "~/.local/share/ai-infra-matrix/ssh-key")
 ).expanduser()
+TLS_DIR = SSH_KEY_DIR.parent / "tls" / "mini-matrix.example"
 LAB_VARIABLES = (
     "LAB_REGISTRY",
     "LAB_SECURE_REGISTRY",
     "LAB_REGISTRY_USER",
     "LAB_REGISTRY_PASSWORD",
     "LAB_CA_CERT",
+    "LAB_GITHUB_MIRROR",
 )
 
 
@@ -81,6 +88,32 @@ class Lab:
         response.raise_for_status()
         assert layout.digest_bytes(response.content) == digest, f"{repository} {digest}"
         return response.content
+
+    def built_content(self, repository: str, digest: str) -> tuple:
+        """What a platform manifest was built from and holds, without the build's clock:
+        Dagger 0.21 stamps the build time into the config's history and into the folders a
+        COPY makes, so an image built again from the same inputs has another digest."""
+        with self.secure_client() as client:
+            manifest = json.loads(client.get_manifest(repository, digest)[0])
+        config = json.loads(self.get_blob(repository, manifest["config"]["digest"]))
+        config.pop("created", None)
+        config.pop("rootfs")  # the layers' digests: compared by their entries below
+        history = [{k: v for k, v in h.items() if k != "created"} for h in config.pop("history")]
+        return (
+            json.dumps(config, sort_keys=True),
+            history,
+            [layer_entries(self.get_blob(repository, la["digest"])) for la in manifest["layers"]],
+        )
+
+
+def layer_entries(blob: bytes) -> list[tuple]:
+    """A layer's entries: name, type, mode, owner, link and content, not the time."""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        return [
+            (m.name, m.type, m.mode, m.uid, m.gid, m.linkname,
+             hashlib.sha256(tar.extractfile(m).read()).hexdigest() if m.isfile() else None)
+            for m in tar.getmembers()
+        ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -135,13 +168,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def release_to_lab(
-    lab: Lab, source: Path, project: str, report: Path, *extra: str
+    lab: Lab, source: Path, project: str, report: Path, *extra: str, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`release` of `source` into a project of its own on the lab's TLS + auth registry."""
     return run_cli(
         "release", "--source", str(source), "--registry", f"{lab.secure_registry}/{project}",
         "--username", lab.user, "--password", "env:LAB_REGISTRY_PASSWORD",
-        "--ca-cert", str(lab.ca_cert), "--report-json", str(report), *extra,
+        "--ca-cert", str(lab.ca_cert), "--report-json", str(report), *extra, env=env,
     )  # fmt: skip
 
 

@@ -197,7 +197,7 @@ def test_7_no_secret_in_images_history_layers_log_or_report(broken_release, brok
     everything = b"".join(texts.values())
     # The scan does see files and configs: a file the gateway copies, a label from a build arg.
     assert (broken_repo / "src/shared/banner.txt").read_bytes() in everything
-    assert b'"ai-infra.github-mirror":"https://ghfast.example/"' in everything
+    assert b'"ai-infra.github-mirror":"http://github.lab.internal:5447/"' in everything
     assert lab.password.encode() not in everything
 
 

@@ -73,12 +73,12 @@ def test_an_existing_key_pair_is_used_as_is(tree):
 
 def test_a_missing_copy_source_names_image_line_and_path_before_any_build(tree):
     files = {**FILES, "src/nginx/Dockerfile": FILES["src/nginx/Dockerfile"]
-             + "COPY src/nginx/ssl/ /etc/nginx/ssl/\nCOPY third_party/*.deb /tmp/\n"}  # fmt: skip
+             + "COPY src/nginx/certs/ /etc/nginx/ssl/\nCOPY third_party/*.deb /tmp/\n"}  # fmt: skip
     with pytest.raises(BadInput) as caught:
         plan(tree(files))
     assert str(caught.value) == (
         "COPY/ADD sources not in the build context: ai-infra-nginx (src/nginx/Dockerfile "
-        "line 3: src/nginx/ssl/, line 4: third_party/*.deb)"
+        "line 3: src/nginx/certs/, line 4: third_party/*.deb)"
     )
 
 
@@ -130,19 +130,79 @@ def test_of_two_first_runs_at_once_one_key_pair_is_kept_whole(tmp_path, monkeypa
 
     folder = tmp_path / "ssh-key"
     theirs = (b"their private\n", b"their public\n")
-    made = host.new_key_pair
+    made = host.kept_files
 
-    def other_run_wins():
+    def other_run_wins(store):
         folder.mkdir()
         (folder / "id_rsa").write_bytes(theirs[0])
         (folder / "id_rsa.pub").write_bytes(theirs[1])
-        return made()
+        return made(store)
 
-    monkeypatch.setattr(host, "new_key_pair", other_run_wins)
+    monkeypatch.setattr(host, "kept_files", other_run_wins)
     assert host.ensure_key_pair(folder) is False
     assert ((folder / "id_rsa").read_bytes(), (folder / "id_rsa.pub").read_bytes()) == theirs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ssh-key"]  # nothing of ours left
-    monkeypatch.setattr(host, "new_key_pair", made)
+    monkeypatch.setattr(host, "kept_files", made)
     fresh = tmp_path / "fresh"
     fresh.mkdir()  # an empty folder is replaced by the pair
     assert host.ensure_key_pair(fresh) is True and (fresh / "id_rsa").is_file()
+
+
+NGINX_TLS = "FROM nginx:1\nRUN mkdir -p /etc/nginx/ssl\nCOPY src/nginx/ssl/ /etc/nginx/ssl/\n"
+
+
+def test_nginx_s_tls_folder_is_made_as_ssl_setup_makes_it_for_the_env_s_domain(tree):
+    root = tree({**FILES, "src/nginx/Dockerfile": NGINX_TLS})
+    made = [g for g in plan(root).generated if g.path.startswith("src/nginx/ssl/")]
+    assert [(g.path.removeprefix("src/nginx/ssl/"), g.private) for g in made] == [
+        ("ca/ca.key", True), ("ca/ca.crt", False), ("ca/ca.srl", False),
+        ("matrix.example.key", True), ("matrix.example.crt", False),
+        ("matrix.example.chain.crt", False), ("server.key", True), ("server.crt", False),
+        ("server.chain.crt", False), ("ca.crt", False),
+    ]  # fmt: skip
+    assert {g.kept for g in made} == {"tls/matrix.example"}  # EXTERNAL_HOST, SSL_DOMAIN unset
+    private = {i.image: i.private_key for i in plan(root).components}
+    assert private["ai-infra-nginx"] is True  # the whole folder, keys included
+    assert plan(root, {"SSL_DOMAIN": "*.matrix.example"}).generated[-1].kept == (
+        "tls/*.matrix.example"
+    )
+
+
+def test_an_existing_tls_folder_is_used_as_is(tree):
+    root = tree({**FILES, "src/nginx/Dockerfile": NGINX_TLS, "src/nginx/ssl/server.crt": "c"})
+    assert not [g for g in plan(root).generated if g.kept and g.kept.startswith("tls")]
+
+
+def test_the_tls_files_are_a_ca_and_the_server_certificate_it_signs():
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from pipeline.planning import tls
+
+    files = tls.tls_files("10.0.0.7")
+    assert sorted(files) == sorted(tls.file_names("10.0.0.7"))
+    ca = x509.load_pem_x509_certificate(files["ca/ca.crt"])
+    server = x509.load_pem_x509_certificate(files["10.0.0.7.crt"])
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert server.issuer == ca.subject and "CN=10.0.0.7" in server.subject.rfc4514_string()
+    ca.public_key().verify(server.signature, server.tbs_certificate_bytes,
+                           padding.PKCS1v15(), server.signature_hash_algorithm)  # fmt: skip
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in names] == ["10.0.0.7", "127.0.0.1", "localhost"]
+    assert files["server.crt"] == tls.Link("10.0.0.7.crt")
+    assert files["10.0.0.7.chain.crt"] == files["10.0.0.7.crt"] + files["ca/ca.crt"]
+    assert files["ca/ca.srl"] == f"{server.serial_number:X}\n".encode()
+    assert files["10.0.0.7.key"].startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_a_kept_tls_folder_is_made_whole_beside_the_key_pair_and_then_kept(tmp_path):
+    from pipeline.doors import host
+
+    folder = tmp_path / "tls" / "matrix.example"
+    assert host.ensure_made(folder, "tls/matrix.example") is True
+    assert (folder / "server.crt").resolve() == folder / "matrix.example.crt"
+    assert oct((folder / "ca/ca.key").stat().st_mode & 0o777) == "0o600"
+    before = (folder / "ca/ca.crt").read_bytes()
+    assert host.ensure_made(folder, "tls/matrix.example") is False
+    assert (folder / "ca/ca.crt").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == ["matrix.example"]
