@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import host
-from pipeline.plan import ImagePlan, Plan
-from pipeline.prepare import SSH_KEY_STORE, kept_folders
-from pipeline.release import with_services
-from pipeline.serve import Served
+from pipeline.doors import host
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.planning.prepare import SSH_KEY_STORE, kept_folders
+from pipeline.run.orchestrate import with_services
+from pipeline.run.serve import Served
 
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is a newer one
 SERVICE_NAME = "bench-build-time-service"

@@ -1,8 +1,8 @@
 """The Go image (mini-matrix backend, target `backend`) for linux/arm64, built two ways in one
-engine session with the pipeline's own helpers (pipeline.build.build_one):
+engine session with the pipeline's own helpers (pipeline.run.build.build_one):
 
 - cross: BUILDPLATFORM = the engine's native platform (what the pipeline passes,
-  pipeline.engine.build_platform_args), so the `FROM --platform=$BUILDPLATFORM` stage runs
+  pipeline.run.engine.build_platform_args), so the `FROM --platform=$BUILDPLATFORM` stage runs
   natively and `go build` cross-compiles;
 - qemu: BUILDPLATFORM = linux/arm64, so the build stage (go build included) runs emulated.
 
@@ -24,10 +24,10 @@ import anyio
 import dagger
 from dagger import dag
 
-from pipeline.build import build_context, build_one
-from pipeline.engine import native_platform, session
-from pipeline.host import checkout
-from pipeline.plan import resolve_plan
+from pipeline.doors.host import checkout
+from pipeline.planning.plan import resolve_plan
+from pipeline.run.build import build_context, build_one
+from pipeline.run.engine import native_platform, session
 
 TARGET = "linux/arm64"
 

@@ -50,7 +50,7 @@ from docker_baseline import (  # noqa: E402
     save_dependencies,
 )
 
-from pipeline.plan import resolve_plan  # noqa: E402
+from pipeline.planning.plan import resolve_plan  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "mini-matrix"
 OUT = ROOT / "bench" / "out"

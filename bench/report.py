@@ -132,7 +132,7 @@ def markdown(results: dict) -> str:
             "(`--bridge=none --iptables=false`, builds with `--network host`, the lab's registry "
             "as docker.io mirror). Pairs alternate which side runs first.",
             "- Figure 3 builds the backend target for linux/arm64 in one engine session with "
-            "`pipeline.build.build_one`: BUILDPLATFORM native (the pipeline's way) or "
+            "`pipeline.run.build.build_one`: BUILDPLATFORM native (the pipeline's way) or "
             "linux/arm64 (go build under QEMU); each with its own VERSION.",
             "- Figure 4 counts every file of the bundle directory; the docker side is the last "
             "cold run's `docker save` tarballs plus `docker pull --platform` + `docker save` of "

@@ -1,3 +1,3 @@
-from pipeline.cli import main
+from pipeline.doors.cli import main
 
 main()

@@ -63,7 +63,7 @@ class Events:
         self.write(line)
 
 
-# The core's lines that LiveEvents shows in place (build.py and release.py write them).
+# The core's lines that LiveEvents shows in place (run/build.py and run/orchestrate.py write them).
 _BEGUN = re.compile(r"(?:building (?P<image>\S+) for (?P<platform>\S+)|publishing (?P<ref>\S+))$")
 _BUILT = re.compile(
     r"\[(?P<done>\d+)/(?P<total>\d+)\] (?P<mark>ok|FAILED) (?P<image>\S+) (?P<platform>\S+) \("

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import sign, signals
-from pipeline.bundle.archive import archive_path, partial_archive
+from pipeline import signals
+from pipeline.bundle.archive import archive_path, check_archive_format, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
-from pipeline.bundle.kit import KIT_DIR, KitPlan, kit_files, pins
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.reference import parse_tagged
+from pipeline.planning.kit import KIT_DIR, KitPlan, kit_files, pins
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,14 @@ class CreateResult:
     base: Base | None = None  # for a delta: its base, and (``base.blobs``) what it leaves to it
 
 
+def check_bundle_request(archive: str | None, since: Path | None) -> None:
+    """The archive format and the previous bundle of a delta, as asked: BadInput before any
+    build, not after every one."""
+    check_archive_format(archive)
+    if since is not None:
+        read_base(since)
+
+
 def create_bundle(
     output: Path,
     images: Sequence[BundleImage],
@@ -61,7 +69,7 @@ def create_bundle(
     that bundle has are left out, and the inventory lists them as expected from it. With
     ``sign_key``, each image's index is signed (cosign's format): the signature images are
     blobs of the layout, which ``inventory.json`` names with the key's fingerprint. With
-    ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline.bundle.kit).
+    ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline/planning/kit.py).
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.

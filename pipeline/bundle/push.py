@@ -5,7 +5,7 @@ its tag. A delta first makes sure the registry has every blob it leaves to its b
 image's repository, or mounted from another of the project's), writing nothing if one is
 missing: a manifest pushed over absent layers would name an image nobody can pull.
 
-The registry client is ours (pipeline/oci/registry.py); the README says why no library.
+The registry client is ours (pipeline/oci/registry.py); docs/offline-bundles.md says why no library.
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ from pathlib import Path
 
 import httpx
 
-from pipeline import sign
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_signatures
 from pipeline.bundle.delta import Base
-from pipeline.bundle.kit import KIT_DIR, rewritten
 from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.reference import RegistryTarget, parse_tagged
 from pipeline.oci.registry import RegistryClient, RegistryLogin
+from pipeline.planning.kit import KIT_DIR, rewritten
 
 
 @dataclass(frozen=True)

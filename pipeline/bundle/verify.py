@@ -9,7 +9,7 @@ A delta's layers that its inventory expects from the base are not checks but a c
 the base bundle, each is checked there as a blob is here.
 
 The blobs of the signature images that ``inventory.json`` names are checked like any other;
-given the public key, each image's signature is checked too (pipeline/sign.py): it must sign
+given the public key, each image's signature is checked too (pipeline/oci/sign.py): it must sign
 that image's index in that repository, with that key.
 """
 
@@ -22,14 +22,13 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline import sign
 from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_entry, inventory_signatures
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
-from pipeline.bundle.kit import KIT_DIR, missing_from_bundle
 from pipeline.errors import BadInput, BundleError
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 from pipeline.oci.reference import parse_tagged
+from pipeline.planning.kit import KIT_DIR, missing_from_bundle
 
 
 class Status(StrEnum):

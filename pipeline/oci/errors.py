@@ -20,7 +20,7 @@ class UntrustedCertificate(BundleError):
 
 class WrongProtocol(BundleError):
     """The registry answers the other protocol: plain HTTP where HTTPS was asked, or the
-    reverse. No retry can help (registry_flags.wrong_protocol names the flag)."""
+    reverse. No retry can help (access.wrong_protocol names the flag)."""
 
     def __init__(self, host: str, plain: bool) -> None:
         self.plain = plain  # it speaks plain HTTP

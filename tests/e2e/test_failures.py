@@ -34,7 +34,7 @@ import httpx
 import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, ROOT, Lab, release_to_lab, run_cli
 
-from pipeline.settings import is_secret, parse_env
+from pipeline.planning.settings import is_secret, parse_env
 
 TAG = "v0.3.8"
 IMAGES = MINI_MATRIX_IMAGES

@@ -25,7 +25,7 @@ from conftest import MINI_MATRIX, PLATFORMS, ROOT, Lab, published_manifests
 from test_bundle import assert_registry_matches_inventory, push_command, run_push
 from test_failures import _NeverAnswers, error_lines, one_error, serving
 
-from pipeline import engine
+from pipeline.run import engine
 
 # The watchdog's bound from the last answer (engine.py), plus one probe interval (the fault
 # may come just after an answer) and the time to tidy up.

@@ -13,8 +13,8 @@ import pytest
 from conftest import MINI_MATRIX, PLATFORMS, Lab, marker_variants, run_cli, secure_auth
 from dagger import dag
 
-from pipeline.engine import foreign
 from pipeline.oci import layout
+from pipeline.run.engine import foreign
 
 pytestmark = pytest.mark.anyio
 

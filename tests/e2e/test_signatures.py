@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, Lab, run_cli
 
-from pipeline import sign
 from pipeline.bundle import create_bundle, push_bundle
+from pipeline.oci import sign
 from pipeline.oci.registry import RegistryLogin
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))

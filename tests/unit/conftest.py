@@ -142,8 +142,8 @@ def cli(
     """Run the CLI in-process through `main` (the one place errors become exit codes):
     `cli("plan", ...)` gives (exit code, stdout, stderr). The CLI reads os.environ: the
     runner's own settings are kept out."""
-    from pipeline.cli import main
-    from pipeline.settings import ENV_NAMES
+    from pipeline.doors.cli import main
+    from pipeline.planning.settings import ENV_NAMES
 
     for name in [*ENV_NAMES.values(), "PIPELINE_DEBUG"]:
         monkeypatch.delenv(name, raising=False)

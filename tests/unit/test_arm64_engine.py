@@ -8,10 +8,11 @@ import dataclasses
 
 import pytest
 
-from pipeline import build, engine, fleet, release, serve
-from pipeline.build import Built
 from pipeline.events import Events
-from pipeline.serve import Served
+from pipeline.run import build, engine, fleet, orchestrate, serve
+from pipeline.run.build import Built
+from pipeline.run.serve import Served
+from pipeline.verbs import release
 from tests.unit.test_orchestration import PLATFORMS, image, plan_of
 
 NATIVE = "linux/arm64"
@@ -42,7 +43,7 @@ def arm64_engine(monkeypatch) -> dict[str, list]:
 
     monkeypatch.setattr(engine, "native_platform", native_platform)
     monkeypatch.setattr(engine, "default_concurrency", concurrency)
-    monkeypatch.setattr(release, "prepared_context", prepared_context)
+    monkeypatch.setattr(orchestrate, "prepared_context", prepared_context)
     monkeypatch.setattr(build, "build_one", build_one)
     monkeypatch.setattr(serve, "serve", serve_one)
     return seen

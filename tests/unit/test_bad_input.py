@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.settings import ENV_NAMES
+from pipeline.doors.cli import main
+from pipeline.planning.settings import ENV_NAMES
 
 MINI_MATRIX = Path(__file__).resolve().parents[2] / "examples" / "mini-matrix"
 

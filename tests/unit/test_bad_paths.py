@@ -25,9 +25,9 @@ from dagger._exceptions import QueryErrorValue
 from pipeline.bundle import archive, create_bundle
 from pipeline.bundle import create as create_module
 from pipeline.bundle.create import CreateResult
+from pipeline.doors.host import folder
 from pipeline.errors import BundleError, PipelineError
-from pipeline.export import exporting_to
-from pipeline.host import folder
+from pipeline.run.engine import exporting_to
 
 try:
     from tests.unit import bundle_fixtures as bf
@@ -283,7 +283,7 @@ def bundle_create(cli, sources, tmp_path: Path, monkeypatch):
     async def export_bundle(plan, checkout, output, archive, events, **kw) -> CreateResult:
         return create_bundle(output, [s.image for s in sources], bf.PLATFORMS, archive)
 
-    monkeypatch.setattr("pipeline.export.export_bundle", export_bundle)
+    monkeypatch.setattr("pipeline.verbs.export.export_bundle", export_bundle)
     out = tmp_path / "out" / "bundle"
     return lambda: cli(*output_args("bundle create", out), "--archive", "tar"), out
 
@@ -313,7 +313,7 @@ def test_cli_sigterm_anywhere_ends_as_sigint_does(cli, monkeypatch):
     def terminated(*args, **kwargs):
         signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr("pipeline.cli.resolve_plan", terminated)
+    monkeypatch.setattr("pipeline.doors.cli.resolve_plan", terminated)
     code, out, _ = cli("plan", "--source", str(MINI_MATRIX))
     assert (code, out) == (128 + signal.SIGTERM, "")
 

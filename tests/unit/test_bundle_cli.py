@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.bundle import PushReport, cli
+from pipeline.bundle import PushReport
+from pipeline.doors import bundle_cli as cli
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
 from pipeline.oci.errors import LoginRequired, UntrustedCertificate

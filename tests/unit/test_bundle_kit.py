@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.bundle import kit
-from pipeline.plan import resolve_plan
+from pipeline.planning import kit
+from pipeline.planning.plan import resolve_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 MINI_MATRIX = ROOT / "examples" / "mini-matrix"

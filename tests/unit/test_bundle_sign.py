@@ -11,11 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline import sign
 from pipeline.bundle import create_bundle, verify_bundle
 from pipeline.bundle.verify import Status
-from pipeline.cli import main
-from pipeline.oci import layout
+from pipeline.doors.cli import main
+from pipeline.oci import layout, sign
 from pipeline.oci.registry import RegistryClient
 
 try:

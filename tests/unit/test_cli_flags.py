@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import ENV_NAMES, settings_table
+from pipeline.planning.settings import ENV_NAMES, settings_table
 
 REGISTRY_VERBS = {
     "release": ["release", "--source", "{source}", "--registry", "127.0.0.1:5000/x"],
@@ -47,7 +47,7 @@ def command_paths() -> list[list[str]]:
     """Every command and group of the CLI, as the words that name it."""
     import typer
 
-    from pipeline.cli import app
+    from pipeline.doors.cli import app
 
     def walk(command: object, path: list[str]) -> list[list[str]]:
         found = [path]
@@ -82,11 +82,12 @@ def test_debug_anywhere_on_the_line(where: str, repo, cli):
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: IMAGE_TAG")
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The settings table moved from README.md to its own page.
+README = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def readme_settings() -> dict[str, tuple[str, str]]:
-    """README's settings table: setting -> (argument, default), backticks dropped."""
+    """The settings page's table: setting -> (argument, default), backticks dropped."""
     table = README.read_text().split("| setting | argument | default | meaning |\n")[1]
     rows = {}
     for line in table.split("\n\n")[0].splitlines()[1:]:  # [0] is the |---| line
@@ -107,12 +108,15 @@ def test_readme_settings_table_and_help_agree(cli):
     for name, (argument, default) in rows.items():
         if argument:  # the option's help names the variable it sets
             assert re.search(rf" {argument} \S+ (?:(?! --).)*\(env {name}\b", helps), name
-        else:  # said in the epilog of the commands it acts on, with the README's default
+        else:  # said in the epilog of the commands it acts on, with the page's default
             assert re.search(rf" {name}: [^:]*\(default: {re.escape(default)}\)", helps), name
 
 
 def test_readme_settings_table_is_the_models():
-    """README's table is made from the model, as --help is; when a setting changes, print
-    the new one with `python -c 'from pipeline.settings import settings_table as t; print(t())'`."""
+    """The settings page's table is made from the model, as --help is; when a setting changes,
+    print the new one with `python -c 'from pipeline.planning.settings import settings_table
+    as t; print(t())'`."""
     table = settings_table()
-    assert table in README.read_text(), f"README's settings table is out of date:\n{table}"
+    assert table in README.read_text(), (
+        f"docs/settings.md's settings table is out of date:\n{table}"
+    )

@@ -1,4 +1,4 @@
-"""Third-party images the deployment runs (pipeline/deployment.py), merged into the plan's
+"""Third-party images the deployment runs (pipeline/planning/deployment.py), merged into the plan's
 dependencies with dependency.conf's: rendering, deduplication, origins, profiles, skips, helm."""
 
 import json
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import console
-from pipeline.deployment import dependency_name, deployment_images, interpolate
+from pipeline.doors import console
 from pipeline.errors import BadInput
 from pipeline.oci.reference import canonical
-from pipeline.plan import resolve_plan
-from pipeline.render import fill
-from pipeline.settings import load_settings
+from pipeline.planning.deployment import dependency_name, deployment_images, interpolate
+from pipeline.planning.plan import resolve_plan
+from pipeline.planning.render import fill
+from pipeline.planning.settings import load_settings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ai-infra-matrix"
 

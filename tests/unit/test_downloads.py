@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.downloads import Download, read_lock, write_lock
 from pipeline.errors import BadInput
-from pipeline.plan import resolve_plan
+from pipeline.planning.downloads import Download, read_lock, write_lock
+from pipeline.planning.plan import resolve_plan
 
 ENV = "IMAGE_TAG=v1\nGITHUB_MIRROR=https://ghfast.top/\nCODE_SERVER_VERSION=v4.107.0\n"
 SINGLEUSER = (

@@ -9,8 +9,8 @@ from pathlib import Path
 import bundle_fixtures as bf
 
 from pipeline.bundle.create import create_bundle
-from pipeline.export import stitch
 from pipeline.oci import layout
+from pipeline.verbs.export import stitch
 
 
 def test_stitched_layout_names_each_engines_manifest_unchanged(tmp_path: Path):

@@ -15,14 +15,15 @@ import gql
 import pytest
 from dagger._exceptions import QueryErrorValue
 
-from pipeline import cli, engine
-from pipeline.build import log_tail
-from pipeline.buildlog import failed_step_output
 from pipeline.bundle.create import remove_stale
+from pipeline.doors import cli
 from pipeline.errors import BadInput, PublishFailed
-from pipeline.publish import RegistryAccess, push, push_error
-from pipeline.report import ImageRow, PlatformRow, Report
-from pipeline.settings import PUBLISH_TIMEOUT, load_settings
+from pipeline.planning.settings import PUBLISH_TIMEOUT, load_settings
+from pipeline.run import engine
+from pipeline.run.build import log_tail
+from pipeline.run.buildlog import failed_step_output
+from pipeline.run.publish import RegistryAccess, push, push_error
+from pipeline.run.report import ImageRow, PlatformRow, Report
 
 # The shape of Dagger 0.18's plain progress (colours as it prints them), trimmed from a real
 # run: archprobe fails on arm64; backend's shared build stage fails under the `backend` build

@@ -10,8 +10,9 @@ import dagger
 import pytest
 from test_orchestration import image, plan_of
 
-from pipeline import engine, fleet, release
-from pipeline.build import Built
+from pipeline.run import engine, fleet
+from pipeline.run import orchestrate as release
+from pipeline.run.build import Built
 
 ARM = "tcp://arm-builder:1234"
 

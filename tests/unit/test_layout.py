@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.layout import ImageSpec, discover
+from pipeline.planning.layout import ImageSpec, discover
 
 
 def test_discovers_components_sorted_with_phases_and_images(repo: Path):

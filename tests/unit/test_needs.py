@@ -3,9 +3,9 @@ published reference; cycles refused."""
 
 import pytest
 
-from pipeline import dockerfile
 from pipeline.errors import BadInput
-from pipeline.plan import ImagePlan, _with_needs, waves
+from pipeline.planning import dockerfile
+from pipeline.planning.plan import ImagePlan, _with_needs, waves
 
 SLURMD = """\
 ARG VERSION=latest

@@ -10,15 +10,16 @@ import dataclasses
 import anyio
 import pytest
 
-from pipeline import engine, fleet, release
-from pipeline.build import Built
-from pipeline.engine import EngineLog
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
-from pipeline.plan import ImagePlan, Plan
-from pipeline.publish import Published, RegistryAccess
-from pipeline.report import Status
-from pipeline.serve import Served
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.run import engine, fleet, orchestrate
+from pipeline.run.build import Built
+from pipeline.run.engine import EngineLog
+from pipeline.run.publish import Published, RegistryAccess
+from pipeline.run.report import Status
+from pipeline.run.serve import Served
+from pipeline.verbs import release
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 DIGEST = "sha256:" + "d" * 64
@@ -205,7 +206,7 @@ async def test_an_unreachable_engine_fails_its_platform_and_publishes_nothing_wi
     fake = FakeEngine()
     down = fleet.Engine("tcp://arm:1234", ("linux/arm64",), error="engine tcp://arm:1234 for "
                         "linux/arm64: unreachable (Connection refused)")  # fmt: skip
-    unreachable = release.unreachable(down)
+    unreachable = orchestrate.unreachable(down)
 
     async def build(img, platform):
         return await (unreachable if platform == "linux/arm64" else fake.build)(img, platform)

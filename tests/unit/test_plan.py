@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import dockerfile
 from pipeline.errors import BadInput
-from pipeline.layout import discover
-from pipeline.plan import Skipped, check_builds_an_image, make_plan, resolve_plan
-from pipeline.settings import load_settings
+from pipeline.planning import dockerfile
+from pipeline.planning.layout import discover
+from pipeline.planning.plan import Skipped, check_builds_an_image, make_plan, resolve_plan
+from pipeline.planning.settings import load_settings
 
 
 def plan_for(root: Path, env=None, **overrides):

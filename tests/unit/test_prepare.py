@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.plan import resolve_plan, waves
+from pipeline.planning.plan import resolve_plan, waves
 
 ENV = "IMAGE_TAG=v1\nEXTERNAL_HOST=matrix.example\nBACKEND_PORT=8082\nJWT_SECRET=s3cret-jwt\n"
 FILES = {
@@ -126,7 +126,7 @@ def test_only_the_target_whose_stages_copy_the_key_holds_it(tree):
 
 def test_of_two_first_runs_at_once_one_key_pair_is_kept_whole(tmp_path, monkeypatch):
     """The other run renames its pair into place while this one makes its own."""
-    from pipeline import host
+    from pipeline.doors import host
 
     folder = tmp_path / "ssh-key"
     theirs = (b"their private\n", b"their public\n")
@@ -177,7 +177,7 @@ def test_the_tls_files_are_a_ca_and_the_server_certificate_it_signs():
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    from pipeline import tls
+    from pipeline.planning import tls
 
     files = tls.tls_files("10.0.0.7")
     assert sorted(files) == sorted(tls.file_names("10.0.0.7"))
@@ -196,7 +196,7 @@ def test_the_tls_files_are_a_ca_and_the_server_certificate_it_signs():
 
 
 def test_a_kept_tls_folder_is_made_whole_beside_the_key_pair_and_then_kept(tmp_path):
-    from pipeline import host
+    from pipeline.doors import host
 
     folder = tmp_path / "tls" / "matrix.example"
     assert host.ensure_made(folder, "tls/matrix.example") is True

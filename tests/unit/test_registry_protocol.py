@@ -220,8 +220,8 @@ def test_no_answer_is_no_verdict(plain_http, answers):
 def test_the_dagger_door_finds_it_too(plain):
     """`dagger call release` asks first whether its container reaches the registry."""
     from pipeline.errors import BadInput
-    from pipeline.plan import resolve_plan
-    from pipeline.publish import RegistryAccess, reachable_from_here
+    from pipeline.planning.plan import resolve_plan
+    from pipeline.run.publish import RegistryAccess, reachable_from_here
 
     plan = resolve_plan(MINI_MATRIX, {}, {"private_registry": f"{host(plain)}/p"})
     with pytest.raises(BadInput, match=r"speaks plain HTTP, not HTTPS: pass --plain-http$"):

@@ -1,7 +1,7 @@
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.render import render, unset, variables
+from pipeline.planning.render import render, unset, variables
 
 
 def test_fills_variables_with_or_without_spaces():

@@ -1,4 +1,4 @@
-from pipeline.report import ImageRow, PlatformRow, Report
+from pipeline.run.report import ImageRow, PlatformRow, Report
 
 
 def test_markdown_lists_the_index_of_every_published_image_and_no_failed_one():

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.settings import (
+from pipeline.planning.settings import (
     DEFAULT_PLATFORMS,
     is_build_key,
     is_secret,
@@ -341,7 +341,7 @@ def test_errors_name_the_file_in_the_source_tree_not_where_it_was_read(tmp_path:
 
 def test_settings_alone_read_no_environment(monkeypatch):
     """Outside load_settings the model has only its defaults and arguments as sources."""
-    from pipeline.settings import Settings
+    from pipeline.planning.settings import Settings
 
     monkeypatch.setenv("IMAGE_TAG", "from-os-environ")
     assert Settings().image_tag == "latest"

@@ -15,9 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pipeline import sign
 from pipeline.errors import BadInput
-from pipeline.oci import layout
+from pipeline.oci import layout, sign
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cosign"
 COSIGN_DIGEST = "sha256:aab318fd9c39f129c9c64f80c408bebffec8dbeb921dad491bf907290880e95d"

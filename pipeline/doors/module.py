@@ -1,0 +1,361 @@
+"""The Dagger door: `dagger call release --tag v0.3.8` and friends.
+
+Each function only translates its arguments into a call of the same core the CLI calls.
+The layout is read from a copy of the few files that describe it (Dockerfiles, *.conf,
+.env), so discovery and planning run exactly as on a local checkout; a call is one function,
+so that copy is made once per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import dagger
+from dagger import DefaultPath, Doc, dag, field, function, object_type
+
+from pipeline.errors import BadInput, BuildFailed, PipelineError
+from pipeline.events import Events, printer
+from pipeline.oci.sign import SigningKey, load_private_key
+from pipeline.planning.downloads import LOCK_FILE, Download, lock_lines
+from pipeline.planning.plan import Plan, resolve_plan
+from pipeline.planning.prepare import (
+    SSH_KEY_STORE,
+    TLS_STORE,
+    is_private_name,
+    kept_files,
+    kept_names,
+)
+from pipeline.planning.settings import door_overrides, setting_doc
+from pipeline.planning.tls import Link
+from pipeline.run import engine
+from pipeline.run.build import build_context
+from pipeline.run.engine import CPU_PROBE_IMAGE
+from pipeline.run.publish import RegistryAccess
+from pipeline.verbs.export import export_bundle, export_images
+from pipeline.verbs.release import release as release_core
+
+# The files discovery and planning read; everything else stays in the engine.
+LAYOUT_FILES = [
+    "src/*/Dockerfile",
+    "src/*/Dockerfile.tpl",
+    "src/*/build.conf",
+    "src/*/build-targets.conf",
+    "src/*/dependency.conf",
+    "src/*/dependency.conf.tpl",
+    "src/*/templates/conf.d/**/*.tpl",
+    "src/*/templates/stream.d/**/*.tpl",
+    "src/*/salt-pillar/**/*.tpl",
+    "src/*/salt-states/**/*.tpl",
+    ".env",
+    ".env.example",
+    "downloads.lock",
+    # The deployment files name third-party images too (pipeline/planning/deployment.py).
+    "docker-compose.yml.tpl",
+    "docker-compose.yml",
+    "helm/*/values.yaml",
+    "helm/*/Chart.yaml",
+    "helm/*/charts/*/values.yaml",
+    "helm/*/charts/*/Chart.yaml",
+]
+
+
+def _setting(field: str) -> Doc:
+    """A setting's argument doc, read off the model: `dagger call` reads .env, not the env."""
+    doc = setting_doc(field)
+    return Doc(f"{doc.help} (default: {doc.env} from .env)")
+
+
+Tag = Annotated[str | None, _setting("image_tag")]
+Registry = Annotated[str | None, _setting("private_registry")]
+Platforms = Annotated[str | None, _setting("target_platforms")]
+Components = Annotated[str | None, _setting("components")]
+SshKey = Annotated[
+    dagger.Directory | None,
+    Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
+        "(default: a pair made once and kept on the engine)"),
+]  # fmt: skip
+TlsFolder = Annotated[
+    dagger.Directory | None,
+    Doc("nginx's TLS folder (as build.sh ssl-setup makes it), used when the checkout has no "
+        "src/<component>/ssl/ (default: one made once per domain and kept on the engine)"),
+]  # fmt: skip
+SignKey = Annotated[
+    dagger.Secret | None,
+    Doc("PEM EC P-256 private key that signs each image index (cosign's format), e.g. env:VAR"),
+]
+
+
+async def signing_key(secret: dagger.Secret | None) -> SigningKey | None:
+    if secret is None:
+        return None
+    return load_private_key((await secret.plaintext()).encode(), "--sign-key")
+
+
+async def exported(file: dagger.File | None, name: str) -> Path | None:
+    """A file argument as a path of this container (for code that reads paths)."""
+    if file is None:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="arg-")) / name
+    await file.export(str(path))
+    return path
+
+
+def events() -> Events:
+    return Events(printer(sys.stderr))
+
+
+# What the prepare step makes once for a checkout that has none (the SSH key pair, a TLS
+# folder per domain), kept on the engine for later releases: one cache volume per kind.
+KEPT_VOLUMES = {SSH_KEY_STORE: "ai-infra-matrix-ssh-key", TLS_STORE: "ai-infra-matrix-tls"}
+
+
+async def engine_kept(store: str, events: Events, _client: dagger.Client) -> dagger.Directory:
+    """The engine's kept files of `store`; new ones (made here, offered every time) the first
+    time. The SSH key pair is at the volume's root, as before TLS folders had volumes too."""
+    kind, _, sub = store.partition("/")
+    fresh = Path(tempfile.mkdtemp(prefix="kept-", dir="."))
+    for name, data in kept_files(store).items():
+        path = fresh / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Link):
+            path.symlink_to(data)
+        else:
+            path.write_bytes(data)
+            path.chmod(0o600 if is_private_name(name) else 0o644)
+    private = " ".join(f'"/out/{n}"' for n in kept_names(store) if is_private_name(n))
+    keep = f"{_keep_script(sub)} && chmod 600 {private}"
+    store_run = (
+        dag.container()
+        .from_(CPU_PROBE_IMAGE)
+        .with_mounted_cache("/store", dag.cache_volume(KEPT_VOLUMES[kind]))
+        .with_mounted_directory("/fresh", dag.current_module().workdir(str(fresh)))
+        .with_env_variable("RUN", uuid.uuid4().hex)  # the store may have changed: never cached
+        .with_exec(["sh", "-c", keep])
+    )
+    if (await store_run.stdout()).strip() == "made":
+        events.note(f"made {store}, kept on the engine in cache volume {KEPT_VOLUMES[kind]}")
+    return store_run.directory("/out")
+
+
+def _keep_script(sub: str) -> str:
+    """Offer /fresh to the store, print made or kept, and put the store's files in /out.
+    A TLS folder lands whole (renamed into place); the SSH pair is at the volume's root."""
+    if not sub:
+        return (
+            "if [ -s /store/id_rsa ]; then echo kept; else cp /fresh/id_rsa* /store/ && echo made;"
+            " fi && mkdir /out && cp /store/id_rsa /store/id_rsa.pub /out/"
+        )
+    at = f"/store/{sub}"
+    return (
+        f'if [ -d "{at}" ]; then echo kept; else rm -rf "{at}.new" && cp -a /fresh "{at}.new"'
+        f' && mv "{at}.new" "{at}" && echo made; fi && cp -a "{at}" /out'
+    )
+
+
+def first_fetches(first: list[tuple[Download, str]], events: Events) -> None:
+    """A module cannot write the checkout: the lines to add to its lock, said."""
+    lines = "\n".join(lock_lines(first))
+    events.note(f"{LOCK_FILE} of the checkout lacks {len(first)} download(s); add:\n{lines}")
+
+
+def exit_error(line: str, code: int) -> dagger.Error:
+    """The function's error, with the values that make `dagger call` exit with `code` (2 for
+    bad input, as the CLI): it keeps the exit code of an error typed as an exec error
+    (cmd/dagger/functions.go), and takes an error's values as its extensions."""
+    error = dag.error(line)
+    values = {"_type": "EXEC_ERROR", "exitCode": code, "stdout": "", "stderr": ""}
+    for name, value in values.items():
+        error = error.with_value(name, dagger.JSON(json.dumps(value)))
+    return error
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def one_line_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A PipelineError ends the call as the CLI door ends: one `error: ...` line (no Python
+    traceback in the engine log) and its exit code."""
+
+    @functools.wraps(fn)
+    async def door(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except PipelineError as err:
+            line = f"error: {' '.join(str(err).split())}"
+            print(line, file=sys.stderr, flush=True)
+            await dag.current_function_call().return_error(exit_error(line, err.exit_code))
+            raise SystemExit(err.exit_code) from None
+
+    return door
+
+
+@object_type
+class AiInfraMatrix:
+    """Release pipeline of AI-Infra-Matrix: multi-platform images and offline bundles."""
+
+    source: Annotated[
+        dagger.Directory, DefaultPath("/"), Doc("AI-Infra-Matrix checkout (its root)")
+    ] = field()
+
+    def _checkout(
+        self, ssh_key: dagger.Directory | None, tls: dagger.Directory | None = None
+    ) -> engine.Checkout:
+        given = {SSH_KEY_STORE: ssh_key, TLS_STORE: tls}
+
+        async def kept(store: str, events: Events, client: dagger.Client) -> dagger.Directory:
+            folder = given[store.partition("/")[0]]
+            return folder if folder is not None else await engine_kept(store, events, client)
+
+        return engine.Checkout(directory=lambda _client: self.source, kept=kept, pin=first_fetches)
+
+    async def _plan(
+        self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
+    ) -> Plan:
+        copy = Path(tempfile.mkdtemp(prefix="layout-"))
+        await (
+            dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
+        )
+        # What the build context holds, for the COPY check (the copy has only the above).
+        present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
+        overrides = door_overrides(
+            tag=tag, registry=registry, platforms=platforms, components=components
+        )
+        the_plan = resolve_plan(copy, {}, overrides, present)
+        if the_plan.engines:  # a module runs in the one engine `dagger call` started
+            raise BadInput(
+                "PIPELINE_ENGINES (.env): several engines are for the CLI door "
+                "(python -m pipeline release --engines ...); dagger call builds on its own engine"
+            )
+        return the_plan
+
+    @function
+    @one_line_errors
+    async def plan(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+    ) -> str:
+        """What would be built, as JSON (build args by name only)."""
+        the_plan = await self._plan(tag, registry, platforms, components)
+        return json.dumps(the_plan.to_json(), indent=2)
+
+    @function
+    @one_line_errors
+    async def release(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+        username: Annotated[str | None, Doc("Registry user")] = None,
+        password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
+        json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
+        ssh_key: SshKey = None,
+        tls: TlsFolder = None,
+        sign_key: SignKey = None,
+        ca_cert: Annotated[
+            dagger.File | None, Doc("CA certificate (PEM) that signed the registry's TLS")
+        ] = None,
+        plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
+    ) -> str:
+        """Build every image for every platform, publish one index each; return the report.
+
+        Read back through the registry API, as the CLI does; only when this code's container
+        cannot reach the registry (a loopback or VPN-only one that the engine pushes to)
+        through the engine, and the report says so.
+        """
+        the_plan = await self._plan(tag, registry, platforms, components)
+        access = RegistryAccess(
+            username=username,
+            password=await password.plaintext() if password else None,
+            ca_cert=await exported(ca_cert, "ca.crt"),
+            plain_http=plain_http,
+            sign_key=await signing_key(sign_key),
+        )
+        report = await release_core(
+            the_plan,
+            self._checkout(ssh_key, tls),
+            access,
+            events(),
+            engine.joined,
+            may_not_reach=True,
+        )
+        if not report.ok:
+            events().note(report.to_markdown())
+            raise BuildFailed("release incomplete: " + "; ".join(report.failures))
+        return json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
+
+    @function
+    @one_line_errors
+    async def export(
+        self,
+        tag: Tag = None,
+        platforms: Platforms = None,
+        components: Components = None,
+        ssh_key: SshKey = None,
+        tls: TlsFolder = None,
+    ) -> dagger.Directory:
+        """Every image (and third-party dependency) as a multi-platform OCI tarball."""
+        the_plan = await self._plan(tag, None, platforms, components)
+        tarballs: list[dagger.Directory] = []
+
+        async def keep(directory: dagger.Directory) -> None:
+            tarballs.append(directory)
+
+        report = await export_images(
+            the_plan, self._checkout(ssh_key, tls), keep, events(), connect=engine.joined
+        )
+        if not report.ok:
+            events().note(report.to_markdown())
+            raise BuildFailed("export incomplete: " + "; ".join(report.failures))
+        return tarballs[0]
+
+    @function
+    @one_line_errors
+    async def offline_bundle(
+        self,
+        tag: Tag = None,
+        registry: Registry = None,
+        platforms: Platforms = None,
+        components: Components = None,
+        archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
+        ssh_key: SshKey = None,
+        tls: TlsFolder = None,
+        since: Annotated[
+            dagger.File | None,
+            Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
+        ] = None,
+        sign_key: SignKey = None,
+    ) -> dagger.Directory:
+        """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
+
+        `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
+        """
+        the_plan = await self._plan(tag, registry, platforms, components)
+        previous = await exported(since, "previous")  # outside the result's folder
+        # In the module's working directory, so the engine can hand the result back.
+        scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
+        out = scratch / f"ai-infra-matrix-{the_plan.tag}"
+        await export_bundle(
+            the_plan,
+            self._checkout(ssh_key, tls),
+            out,
+            archive,
+            events(),
+            connect=engine.joined,
+            since=previous,
+            sign_key=await signing_key(sign_key),
+        )
+        # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
+        # archive, the bundle folder and its archive side by side.
+        return dag.current_module().workdir(str(scratch if archive else out))

@@ -1,0 +1,169 @@
+"""Build every image of a plan for every platform, in parallel, in one engine session.
+
+A build that fails does not stop the others: each image x platform ends as a Built with
+either a container or the tail of its log, and the caller decides what may be published.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import dagger
+
+from pipeline.events import Events
+from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.planning.prepare import kept_folders
+from pipeline.run import engine
+from pipeline.run.engine import build_platform_args
+from pipeline.run.fetch import fetched
+
+LOG_TAIL_LINES = 25
+# Never in a build context: .env holds the platform's runtime secrets.
+CONTEXT_EXCLUDED_FILES = [".env"]
+
+
+@dataclass
+class Built:
+    image: ImagePlan
+    platform: str
+    seconds: float
+    container: dagger.Container | None = None
+    error: str | None = None  # tail of the build log when it failed
+    engine: str | None = None  # the engine that built it, when the run has several
+
+    @property
+    def ok(self) -> bool:
+        return self.container is not None
+
+
+# One image for one platform; the engine's is `engine_builder`, tests pass fakes.
+BuildOne = Callable[[ImagePlan, str], Awaitable[Built]]
+ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
+
+
+def build_context(source: dagger.Directory) -> dagger.Directory:
+    return source.without_files(CONTEXT_EXCLUDED_FILES).without_directory(".git")
+
+
+async def prepared_context(
+    plan: Plan, checkout: engine.Checkout, events: Events, client: dagger.Client
+) -> dagger.Directory:
+    """The checkout, as `client`'s engine reads it, with the prepare step's files in it."""
+    context = build_context(checkout.directory(client))
+    for made in plan.generated:
+        if made.text is not None:
+            context = context.with_new_file(made.path, made.text)
+    for store, folder in kept_folders(plan.generated).items():
+        context = context.with_directory(folder, await checkout.kept(store, events, client))
+    files, first = await fetched([g.download for g in plan.generated if g.download], client)
+    for path, file in files.items():
+        context = context.with_file(path, file)
+    if first:
+        checkout.pin(first, events)
+    return context
+
+
+def dockerfile_in_context(
+    context: dagger.Directory, image: ImagePlan
+) -> tuple[dagger.Directory, str]:
+    """Put the text the plan decided on (a rendered template, or the Dockerfile itself) at
+    src/<component>/Dockerfile, so relative paths and .dockerignore behave as in the repo."""
+    path = dockerfile_path(image)
+    return context.with_new_file(path, image.dockerfile_text), path
+
+
+def dockerfile_path(image: ImagePlan) -> str:
+    return image.dockerfile.removesuffix(".tpl")
+
+
+def build_args(image: ImagePlan, native: str, platform: str) -> list[dagger.BuildArg]:
+    values = image.build_args | image.platform_args.get(platform, {})
+    if image.uses_build_platform:
+        values |= build_platform_args(native)
+    return [dagger.BuildArg(name=k, value=v) for k, v in sorted(values.items())]
+
+
+def log_tail(err: Exception, lines: int = LOG_TAIL_LINES) -> str:
+    if isinstance(err, dagger.ExecError):
+        text = "\n".join(part for part in (err.stdout, err.stderr, step_failed(err)) if part)
+    else:
+        text = str(err)
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def step_failed(err: dagger.ExecError) -> str:
+    """BuildKit's line for the failed RUN step, from the command the error names: Dagger
+    0.21's own message for it says no more than `failed to clone built container state`."""
+    if not err.command:
+        return err.message
+    command = " ".join(err.command)
+    return f'process "{command}" did not complete successfully: exit code: {err.exit_code}'
+
+
+async def build_one(
+    context: dagger.Directory, image: ImagePlan, platform: str, native: str
+) -> Built:
+    started = time.monotonic()
+    with_file, path = dockerfile_in_context(context, image)
+    container = with_file.docker_build(
+        dockerfile=path,
+        platform=dagger.Platform(platform),
+        build_args=build_args(image, native, platform),
+        target=image.target or "",
+    )
+    try:
+        container = await container.sync()
+    except dagger.QueryError as err:  # ExecError included: a RUN step failed
+        return Built(image, platform, time.monotonic() - started, error=log_tail(err))
+    return Built(image, platform, time.monotonic() - started, container=container)
+
+
+def engine_builder(context: dagger.Directory, native: str, label: str | None = None) -> BuildOne:
+    """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's."""
+
+    async def build(image: ImagePlan, platform: str) -> Built:
+        built = await build_one(context, image, platform, native)
+        built.engine = label
+        return built
+
+    return build
+
+
+async def build_all(
+    images: Sequence[ImagePlan],
+    platforms: Sequence[str],
+    build: BuildOne,
+    concurrency: int,
+    events: Events,
+    image_done: ImageDone | None = None,
+) -> list[Built]:
+    """Every image x platform, at most `concurrency` solves at once, in plan order.
+
+    `image_done` runs as soon as the last platform of an image has finished (built or not),
+    while the other builds go on: a release publishes there, so pushing overlaps building.
+    """
+    limiter = anyio.CapacityLimiter(concurrency)
+    jobs = [(image, platform) for image in images for platform in platforms]
+    results: list[Built | None] = [None] * len(jobs)
+    done = 0
+
+    async def run(slot: int, image: ImagePlan, platform: str) -> None:
+        nonlocal done
+        async with limiter:
+            events.note(f"building {image.image} for {platform}")
+            built = await build(image, platform)
+        results[slot] = built
+        done += 1
+        mark = "ok" if built.ok else "FAILED"
+        events.note(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
+        mine = [b for b in results if b is not None and b.image.image == image.image]
+        if image_done is not None and len(mine) == len(platforms):
+            await image_done(image, mine)
+
+    async with anyio.create_task_group() as group:
+        for slot, (image, platform) in enumerate(jobs):
+            group.start_soon(run, slot, image, platform)
+    return [built for built in results if built is not None]

@@ -1,0 +1,229 @@
+"""The orchestration both verbs run on the engines: each platform built, served and (for a
+release) pushed on its own engine (`engine_steps`), images in waves as the layout orders them,
+each published as soon as its platforms are built (`build_in_waves`).
+
+Tests run it with fakes at its boundary (tests/e2e run the real ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import dagger
+
+from pipeline.errors import PipelineError
+from pipeline.events import Events
+from pipeline.planning.dockerfile import declared_args, replace_image
+from pipeline.planning.plan import ImagePlan, Plan, waves
+from pipeline.run import engine, fleet, serve
+from pipeline.run.build import BuildOne, Built, build_all, engine_builder, prepared_context
+from pipeline.run.publish import Published, RegistryAccess, publish_image, publish_stitched
+from pipeline.run.serve import FOREIGN_PLATFORM_ARGS, Served
+
+PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
+# Start a built image as a build-time service: platform -> the service its builds reach.
+ServeOne = Callable[[ImagePlan, list[Built]], Awaitable[dict[str, Served]]]
+
+
+@dataclass(frozen=True)
+class EngineSteps:
+    """What the orchestration asks of the engines; `publish` None: nothing leaves them."""
+
+    build: BuildOne
+    serve: ServeOne
+    concurrency: int
+    publish: PublishOne | None = None
+
+
+async def engine_steps(
+    plan: Plan,
+    checkout: engine.Checkout,
+    events: Events,
+    engines: list[fleet.Engine],
+    access: RegistryAccess | None = None,
+) -> EngineSteps:
+    """The engines' steps for this run (publishing only when given registry access): each
+    platform is built, served and pushed on its own engine."""
+    builders: dict[str, BuildOne] = {}
+    accesses: dict[str | None, RegistryAccess] = {}
+    natives: dict[str, str] = {}
+    concurrency = 0
+    for one in engines:
+        if one.client is None:
+            builders |= dict.fromkeys(one.platforms, unreachable(one))
+            continue
+        context = await prepared_context(plan, checkout, events, one.client)
+        natives[one.label] = await engine.native_platform(one.client)
+        builder = engine_builder(context, natives[one.label], one.label)
+        builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
+        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
+        if access is not None:
+            accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
+
+    async def build(image: ImagePlan, platform: str) -> Built:
+        return await builders[platform](image, platform)
+
+    async def serve_one(image: ImagePlan, built: list[Built]) -> dict[str, Served]:
+        served: dict[str, Served] = {}
+        for one in engines:
+            mine = [b for b in built if b.platform in one.platforms and b.ok]
+            if one.client is None or not mine:
+                continue
+            # The engine's own platform, as build.sh runs AppHub on the build host's.
+            chosen = next((b for b in mine if b.platform == natives[one.label]), mine[0])
+            served |= dict.fromkeys(one.platforms, await serve.serve(image, chosen, one.client))
+        return served
+
+    publish = None
+    by_label = {one.label: one for one in engines}
+    if access is not None:
+
+        async def publish(image: ImagePlan, built: list[Built]) -> Published:
+            if plan.engines:
+                return await publish_stitched(
+                    image,
+                    built,
+                    lambda b: accesses[b.engine],
+                    plan.per_arch_tags,
+                    lambda b: by_label[b.engine].guarded(),
+                )
+            return await publish_image(image, built, accesses[fleet.DEFAULT], plan.per_arch_tags)
+
+    return EngineSteps(build, serve_one, max(concurrency, 1), publish)
+
+
+def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
+    """A build on another engine than the session's: if that engine goes away meanwhile, the
+    build ends with its one line (the session's own engine ends the whole run instead)."""
+
+    async def run(image: ImagePlan, platform: str) -> Built:
+        try:
+            with one.guarded():
+                built = await build(image, platform)
+        except Exception as err:  # a dead engine's client fails in more ways than DaggerError
+            if not isinstance(err, engine.EngineUnavailable) and not await one.confirm_gone():
+                raise
+            return Built(image, platform, 0.0, error=one.error, engine=one.label)
+        if not built.ok and await one.confirm_gone():
+            built.error = one.error
+        return built
+
+    return run
+
+
+def unreachable(one: fleet.Engine) -> BuildOne:
+    async def build(image: ImagePlan, platform: str) -> Built:
+        return Built(image, platform, 0.0, error=one.error, engine=one.label)
+
+    return build
+
+
+async def build_in_waves(
+    plan: Plan, steps: EngineSteps, events: Events, published: dict[str, Published]
+) -> dict[str, list[Built]]:
+    """Images run in waves (usually one): an image that reads another release image (FROM,
+    COPY --from) is built after that one is published, against its exact digest; one that
+    reaches a build-time service, after that service is built and started."""
+    builds: dict[str, list[Built]] = {}
+    served: dict[str, dict[str, Served]] = {}  # served image -> platform -> its service
+    for note in plan.notes:
+        events.note(note)
+
+    async def image_done(image: ImagePlan, built: list[Built]) -> None:
+        if steps.publish is None or not all(b.ok for b in built):
+            return  # never an index that lacks a platform
+        events.note(f"publishing {image.ref}")
+        result = await steps.publish(image, built)
+        published[image.image] = result
+        events.note(f"{'published' if not result.error else 'FAILED'} {image.ref}")
+
+    for wave in waves(plan.components):
+        ready = []
+        for image in wave:
+            missing = blocked_by(image, published, served)
+            if missing:
+                builds[image.image] = not_built(image, plan.platforms, missing)
+            else:
+                pinned = pin_needs(image, published)
+                ready.append(with_services(pinned, served, plan.platforms))
+        done = await build_all(ready, plan.platforms, steps.build, steps.concurrency, events,
+                               image_done)  # fmt: skip
+        builds |= group(done)
+        served |= await start_services(plan, ready, builds, steps, events)
+    return builds
+
+
+async def start_services(
+    plan: Plan,
+    built: list[ImagePlan],
+    builds: Mapping[str, list[Built]],
+    steps: EngineSteps,
+    events: Events,
+) -> dict[str, dict[str, Served]]:
+    """Serve each image just built that a later image reaches, if it built everywhere."""
+    reached = {name for i in plan.components for name in i.reaches.values()}
+    served = {}
+    for image in built:
+        if image.image in reached and all(b.ok for b in builds[image.image]):
+            try:
+                with events.step(f"starting {image.image} for the builds that reach it"):
+                    served[image.image] = await steps.serve(image, builds[image.image])
+            except (PipelineError, dagger.DaggerError) as err:
+                events.note(f"{image.image} did not start: {' '.join(str(err).split())[:300]}")
+    return served
+
+
+def group(builds: Iterable[Built]) -> dict[str, list[Built]]:
+    by_image: dict[str, list[Built]] = {}
+    for built in builds:
+        by_image.setdefault(built.image.image, []).append(built)
+    return by_image
+
+
+def blocked_by(
+    image: ImagePlan,
+    published: Mapping[str, Published],
+    served: Mapping[str, Mapping[str, Served]],
+) -> str | None:
+    """Why this image cannot be built: what it reads or reaches that is not there."""
+    unread = [n for n in image.needs if n not in published or published[n].error]
+    unreached = [n for n in image.reaches.values() if n not in served]
+    why = []
+    if unread:
+        why.append(f"it reads {', '.join(unread)}, which was not published")
+    if unreached:
+        why.append(f"it reaches {', '.join(unreached)} while it builds, which is not serving")
+    return "; ".join(why) or None
+
+
+def not_built(image: ImagePlan, platforms: Iterable[str], why: str) -> list[Built]:
+    return [Built(image, platform, 0.0, error=f"not built: {why}") for platform in platforms]
+
+
+def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan:
+    """Point the Dockerfile at the published digest of each release image it reads."""
+    text = image.dockerfile_text
+    for name in image.needs:
+        done = published[name]
+        text = replace_image(text, name, f"{done.image.ref}@{done.digest}")
+    return replace(image, dockerfile_text=text)
+
+
+def with_services(
+    image: ImagePlan, served: Mapping[str, Mapping[str, Served]], platforms: Iterable[str]
+) -> ImagePlan:
+    """Pass each platform's build the URL of each build-time service it reaches
+    (APPHUB_URL=...), the one on its own engine; and, where that service runs another
+    platform than the build's, what build.sh passes then."""
+    if not image.reaches:
+        return image
+    declared = set(declared_args(image.dockerfile_text))
+    foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
+    per_platform = {}
+    for platform in platforms:
+        services = {arg: served[name][platform] for arg, name in image.reaches.items()}
+        away = any(service.platform != platform for service in services.values())
+        urls = {arg: service.url for arg, service in services.items()}
+        per_platform[platform] = urls | (foreign if away else {})
+    return replace(image, platform_args=per_platform)

@@ -1,0 +1,381 @@
+"""Publish one OCI image index per image, then read it back from the registry and check it.
+
+Only an image whose every platform built is published: the index is made by the engine
+from the platform variants in one push, so a tag never points at a partial set.
+
+A push is tried again, with backoff, only when the registry may recover (refused or reset
+connection, 5xx, no answer in time); BuildKit's own long error texts become one short line
+naming the registry, and a refused login is never retried.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import dagger
+import httpx
+from dagger import dag
+
+from pipeline.errors import BadInput, PipelineError, PublishFailed
+from pipeline.oci import layout, sign
+from pipeline.oci.access import wrong_protocol
+from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
+from pipeline.oci.reference import parse_tagged, registry_host
+from pipeline.oci.registry import RegistryClient
+from pipeline.oci.retry import GaveUp, Transient, retry_async
+from pipeline.oci.sign import SigningKey
+from pipeline.planning.plan import ImagePlan, Plan, arch_tagged
+from pipeline.planning.settings import PUBLISH_TIMEOUT
+from pipeline.run.build import Built
+from pipeline.run.engine import EngineUnavailable
+
+# Asking about push rights may not hold up a release: a registry that is slow to answer now
+# is the push's business (its own retries and timeout).
+RIGHTS_CHECK_SECONDS = 5.0
+PUBLISH_TRIES = 3
+PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
+
+# BuildKit's texts for failures worth another try: it has retried a few itself by then. A 400
+# too: two runs pushing the same blobs into one repository at once (two `dagger call release`
+# in one project) race, and the registry answers 400 (a manifest naming a blob the other
+# upload has not committed) until the other push lands; a real 400 costs 3 s more.
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|broken pipe|i/o timeout|deadline exceeded|"
+    r"\bEOF\b|TLS handshake timeout|no route to host|: (5\d\d|429|400) [A-Z]"
+)
+# What a manifest pushed by digest is named with before it exists: BuildKit's push replaces
+# the digest with the real one and PUTs the manifest under it alone, no tag (checked at 0.18.10).
+UNKNOWN_DIGEST = "sha256:" + "0" * 64
+_STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryAccess:
+    """How to reach the release registry. The engine gets the password as a Dagger secret of
+    this run (`in_session`); the plaintext serves the registry API read-back, never a print."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_cert: Path | None = None  # for the read-back; the engine has its own trust config
+    plain_http: bool = False
+    # Why the read-back goes through the engine rather than the registry API (None: the
+    # API): inside `dagger call` the code runs in a container that may not reach a registry
+    # that only the engine reaches (reachable_from_here).
+    through_engine: str | None = None
+    timeout: float = PUBLISH_TIMEOUT
+    tries: int = PUBLISH_TRIES
+    backoff: float = PUBLISH_BACKOFF
+    secret: dagger.Secret | None = field(default=None, repr=False)
+    # Sign each published index (cosign's format) with our own client, after its read-back.
+    sign_key: SigningKey | None = field(default=None, repr=False)
+
+    def client(self, host: str, **options: Any) -> RegistryClient:
+        """Our own client of the registry with this login (read-back, rights check)."""
+        return RegistryClient(
+            host,
+            username=self.username,
+            password=self.password,
+            ca_cert=self.ca_cert,
+            plain_http=self.plain_http,
+            **options,
+        )
+
+    def in_session(self, timeout: float, client: dagger.Client = dag) -> RegistryAccess:
+        """For this run, inside its engine session: the password as its secret (of the engine
+        `client` reaches)."""
+        secret = run_secret(self.password, client) if self.password else None
+        return replace(self, secret=secret, timeout=timeout)
+
+
+@dataclass
+class Published:
+    image: ImagePlan
+    digest: str | None = None  # the index digest
+    # Every platform the registry's index holds; its manifest when read through the API.
+    platforms: dict[str, layout.PlatformManifest | None] = field(default_factory=dict)
+    error: str | None = None
+    signature: str | None = None  # the digest of its signature manifest, when signed
+
+
+async def publish_image(
+    image: ImagePlan, builds: list[Built], access: RegistryAccess, per_arch_tags: bool
+) -> Published:
+    """Push the index (and per-arch tags when asked), then check what the registry holds."""
+    base = authed(dag.container(), image.ref, access)
+    variants = [b.container for b in builds if b.container is not None]
+    try:
+        address = await push(base, image.ref, variants, access)
+        if per_arch_tags:
+            for built in builds:
+                await push(base, arch_tagged(image.ref, built.platform), [built.container], access)
+    except PublishFailed as err:
+        return Published(image, error=str(err))
+    return await checked(image, address.rsplit("@", 1)[1], builds, access)
+
+
+async def publish_stitched(
+    image: ImagePlan,
+    builds: list[Built],
+    access_of: Callable[[Built], RegistryAccess],
+    per_arch_tags: bool,
+    guard_of: Callable[[Built], AbstractContextManager[None]] = lambda _: nullcontext(),
+) -> Published:
+    """Several engines (fleet.py): each pushes its platform's manifest by digest, with no
+    tag; the index that joins them is written here, pushed under the tag and read back."""
+    reference = parse_tagged(image.ref)
+    by_digest = f"{reference.registry}/{reference.path}@{UNKNOWN_DIGEST}"
+    manifests: dict[str, str] = {}
+    errors: list[str] = []
+
+    async def push_one(built: Built) -> None:
+        access = access_of(built)
+        base = authed(built.container, image.ref, access)
+        try:
+            with guard_of(built):  # its engine gone: one line, not the push's own wait
+                address = await push(base, by_digest, [], access)
+        except (PublishFailed, EngineUnavailable) as err:
+            errors.append(str(err))
+            return
+        except dagger.DaggerError as err:  # its engine's session broke (the engine died)
+            errors.append(f"{built.platform}: {' '.join(str(err).split())[:300]}")
+            return
+        manifests[built.platform] = address.rsplit("@", 1)[1]
+
+    async with anyio.create_task_group() as group:
+        for built in builds:
+            group.start_soon(push_one, built)
+    if errors:
+        return Published(image, error=errors[0])
+    access = access_of(builds[0])
+    ordered = {b.platform: manifests[b.platform] for b in builds}
+    try:
+        digest = await anyio.to_thread.run_sync(
+            put_index, image.ref, ordered, access, per_arch_tags
+        )
+    except PipelineError as err:
+        return Published(image, error=f"index not written: {err}")
+    return await checked(image, digest, builds, access)
+
+
+def put_index(
+    ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
+) -> str:
+    """Write the index of the platform manifests (platform -> digest) under the tag."""
+    reference = parse_tagged(ref)
+    descriptors = []
+    with access.client(reference.registry) as client:
+        for platform, digest in manifests.items():
+            body, media_type = client.get_manifest(reference.path, digest)
+            descriptors.append(layout.Descriptor(media_type, digest, len(body), platform))
+            if per_arch_tags:
+                tag = arch_tagged(reference.tag, platform)
+                client.put_manifest(reference.path, tag, media_type, body)
+        index = layout.image_index(descriptors)
+        return client.put_manifest(reference.path, reference.tag, layout.OCI_INDEX, index)
+
+
+async def checked(
+    image: ImagePlan, digest: str, builds: list[Built], access: RegistryAccess
+) -> Published:
+    """Read the pushed index back: every built platform must be there; then sign it."""
+    try:
+        if access.through_engine:
+            platforms = await read_back_through_engine(image.ref, digest, builds, access)
+        else:
+            graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access)
+            platforms = dict(graph.platforms)
+    except PipelineError as err:
+        return Published(image, digest=digest, error=f"read-back failed: {err}")
+    expected = {b.platform for b in builds}
+    missing = sorted(expected - set(platforms))
+    if missing:
+        error = f"registry index lacks {', '.join(missing)}"
+        return Published(image, digest=digest, platforms=platforms, error=error)
+    published = Published(image, digest=digest, platforms=platforms)
+    if access.sign_key is not None:
+        try:
+            published.signature = await anyio.to_thread.run_sync(
+                sign_index, image.ref, digest, access
+            )
+        except PipelineError as err:
+            published.error = f"published, but its signature was not: {err}"
+    return published
+
+
+def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:
+    """Push the signature of the index `digest` beside it (the `sha256-<hex>.sig` tag)."""
+    assert access.sign_key is not None
+    reference = parse_tagged(ref)
+    with access.client(reference.registry) as client:
+        return sign.push_signature(
+            client, reference.path, sign.docker_reference(ref), digest, access.sign_key
+        )
+
+
+async def push(
+    base: dagger.Container, ref: str, variants: list[dagger.Container], access: RegistryAccess
+) -> str:
+    """Publish with bounded retries; the address (ref@digest) or PublishFailed, one line."""
+    host = registry_host(ref)
+
+    async def attempt() -> str:
+        try:
+            with anyio.fail_after(access.timeout):
+                return await base.publish(ref, platform_variants=variants)
+        except TimeoutError:
+            raise Transient(f"no answer within {access.timeout:g}s") from None
+        except dagger.QueryError as err:
+            text = " ".join(str(err).split())
+            line = push_error(host, text, access.username)
+            if not _TRANSIENT.search(text):
+                raise PublishFailed(line) from None
+            raise Transient(line.removeprefix(f"registry {host}: ")) from None
+
+    try:
+        return await retry_async(attempt, tries=access.tries, backoff=access.backoff)
+    except GaveUp as err:
+        raise PublishFailed(
+            f"registry {host}: {err.last} (gave up after {err.tries} tries)"
+        ) from None
+
+
+def push_error(host: str, text: str, username: str | None) -> str:
+    """BuildKit's error (`failed to push ...: unexpected status from HEAD request to <url>:
+    401 Unauthorized`) as one short line that names the registry and never a URL."""
+    statuses = _STATUS.findall(text)
+    if statuses:
+        code, reason = statuses[-1]
+        return refusal(host, int(code), username, detail=f" {reason.strip()}")
+    for words in ("connection refused", "connection reset", "i/o timeout", "no such host"):
+        if words in text:
+            return f"registry {host}: {words}"
+    return f"registry {host}: {text.removeprefix('failed to export: ')[-300:]}"
+
+
+def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGraph:
+    """Fetch the tag's index through the registry API and walk it to every platform manifest."""
+    reference = parse_tagged(ref)
+    with access.client(reference.registry) as client:
+        body, media_type = client.get_manifest(reference.path, reference.tag)
+        got = layout.digest_bytes(body)
+        if got != digest:
+            raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
+        top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
+        kinds: dict[str, str | None] = {}
+
+        def seen(desc: layout.Descriptor, kind: str | None, _platform: str | None) -> bool:
+            kinds[desc.digest] = kind
+            return True
+
+        def read(digest: str) -> bytes:
+            # A one-platform image is a manifest whose platform its config says: a blob.
+            if kinds.get(digest) == "config":
+                return client.get_blob(reference.path, digest)
+            return client.get_manifest(reference.path, digest)[0]
+
+        return layout.walk_image(top, read, ref, accept=seen)
+
+
+def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
+    """The access for a run whose code may not reach the registry the engine pushes to (the
+    Dagger door's container): the registry API when it answers here, else the engine's
+    read-back, with the reason. Signing needs the API, so it cannot fall back."""
+    if not plan.components:
+        return access
+    host = parse_tagged(plan.components[0].ref).registry
+    timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
+    with access.client(host, tries=1, timeout=timeout) as client:
+        try:
+            client.ping()
+            return access
+        except UntrustedCertificate as err:
+            raise BadInput(f"{err}: give its CA certificate (--ca-cert)") from None
+        except WrongProtocol as err:
+            raise wrong_protocol(err) from None
+        except Refused:
+            return access  # it answered: the rights check and the push say the rest
+        except PipelineError as err:
+            reason = f"{host} does not answer from the module's container ({err})"
+    if access.sign_key is not None:
+        raise BadInput(f"--sign-key: signing needs the registry's API, and {reason}")
+    return replace(access, through_engine=reason)
+
+
+def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
+    """Before any build, what the registry says for sure: it speaks the other protocol, the
+    login is refused, or its token (Harbor's) does not grant push on the release's project.
+    Anything less certain (no answer, Basic auth) is left to the push itself; and through
+    the engine, this code may not reach the registry at all."""
+    if access.through_engine or not plan.components:
+        return
+    reference = parse_tagged(plan.components[0].ref)
+    project = reference.path.rsplit("/", 1)[0] if "/" in reference.path else reference.path
+    timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
+    with access.client(reference.registry, tries=1, timeout=timeout) as client:
+        try:
+            may = client.may_push(reference.path)
+        except WrongProtocol as err:
+            raise wrong_protocol(err) from None
+        except Refused as err:
+            raise BadInput(str(err)) from None
+        except PipelineError:
+            return
+    if may is False:
+        who = f"user {access.username!r}" if access.username else "anonymous access"
+        raise BadInput(
+            f"registry {reference.registry}: {who} may not push to project {project} "
+            "(its token grants no push); give the account push rights on the project"
+        )
+
+
+def run_secret(plaintext: str, client: dagger.Client = dag) -> dagger.Secret:
+    """The registry password as a secret of this run alone.
+
+    At 0.18.10 a call's result is cached engine-wide by its ID, side effects included:
+    `with_registry_auth` registers the credential with the calling session only the first
+    time. A secret whose ID is the same in two runs (a fixed name, or `env:VAR` under
+    `dagger call`) left the second of two concurrent runs with no credential (HTTP 401).
+    """
+    return client.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
+
+
+def authed(container: dagger.Container, ref: str, access: RegistryAccess) -> dagger.Container:
+    if access.username and access.secret:
+        return container.with_registry_auth(registry_host(ref), access.username, access.secret)
+    return container
+
+
+async def read_back_through_engine(
+    ref: str, digest: str, builds: list[Built], access: RegistryAccess
+) -> dict[str, None]:
+    """Resolve the tag once per platform as the engine pulls it: the registry must name the
+    pushed index and serve each platform from it. Gives no manifest details (no API for it)."""
+    found: dict[str, None] = {}
+    errors: list[str] = []
+
+    async def resolve(platform: str) -> None:
+        pulled = authed(dag.container(platform=dagger.Platform(platform)), ref, access).from_(ref)
+        try:
+            address, got = await pulled.image_ref(), str(await pulled.platform())
+        except dagger.QueryError as err:
+            if "no match for platform" not in str(err):  # else: the index lacks it
+                errors.append(push_error(registry_host(ref), " ".join(str(err).split()), None))
+            return
+        if not address.endswith(f"@{digest}"):
+            errors.append(f"{ref} is {address.rsplit('@', 1)[-1]} in the registry, not {digest}")
+        elif got == platform:
+            found[platform] = None
+
+    async with anyio.create_task_group() as group:
+        for built in builds:
+            group.start_soon(resolve, built.platform)
+    if errors:
+        raise PipelineError(errors[0])
+    return found

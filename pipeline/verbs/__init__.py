@@ -1,0 +1,1 @@
+"""The verbs both doors call: release (build, publish, report) and export (tarballs, bundle)."""
