@@ -11,6 +11,7 @@ as the workflow reads them. act's JSON log gives each step's summary (`$GITHUB_S
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import io
@@ -29,6 +30,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, published_manifests
+
+from pipeline.prepare import new_key_pair
 
 ACTIONS = ROOT.parent / "shared" / "third_party" / "actions"
 USES = ("actions/checkout@v4", "dagger/dagger-for-github@v8.4.1")
@@ -66,11 +69,22 @@ def act_bin() -> str:
     return found
 
 
+@functools.cache
+def key_pair() -> tuple[bytes, bytes]:
+    return new_key_pair()
+
+
 def checkout(root: Path, workflow: str, tag: str, broken: bool = False) -> Path:
     """A git repository laid out as AI-Infra-Matrix (mini-matrix), with the workflow as it is
-    in this project, at a commit tagged `tag`."""
+    in this project, at a commit tagged `tag`. It holds an ssh-key/ pair (the same in every
+    tree), used as it is: the pair `dagger call` otherwise keeps in the engine's cache volume
+    was not the same from one run to the next here (docs/ci.md)."""
     repo = root / "repo"
     shutil.copytree(MINI_MATRIX, repo)
+    (repo / "ssh-key").mkdir()
+    private, public = key_pair()
+    (repo / "ssh-key/id_rsa").write_bytes(private)
+    (repo / "ssh-key/id_rsa.pub").write_bytes(public)
     (repo / workflow).parent.mkdir(parents=True)
     shutil.copy(ROOT / workflow, repo / workflow)
     if broken:
@@ -79,7 +93,8 @@ def checkout(root: Path, workflow: str, tag: str, broken: bool = False) -> Path:
         first_copy = text.index("COPY ")
         dockerfile.write_text(text[:first_copy] + BROKEN + text[first_copy:])
     git = ["git", "-C", str(repo), "-c", "user.name=lab", "-c", "user.email=lab@lab.internal"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "release"],
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["add", "-f", "ssh-key"],
+                 ["commit", "-qm", "release"],
                  ["tag", tag]):  # fmt: skip
         subprocess.run([*git, *args], check=True, capture_output=True)
     return repo
@@ -183,6 +198,7 @@ def run_act(
         cwd=repo, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     log = result.stdout + result.stderr
+    (root / "act.log").write_text(log)  # kept with the test's tmp_path, for a failure
     summaries, job_result = [], None
     for line in log.splitlines():
         try:
@@ -276,7 +292,11 @@ def same_images_but_timestamps(lab: Lab, a: tuple[str, dict], b: tuple[str, dict
             continue
         got = image_content(lab, f"{project_a}/{image}", digest)
         want = image_content(lab, f"{project_b}/{image}", rows_b[image, platform])
-        assert got == want, (image, platform)
+        assert got[0] == want[0], (image, platform, "config", got[0], want[0])
+        assert len(got[1]) == len(want[1]), (image, platform, "layers")
+        for n, (ours, theirs) in enumerate(zip(got[1], want[1], strict=True)):
+            only = [e for e in ours if e not in theirs], [e for e in theirs if e not in ours]
+            assert ours == theirs, (image, platform, f"layer {n}", only)
 
 
 def reported(run: Run, rows: dict[tuple[str, str], str]) -> None:
