@@ -165,15 +165,26 @@ def first_fetches(first: list[tuple[Download, str]], events: Events) -> None:
     events.note(f"{LOCK_FILE} of the checkout lacks {len(first)} download(s); add:\n{lines}")
 
 
-def exit_error(line: str, code: int) -> dagger.Error:
+def exit_error(line: str, code: int, stdout: str = "") -> dagger.Error:
     """The function's error, with the values that make `dagger call` exit with `code` (2 for
     bad input, as the CLI): it keeps the exit code of an error typed as an exec error
-    (cmd/dagger/functions.go), and takes an error's values as its extensions."""
+    (cmd/dagger/functions.go), and takes an error's values as its extensions. `stdout`, what
+    the call would have printed (a failed release's report), the CLI prints after `Stdout:`
+    on stderr when it has no terminal (a CI log)."""
     error = dag.error(line)
-    values = {"_type": "EXEC_ERROR", "exitCode": code, "stdout": "", "stderr": ""}
+    values = {"_type": "EXEC_ERROR", "exitCode": code, "stdout": stdout, "stderr": ""}
     for name, value in values.items():
         error = error.with_value(name, dagger.JSON(json.dumps(value)))
     return error
+
+
+class Incomplete(BuildFailed):
+    """A release that did not get every image out, with its report (Markdown): the CLI
+    door prints it and fails; this door hands it to `dagger call` with the error."""
+
+    def __init__(self, message: str, report: str) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 P = ParamSpec("P")
@@ -191,7 +202,8 @@ def one_line_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         except PipelineError as err:
             line = f"error: {' '.join(str(err).split())}"
             print(line, file=sys.stderr, flush=True)
-            await dag.current_function_call().return_error(exit_error(line, err.exit_code))
+            output = err.report if isinstance(err, Incomplete) else ""
+            await dag.current_function_call().return_error(exit_error(line, err.exit_code, output))
             raise SystemExit(err.exit_code) from None
 
     return door
@@ -290,10 +302,11 @@ class AiInfraMatrix:
             engine.joined,
             may_not_reach=True,
         )
+        output = json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
         if not report.ok:
             events().note(report.to_markdown())
-            raise BuildFailed("release incomplete: " + "; ".join(report.failures))
-        return json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
+            raise Incomplete("release incomplete: " + "; ".join(report.failures), output)
+        return output
 
     @function
     @one_line_errors

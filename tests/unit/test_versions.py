@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,12 +31,28 @@ def test_the_lab_has_the_python_sdk_runtime_of_the_pin():
     assert (runtime / "dagger.json").is_file(), runtime
 
 
+WORKFLOWS = [*ROOT.glob(".github/workflows/*.yml"), *ROOT.glob(".gitea/workflows/*.yml")]
+
+
 def test_every_workflow_runs_the_dagger_cli_of_the_pin():
-    workflows = [*ROOT.glob(".github/workflows/*.yml"), *ROOT.glob(".gitea/workflows/*.yml")]
     found = {}
-    for path in workflows:
+    for path in WORKFLOWS:
         text = path.read_text()
         if "dagger/dagger-for-github" in text:
-            found[path.name] = re.findall(r'^\s+version: "([^"]+)"', text, re.M)
-    assert found, "no workflow runs dagger-for-github"
+            found[str(path.relative_to(ROOT))] = re.findall(r'^\s+version: "([^"]+)"', text, re.M)
+    # GitHub's and Gitea's release workflows, by path (both are release.yml).
+    assert {".github/workflows/release.yml", ".gitea/workflows/release.yml"} <= found.keys(), found
     assert all(versions == [pinned()] for versions in found.values()), found
+
+
+def test_the_gitea_release_runs_the_same_steps_as_github_s():
+    """Same actions, inputs and environment in both; only the summary step's script differs
+    (Gitea shows no job summary: the report goes to the log too)."""
+
+    def steps(path: str) -> list[dict]:
+        return yaml.safe_load((ROOT / path).read_text())["jobs"]["release"]["steps"]
+
+    github, gitea = steps(".github/workflows/release.yml"), steps(".gitea/workflows/release.yml")
+    assert [{k: v for k, v in s.items() if k != "run"} for s in gitea] == [
+        {k: v for k, v in s.items() if k != "run"} for s in github
+    ]
