@@ -31,7 +31,7 @@ import httpx
 import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, published_manifests
 
-from pipeline.prepare import new_key_pair
+from pipeline.planning.prepare import new_key_pair
 
 ACTIONS = ROOT.parent / "shared" / "third_party" / "actions"
 USES = ("actions/checkout@v4", "dagger/dagger-for-github@v8.4.1")
