@@ -31,6 +31,7 @@ import httpx
 import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, published_manifests
 
+from pipeline.planning import tls
 from pipeline.planning.prepare import new_key_pair
 
 ACTIONS = ROOT.parent / "shared" / "third_party" / "actions"
@@ -74,17 +75,27 @@ def key_pair() -> tuple[bytes, bytes]:
     return new_key_pair()
 
 
+@functools.cache
+def tls_folder() -> dict[str, bytes | tls.Link]:
+    return tls.tls_files("mini-matrix.example")  # the gateway's SSL_DOMAIN
+
+
 def checkout(root: Path, workflow: str, tag: str, broken: bool = False) -> Path:
     """A git repository laid out as AI-Infra-Matrix (mini-matrix), with the workflow as it is
-    in this project, at a commit tagged `tag`. It holds an ssh-key/ pair (the same in every
-    tree), used as it is: the pair `dagger call` otherwise keeps in the engine's cache volume
-    was not the same from one run to the next here (docs/ci.md)."""
+    in this project, at a commit tagged `tag`. It holds an ssh-key/ pair and the gateway's
+    TLS folder (the same in every tree), used as they are: what `dagger call` otherwise keeps
+    in the engine's cache volumes was not the same from one run to the next here
+    (docs/ci.md)."""
     repo = root / "repo"
     shutil.copytree(MINI_MATRIX, repo)
     (repo / "ssh-key").mkdir()
     private, public = key_pair()
     (repo / "ssh-key/id_rsa").write_bytes(private)
     (repo / "ssh-key/id_rsa.pub").write_bytes(public)
+    for name, data in tls_folder().items():
+        path = repo / "src/gateway/ssl" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(data) if isinstance(data, tls.Link) else path.write_bytes(data)
     (repo / workflow).parent.mkdir(parents=True)
     shutil.copy(ROOT / workflow, repo / workflow)
     if broken:
@@ -93,8 +104,8 @@ def checkout(root: Path, workflow: str, tag: str, broken: bool = False) -> Path:
         first_copy = text.index("COPY ")
         dockerfile.write_text(text[:first_copy] + BROKEN + text[first_copy:])
     git = ["git", "-C", str(repo), "-c", "user.name=lab", "-c", "user.email=lab@lab.internal"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["add", "-f", "ssh-key"],
-                 ["commit", "-qm", "release"],
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["add", "-f", "ssh-key", "src/gateway/ssl"], ["commit", "-qm", "release"],
                  ["tag", tag]):  # fmt: skip
         subprocess.run([*git, *args], check=True, capture_output=True)
     return repo
