@@ -204,7 +204,7 @@ def release(
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
-        raise BuildFailed("release incomplete: " + "; ".join(report.failures))
+        raise BuildFailed(report.incomplete("release"))
 
 
 @app.command("export", epilog=settings_epilog(publishes=False))
@@ -228,7 +228,7 @@ def export_cmd(
     )
     typer.echo(report.to_markdown())
     if not report.ok:
-        raise BuildFailed("export incomplete: " + "; ".join(report.failures))
+        raise BuildFailed(report.incomplete("export"))
 
 
 @bundle_app.command("create", epilog=settings_epilog(publishes=False))

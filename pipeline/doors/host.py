@@ -17,8 +17,7 @@ from pipeline.errors import BadInput, writing
 from pipeline.events import Events
 from pipeline.planning import settings
 from pipeline.planning.downloads import LOCK_FILE, Download, write_lock
-from pipeline.planning.prepare import SSH_KEY_STORE, is_private_name, kept_files, kept_names
-from pipeline.planning.tls import Link
+from pipeline.planning.prepare import SSH_KEY_STORE, kept_files, kept_names, write_files
 from pipeline.run import engine
 from pipeline.run.engine import Deliver, exporting_to
 from pipeline.run.report import Report
@@ -79,8 +78,7 @@ def ensure_made(folder: Path, store: str) -> bool:
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     partial.mkdir(mode=0o700)
-    for name, data in kept_files(store).items():
-        _write_whole(partial / name, data, 0o600 if is_private_name(name) else 0o644)
+    write_files(partial, kept_files(store))
     try:
         partial.rename(folder)  # replaces an empty folder, never a kept set
     except OSError:
@@ -91,19 +89,6 @@ def ensure_made(folder: Path, store: str) -> bool:
             ) from None
         return False  # another run made its set first
     return True
-
-
-def _write_whole(path: Path, data: bytes | Link, mode: int) -> None:
-    """Whole or not at all: a half-written key would be kept for ever."""
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    if isinstance(data, Link):
-        path.symlink_to(data)
-        return
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    partial.rename(path)
 
 
 def folder(output: Path) -> Deliver:

@@ -31,9 +31,9 @@ from pipeline.planning.prepare import (
     is_private_name,
     kept_files,
     kept_names,
+    write_files,
 )
 from pipeline.planning.settings import door_overrides, setting_doc
-from pipeline.planning.tls import Link
 from pipeline.run import engine
 from pipeline.run.build import build_context
 from pipeline.run.engine import CPU_PROBE_IMAGE
@@ -121,14 +121,7 @@ async def engine_kept(store: str, events: Events, _client: dagger.Client) -> dag
     time. The SSH key pair is at the volume's root, as before TLS folders had volumes too."""
     kind, _, sub = store.partition("/")
     fresh = Path(tempfile.mkdtemp(prefix="kept-", dir="."))
-    for name, data in kept_files(store).items():
-        path = fresh / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, Link):
-            path.symlink_to(data)
-        else:
-            path.write_bytes(data)
-            path.chmod(0o600 if is_private_name(name) else 0o644)
+    write_files(fresh, kept_files(store))
     private = " ".join(f'"/out/{n}"' for n in kept_names(store) if is_private_name(n))
     keep = f"{_keep_script(sub)} && chmod 600 {private}"
     store_run = (
@@ -305,7 +298,7 @@ class AiInfraMatrix:
         output = json.dumps(report.to_json(), indent=2) if json_report else report.to_markdown()
         if not report.ok:
             events().note(report.to_markdown())
-            raise Incomplete("release incomplete: " + "; ".join(report.failures), output)
+            raise Incomplete(report.incomplete("release"), output)
         return output
 
     @function
@@ -330,7 +323,7 @@ class AiInfraMatrix:
         )
         if not report.ok:
             events().note(report.to_markdown())
-            raise BuildFailed("export incomplete: " + "; ".join(report.failures))
+            raise BuildFailed(report.incomplete("export"))
         return tarballs[0]
 
     @function

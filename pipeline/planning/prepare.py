@@ -79,6 +79,22 @@ def is_private_name(name: str) -> bool:
     return name == "id_rsa" or tls.is_private(name)
 
 
+def write_files(folder: Path, files: Mapping[str, bytes | tls.Link]) -> None:
+    """A store's files into a new folder: keys readable by their owner only, links as links.
+    Callers make `folder` aside and put it in place whole."""
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if isinstance(data, tls.Link):
+            path.symlink_to(data)
+            continue
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if is_private_name(name) else 0o644
+        )
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+
+
 def kept_names(store: str) -> tuple[str, ...]:
     if store == SSH_KEY_STORE:
         return ("id_rsa", "id_rsa.pub")

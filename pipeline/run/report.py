@@ -65,6 +65,10 @@ class Report:
     def ok(self) -> bool:
         return all(row.status != Status.FAILED for row in self.images)
 
+    def incomplete(self, verb: str) -> str:
+        """The one error line of a run that did not finish everything."""
+        return f"{verb} incomplete: " + "; ".join(self.failures)
+
     @property
     def failures(self) -> list[str]:
         """One line per distinct failure, naming its images: a registry that is down fails

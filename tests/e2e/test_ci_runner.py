@@ -32,7 +32,7 @@ import pytest
 from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, ROOT, Lab, published_manifests
 
 from pipeline.planning import tls
-from pipeline.planning.prepare import new_key_pair
+from pipeline.planning.prepare import new_key_pair, write_files
 
 ACTIONS = ROOT.parent / "shared" / "third_party" / "actions"
 USES = ("actions/checkout@v4", "dagger/dagger-for-github@v8.4.1")
@@ -92,10 +92,7 @@ def checkout(root: Path, workflow: str, tag: str, broken: bool = False) -> Path:
     private, public = key_pair()
     (repo / "ssh-key/id_rsa").write_bytes(private)
     (repo / "ssh-key/id_rsa.pub").write_bytes(public)
-    for name, data in tls_folder().items():
-        path = repo / "src/gateway/ssl" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.symlink_to(data) if isinstance(data, tls.Link) else path.write_bytes(data)
+    write_files(repo / "src/gateway/ssl", tls_folder())
     (repo / workflow).parent.mkdir(parents=True)
     shutil.copy(ROOT / workflow, repo / workflow)
     if broken:
