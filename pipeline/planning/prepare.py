@@ -84,7 +84,7 @@ def write_files(folder: Path, files: Mapping[str, bytes | tls.Link]) -> None:
     Callers make `folder` aside and put it in place whole."""
     for name, data in files.items():
         path = folder / name
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # as mkdir -p in build.sh
         if isinstance(data, tls.Link):
             path.symlink_to(data)
             continue
