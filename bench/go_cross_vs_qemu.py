@@ -26,7 +26,7 @@ from dagger import dag
 
 from pipeline.doors.host import checkout
 from pipeline.planning.plan import resolve_plan
-from pipeline.run.build import build_context, build_one
+from pipeline.run.build import build_args, build_context, build_one
 from pipeline.run.engine import native_platform, session
 
 TARGET = "linux/arm64"
@@ -52,7 +52,8 @@ async def main(source: Path, run_id: str, cross_reps: int, qemu_reps: int) -> di
             for rep in range(reps):
                 args = dict(image.build_args, VERSION=f"{run_id}-{kind}-{rep}")
                 variant = dataclasses.replace(image, build_args=args)
-                built = await build_one(context, variant, TARGET, build_platform)
+                args = build_args(variant, build_platform, TARGET)
+                built = await build_one(context, variant, TARGET, args, None)
                 if not built.ok:
                     raise SystemExit(f"{kind} build failed:\n{built.error}")
                 machine = (await built.container.file("/etc/build-machine").contents()).strip()

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -158,6 +158,12 @@ def plan(
         typer.echo(console.plan_table(the_plan))
 
 
+Rebuild = Annotated[
+    bool,
+    typer.Option(
+        "--rebuild", help="Build every image, reusing none (env PIPELINE_REBUILD for every run)."
+    ),
+]
 ReportJson = Annotated[
     Path | None, typer.Option("--report-json", help="Also write the report as JSON here.")
 ]
@@ -180,12 +186,15 @@ def release(
     plain_http: flags.PlainHttp = False,
     report_json: ReportJson = None,
     sign_key: flags.SignKey = None,
+    rebuild: Rebuild = False,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
     from pipeline.run.publish import RegistryAccess
     from pipeline.verbs.release import release as release_core
 
-    the_plan = given.plan()
+    the_plan = (
+        replace(given, settings=given.settings | {"rebuild": True}) if rebuild else given
+    ).plan()
     # Bad input is found before the engine is contacted, not after an hour of builds.
     check_releasable(the_plan)
     if report_json is not None:

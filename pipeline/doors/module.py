@@ -222,7 +222,12 @@ class AiInfraMatrix:
         return engine.Checkout(directory=lambda _client: self.source, kept=kept, pin=first_fetches)
 
     async def _plan(
-        self, tag: str | None, registry: str | None, platforms: str | None, components: str | None
+        self,
+        tag: str | None,
+        registry: str | None,
+        platforms: str | None,
+        components: str | None,
+        rebuild: bool = False,
     ) -> Plan:
         copy = Path(tempfile.mkdtemp(prefix="layout-"))
         await (
@@ -232,7 +237,7 @@ class AiInfraMatrix:
         present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
         overrides = door_overrides(
             tag=tag, registry=registry, platforms=platforms, components=components
-        )
+        ) | ({"rebuild": True} if rebuild else {})
         the_plan = resolve_plan(copy, {}, overrides, present)
         if the_plan.engines:  # a module runs in the one engine `dagger call` started
             raise BadInput(
@@ -272,6 +277,9 @@ class AiInfraMatrix:
             dagger.File | None, Doc("CA certificate (PEM) that signed the registry's TLS")
         ] = None,
         plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
+        rebuild: Annotated[
+            bool, Doc("Build every image, reusing none (default: PIPELINE_REBUILD from .env)")
+        ] = False,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
@@ -279,7 +287,7 @@ class AiInfraMatrix:
         cannot reach the registry (a loopback or VPN-only one that the engine pushes to)
         through the engine, and the report says so.
         """
-        the_plan = await self._plan(tag, registry, platforms, components)
+        the_plan = await self._plan(tag, registry, platforms, components, rebuild)
         access = RegistryAccess(
             username=username,
             password=await password.plaintext() if password else None,

@@ -13,6 +13,7 @@ import functools
 import json
 import re
 import shlex
+from dataclasses import dataclass
 
 from pipeline.errors import BadInput
 from pipeline.oci.reference import image_name
@@ -262,3 +263,64 @@ def replace_image(text: str, name: str, new_ref: str) -> str:
             line = _COPY_FROM.sub(swap, line)
         out.append(line)
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class BuildReads:
+    """What a build reads besides its Dockerfile text and arguments: context paths (COPY/ADD
+    sources, RUN bind mounts) and images (FROM, COPY --from); `unknown` says why that cannot
+    be known before the build (a URL, a source still holding a variable), else None."""
+
+    sources: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    unknown: str | None = None
+
+
+def build_reads(text: str, args: dict[str, str]) -> BuildReads:
+    """Every input of a build that its text does not hold, `$VAR` expanded from `args` over
+    the ARG defaults (as BuildKit expands them)."""
+    values = {**arg_defaults(text), **args}
+    sources: list[str] = []
+    images: list[str] = []
+    stages = {"scratch"}
+    for number, keyword, rest in numbered_instructions(text):
+        words = _json_words(rest) if rest.startswith("[") else _words(rest)
+        if keyword == "FROM":
+            named = [w for w in words if not w.startswith("--")]
+            if named and named[0].lower() not in stages:
+                images.append(_expand(named[0], values))
+            if len(named) == 3 and named[1].lower() == "as":
+                stages.add(named[2].lower())
+        elif keyword in ("COPY", "ADD"):
+            origin = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), "")
+            if origin:
+                if origin.lower() not in stages and not origin.isdigit():
+                    images.append(_expand(origin, values))
+                continue
+            for path in [w for w in words if not w.startswith("--")][:-1]:
+                if path.startswith("<<"):
+                    continue  # a heredoc: its body is in the text
+                if "://" in path or path.startswith("git@"):
+                    return BuildReads(unknown=f"line {number}: {keyword} of {path}")
+                sources.append(_expand(path, values))
+        elif keyword == "RUN":
+            sources += _bind_sources(words, values)
+    unknown = next((f"{p}: a variable with no value" for p in sources + images if "$" in p), None)
+    return BuildReads(tuple(sources), tuple(images), unknown)
+
+
+def _bind_sources(words: list[str], values: dict[str, str]) -> list[str]:
+    """Context paths a `RUN --mount=` binds (type bind, the default, with no `from=`)."""
+    found = []
+    for word in words:
+        if not word.startswith("--mount="):
+            continue
+        parts = word.removeprefix("--mount=").split(",")
+        options = dict(part.partition("=")[::2] for part in parts)
+        if options.get("type", "bind") == "bind" and "from" not in options:
+            found.append(_expand(options.get("source", options.get("src", ".")), values))
+    return found
+
+
+def _expand(word: str, values: dict[str, str]) -> str:
+    return _VARIABLE.sub(lambda m: values.get(m[1] or m[2], m[0]), word)

@@ -57,6 +57,8 @@ class ImagePlan:
     reaches: dict[str, str] = field(default_factory=dict)
     # Extra build args for one platform only (set at run time: see serve.FOREIGN_PLATFORM_ARGS).
     platform_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Those of `platform_args` that name a served image, as its input key (run/inputs.py).
+    served_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     private_key: bool = False  # a COPY puts a generated private key in the image
 
     @property
@@ -91,6 +93,7 @@ class Plan:
     # How to run it, resolved once with the rest (see Settings); None: the engine's CPUs.
     concurrency: int | None = None
     per_arch_tags: bool = False
+    rebuild: bool = False  # build even what an earlier release built from the same inputs
     publish_timeout: float = PUBLISH_TIMEOUT
     # Values no report may show; never printed (repr) nor in to_json.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
@@ -178,6 +181,7 @@ def make_plan(
         skipped=(*switched_off, *skipped),
         concurrency=settings.concurrency,
         per_arch_tags=settings.per_arch_tags,
+        rebuild=settings.rebuild,
         publish_timeout=settings.publish_timeout,
         secrets=settings.secret_values,
         generated=tuple(generated),

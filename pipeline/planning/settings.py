@@ -125,6 +125,11 @@ _CONCURRENCY = (
     "`busybox:1.36` on the engine (the engine may be another machine), at least 2; 4 if that fails"
 )
 _SEVERAL = "See [several engines](engines.md)"
+_REBUILD = (
+    "Else an image x platform whose inputs (Dockerfile, files it copies, arguments, base "
+    "digests) match a published one of the registry's repository is reused, not built: "
+    "`release --rebuild` sets it for one run. See [reuse](reuse.md)"
+)
 
 
 class Settings(BaseSettings):
@@ -160,6 +165,11 @@ class Settings(BaseSettings):
     )
     per_arch_tags: Annotated[bool, Shown(publishing=True)] = Field(
         False, alias="PIPELINE_PER_ARCH_TAGS", description="also push <tag>-amd64 etc. when true"
+    )
+    rebuild: Annotated[bool, Shown(publishing=True, more=_REBUILD)] = Field(
+        False,
+        alias="PIPELINE_REBUILD",
+        description="build every image, even one an earlier release built from the same inputs",
     )
     components: Annotated[
         tuple[str, ...] | None,

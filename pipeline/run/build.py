@@ -19,6 +19,8 @@ from pipeline.planning.prepare import kept_folders
 from pipeline.run import engine
 from pipeline.run.engine import build_platform_args
 from pipeline.run.fetch import fetched
+from pipeline.run.inputs import INPUTS_LABEL, BaseDigests, input_key
+from pipeline.run.reuse import Found
 
 LOG_TAIL_LINES = 25
 # Never in a build context: .env holds the platform's runtime secrets.
@@ -33,6 +35,8 @@ class Built:
     container: dagger.Container | None = None
     error: str | None = None  # tail of the build log when it failed
     engine: str | None = None  # the engine that built it, when the run has several
+    inputs: str | None = None  # its input key (run/inputs.py); None: not knowable
+    reused: Found | None = None  # not built: an earlier release's, of the same inputs
 
     @property
     def ok(self) -> bool:
@@ -41,6 +45,8 @@ class Built:
 
 # One image for one platform; the engine's is `engine_builder`, tests pass fakes.
 BuildOne = Callable[[ImagePlan, str], Awaitable[Built]]
+# An earlier build of these inputs (image, platform, key), as a container of the engine.
+LookUp = Callable[[ImagePlan, str, str], Awaitable[tuple[Found, dagger.Container] | None]]
 ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
 
 
@@ -104,32 +110,68 @@ def step_failed(err: dagger.ExecError) -> str:
 
 
 async def build_one(
-    context: dagger.Directory, image: ImagePlan, platform: str, native: str
+    context: dagger.Directory,
+    image: ImagePlan,
+    platform: str,
+    args: list[dagger.BuildArg],
+    key: str | None,
 ) -> Built:
     started = time.monotonic()
     with_file, path = dockerfile_in_context(context, image)
     container = with_file.docker_build(
-        dockerfile=path,
-        platform=dagger.Platform(platform),
-        build_args=build_args(image, native, platform),
+        dockerfile=path, platform=dagger.Platform(platform), build_args=args,
         target=image.target or "",
-    )
+    )  # fmt: skip
+    if key:
+        container = container.with_label(INPUTS_LABEL, key)
     try:
         container = await container.sync()
     except dagger.QueryError as err:  # ExecError included: a RUN step failed
-        return Built(image, platform, time.monotonic() - started, error=log_tail(err))
-    return Built(image, platform, time.monotonic() - started, container=container)
+        return Built(image, platform, time.monotonic() - started, error=log_tail(err), inputs=key)
+    return Built(image, platform, time.monotonic() - started, container=container, inputs=key)
 
 
-def engine_builder(context: dagger.Directory, native: str, label: str | None = None) -> BuildOne:
-    """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's."""
+def engine_builder(
+    context: dagger.Directory,
+    native: str,
+    client: dagger.Client,
+    label: str | None = None,
+    look_up: LookUp | None = None,
+) -> BuildOne:
+    """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's.
+    With `look_up`, what an earlier release built from the same inputs is taken instead."""
+    bases = BaseDigests(client)
 
     async def build(image: ImagePlan, platform: str) -> Built:
-        built = await build_one(context, image, platform, native)
+        started = time.monotonic()
+        args = build_args(image, native, platform)
+        key = await keyed(image, platform, args, context, bases, client)
+        found = await look_up(image, platform, key) if look_up and key else None
+        if found:
+            built = Built(image, platform, time.monotonic() - started, container=found[1],
+                          inputs=key, reused=found[0])  # fmt: skip
+        else:
+            built = await build_one(context, image, platform, args, key)
         built.engine = label
         return built
 
     return build
+
+
+async def keyed(
+    image: ImagePlan,
+    platform: str,
+    args: list[dagger.BuildArg],
+    context: dagger.Directory,
+    bases: BaseDigests,
+    client: dagger.Client,
+) -> str | None:
+    """The input key; None when an input cannot be read now (a base that does not resolve,
+    a source missing): then the build says what is wrong, in its own words."""
+    try:
+        return await input_key(image, platform, args, context, bases, client)
+    except dagger.QueryError:
+        return None
 
 
 async def build_all(
@@ -157,7 +199,7 @@ async def build_all(
             built = await build(image, platform)
         results[slot] = built
         done += 1
-        mark = "ok" if built.ok else "FAILED"
+        mark = "reused" if built.reused else "ok" if built.ok else "FAILED"
         events.note(f"[{done}/{len(jobs)}] {mark} {image.image} {platform} ({built.seconds:.1f}s)")
         mine = [b for b in results if b is not None and b.image.image == image.image]
         if image_done is not None and len(mine) == len(platforms):

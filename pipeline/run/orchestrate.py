@@ -10,15 +10,29 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+import anyio
 import dagger
 
 from pipeline.errors import PipelineError
 from pipeline.events import Events
 from pipeline.planning.dockerfile import declared_args, replace_image
 from pipeline.planning.plan import ImagePlan, Plan, waves
-from pipeline.run import engine, fleet, serve
-from pipeline.run.build import BuildOne, Built, build_all, engine_builder, prepared_context
-from pipeline.run.publish import Published, RegistryAccess, publish_image, publish_stitched
+from pipeline.run import engine, fleet, reuse, serve
+from pipeline.run.build import (
+    BuildOne,
+    Built,
+    LookUp,
+    build_all,
+    engine_builder,
+    prepared_context,
+)
+from pipeline.run.publish import (
+    Published,
+    RegistryAccess,
+    authed,
+    publish_image,
+    publish_stitched,
+)
 from pipeline.run.serve import FOREIGN_PLATFORM_ARGS, Served
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]
@@ -34,6 +48,8 @@ class EngineSteps:
     serve: ServeOne
     concurrency: int
     publish: PublishOne | None = None
+    # Tag what was built with its input key's record, once published (reuse.py).
+    record: Callable[[Published, list[Built]], Awaitable[None]] | None = None
 
 
 async def engine_steps(
@@ -55,11 +71,12 @@ async def engine_steps(
             continue
         context = await prepared_context(plan, checkout, events, one.client)
         natives[one.label] = await engine.native_platform(one.client)
-        builder = engine_builder(context, natives[one.label], one.label)
-        builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
-        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
         if access is not None:
             accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
+        look_up = reusing(plan, accesses.get(one.label), one.client)
+        builder = engine_builder(context, natives[one.label], one.client, one.label, look_up)
+        builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
+        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
 
     async def build(image: ImagePlan, platform: str) -> Built:
         return await builders[platform](image, platform)
@@ -90,7 +107,39 @@ async def engine_steps(
                 )
             return await publish_image(image, built, accesses[fleet.DEFAULT], plan.per_arch_tags)
 
-    return EngineSteps(build, serve_one, max(concurrency, 1), publish)
+    record = None
+    if access is not None and not access.through_engine:
+
+        async def record(published: Published, built: list[Built]) -> None:
+            await anyio.to_thread.run_sync(recorded, published, built, access)
+
+    return EngineSteps(build, serve_one, max(concurrency, 1), publish, record)
+
+
+def reusing(plan: Plan, access: RegistryAccess | None, client: dagger.Client) -> LookUp | None:
+    """How a build finds an earlier one of its inputs: in the release registry, through its
+    API (so not through the engine alone, nor with --rebuild, nor with no registry)."""
+    if access is None or access.through_engine or plan.rebuild:
+        return None
+
+    async def look_up(image: ImagePlan, platform: str, key: str):
+        found = await anyio.to_thread.run_sync(reuse.find, image.ref, key, platform, access)
+        if found is None:
+            return None
+        pulled = client.container(platform=dagger.Platform(platform))
+        return found, authed(pulled, image.ref, access).from_(found.pinned)
+
+    return look_up
+
+
+def recorded(published: Published, built: list[Built], access: RegistryAccess) -> None:
+    """The records of an image's platforms that were built (not reused) and published."""
+    keyed = []
+    for b in built:
+        manifest = published.platforms.get(b.platform)
+        if b.inputs and not b.reused and manifest is not None:
+            keyed.append((manifest.descriptor.digest, b.inputs))
+    reuse.record(published.image.ref, keyed, access)
 
 
 def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
@@ -137,6 +186,11 @@ async def build_in_waves(
         result = await steps.publish(image, built)
         published[image.image] = result
         events.note(f"{'published' if not result.error else 'FAILED'} {image.ref}")
+        if steps.record is not None and not result.error:
+            try:
+                await steps.record(result, built)
+            except PipelineError as err:  # only a later reuse is lost: said, not failed
+                events.note(f"{image.image}: its input records were not written: {err}")
 
     for wave in waves(plan.components):
         ready = []
@@ -220,10 +274,14 @@ def with_services(
         return image
     declared = set(declared_args(image.dockerfile_text))
     foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
-    per_platform = {}
+    per_platform, keys = {}, {}
     for platform in platforms:
         services = {arg: served[name][platform] for arg, name in image.reaches.items()}
         away = any(service.platform != platform for service in services.values())
         urls = {arg: service.url for arg, service in services.items()}
         per_platform[platform] = urls | (foreign if away else {})
-    return replace(image, platform_args=per_platform)
+        keys[platform] = {
+            arg: f"{image.reaches[arg]} {service.inputs or 'unknown ' + service.url}"
+            for arg, service in services.items()
+        }
+    return replace(image, platform_args=per_platform, served_inputs=keys)

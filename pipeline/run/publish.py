@@ -107,7 +107,11 @@ class Published:
 async def publish_image(
     image: ImagePlan, builds: list[Built], access: RegistryAccess, per_arch_tags: bool
 ) -> Published:
-    """Push the index (and per-arch tags when asked), then check what the registry holds."""
+    """Push the index (and per-arch tags when asked), then check what the registry holds.
+    With a platform reused, its manifest is in the registry already: the index is written
+    by the API around it (as for several engines)."""
+    if any(b.reused for b in builds):
+        return await publish_stitched(image, builds, lambda _: access, per_arch_tags)
     base = authed(dag.container(), image.ref, access)
     variants = [b.container for b in builds if b.container is not None]
     try:
@@ -135,6 +139,9 @@ async def publish_stitched(
     errors: list[str] = []
 
     async def push_one(built: Built) -> None:
+        if built.reused:  # in the repository already: nothing to push
+            manifests[built.platform] = built.reused.digest
+            return
         access = access_of(built)
         base = authed(built.container, image.ref, access)
         try:

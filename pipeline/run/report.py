@@ -19,6 +19,7 @@ REDACTED = "***"
 
 class Status(StrEnum):
     PUBLISHED = "published"
+    REUSED = "reused"  # a platform in the new index that an earlier release built (reuse.py)
     EXPORTED = "exported"
     FAILED = "failed"  # an image: not (every platform) out
     BUILD_FAILED = "build-failed"  # a platform
@@ -34,6 +35,8 @@ class PlatformRow:
     size: int | None = None
     error: str | None = None
     engine: str | None = None  # the engine that built it: its address, or "default"
+    inputs: str | None = None  # its input key (run/inputs.py)
+    reused_from: str | None = None  # registry/repository@digest of the earlier build taken
 
 
 @dataclass
@@ -104,6 +107,10 @@ class Report:
                     f"| {image.image} | {p.platform} | {p.status} | {digest} | "
                     f"{_size(p.size)} | {p.seconds:.1f} |" + (f" {p.engine} |" if several else "")
                 )
+        reused = [(i.image, p) for i in self.images for p in i.platforms if p.reused_from]
+        if reused:
+            lines += ["", "Reused (the same inputs as an earlier release's build):", ""]
+            lines += [f"- {image} {p.platform}: `{p.reused_from}`" for image, p in reused]
         if self.read_back_through_engine:
             lines += ["", f"Read back through the engine: {self.read_back_through_engine}; "
                       "so no digest or size per platform."]  # fmt: skip
@@ -179,7 +186,7 @@ def platform_row(built: Built, published: Published | None, exported: bool) -> P
     if built.ok and exported:
         status = Status.EXPORTED
     elif in_index:
-        status = Status.PUBLISHED
+        status = Status.REUSED if built.reused else Status.PUBLISHED
     return PlatformRow(
         platform=built.platform,
         status=status,
@@ -188,6 +195,8 @@ def platform_row(built: Built, published: Published | None, exported: bool) -> P
         size=manifest.total_bytes if manifest else None,
         error=built.error,
         engine=built.engine,
+        inputs=built.inputs,
+        reused_from=built.reused.pinned if built.reused else None,
     )
 
 

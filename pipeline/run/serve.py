@@ -29,6 +29,7 @@ FOREIGN_PLATFORM_ARGS = {"ALLOW_SYSTEM_SLURM": "true"}
 class Served:
     url: str
     platform: str  # of the variant that runs
+    inputs: str | None = None  # that variant's input key
 
 
 async def serve(image: ImagePlan, built: Built, client: dagger.Client = dag) -> Served:
@@ -50,7 +51,8 @@ async def serve(image: ImagePlan, built: Built, client: dagger.Client = dag) -> 
         .with_exec(["cat", "/etc/hosts"])
         .stdout()
     )
-    return Served(f"http://{address_of(alias, hosts)}:{image.serves}", built.platform)
+    url = f"http://{address_of(alias, hosts)}:{image.serves}"
+    return Served(url, built.platform, built.inputs)
 
 
 def address_of(alias: str, hosts: str) -> str:

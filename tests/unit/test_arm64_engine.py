@@ -29,10 +29,12 @@ def arm64_engine(monkeypatch) -> dict[str, list]:
     async def prepared_context(plan, checkout, events, client):
         return "context"
 
-    async def build_one(context, img, platform, native):
-        args = {a.name: a.value for a in build.build_args(img, native, platform)}
-        seen["builds"].append((img.image, platform, args))
+    async def build_one(context, img, platform, args, key):
+        seen["builds"].append((img.image, platform, {a.name: a.value for a in args}))
         return Built(img, platform, 0.1, container=object())
+
+    async def keyed(img, platform, args, context, bases, client):
+        return None  # no registry here: nothing to reuse
 
     async def serve_one(img, built, client):
         seen["served"].append((img.image, built.platform))
@@ -45,6 +47,7 @@ def arm64_engine(monkeypatch) -> dict[str, list]:
     monkeypatch.setattr(engine, "default_concurrency", concurrency)
     monkeypatch.setattr(orchestrate, "prepared_context", prepared_context)
     monkeypatch.setattr(build, "build_one", build_one)
+    monkeypatch.setattr(build, "keyed", keyed)
     monkeypatch.setattr(serve, "serve", serve_one)
     return seen
 

@@ -1,0 +1,93 @@
+"""The input key of an image x platform: a digest of everything its build reads, so that
+equal keys mean the same build (run/reuse.py finds an earlier one by it).
+
+It covers the Dockerfile text as built (release images it reads pinned by digest), the
+target and platform, the build arguments it gets (a served image's address replaced by
+that image's key: an address differs in every session), the digests its FROM / COPY
+--from images resolve to, and the content of the context paths it reads (after prepare)
+with the .dockerignore files. Content is hashed by the engine as BuildKit hashes a COPY's
+sources: names, bytes, modes and links, not file times (a fresh clone keeps its key), with
+the owner set to root as every COPY without --chown does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+
+import dagger
+
+from pipeline.planning.dockerfile import build_reads
+from pipeline.planning.plan import ImagePlan
+
+INPUTS_LABEL = "org.ai-infra-matrix.inputs"  # the key, on every image config we publish
+KEY_FORMAT = 1  # bumped when what goes into a key changes: older records stop matching
+
+
+class BaseDigests:
+    """What each base image resolves to on one engine, asked once per release."""
+
+    def __init__(self, client: dagger.Client) -> None:
+        self._client = client
+        self._found: dict[str, str] = {}
+
+    async def digest(self, ref: str, platform: str) -> str:
+        if "@sha256:" in ref:
+            return ref.rsplit("@", 1)[1]
+        if ref not in self._found:
+            pulled = self._client.container(platform=dagger.Platform(platform)).from_(ref)
+            self._found[ref] = (await pulled.image_ref()).rsplit("@", 1)[1]
+        return self._found[ref]
+
+
+async def input_key(
+    image: ImagePlan,
+    platform: str,
+    args: Sequence[dagger.BuildArg],
+    context: dagger.Directory,
+    bases: BaseDigests,
+    client: dagger.Client,
+) -> str | None:
+    """The key, or None when a build reads what cannot be known before it runs (a URL)."""
+    values = {a.name: a.value for a in args}
+    reads = build_reads(image.dockerfile_text, values)
+    if reads.unknown:
+        return None
+    values |= image.served_inputs.get(platform, {})
+    sources = ""
+    if reads.sources:
+        patterns = [_pattern(p) for p in reads.sources]
+        dockerignores = [".dockerignore", f"{image.dockerfile.removesuffix('.tpl')}.dockerignore"]
+        selected = client.directory().with_directory(
+            "/", context, include=[*patterns, *dockerignores], owner="0:0"
+        )
+        sources = await selected.digest()
+    images = {ref: await bases.digest(ref, platform) for ref in reads.images}
+    return key_of(image, platform, values, images, sources)
+
+
+def key_of(
+    image: ImagePlan,
+    platform: str,
+    args: Mapping[str, str],
+    images: Mapping[str, str],
+    sources: str,
+) -> str:
+    inputs = {
+        "format": KEY_FORMAT,
+        "platform": platform,
+        "target": image.target or "",
+        "dockerfile": image.dockerfile_text,
+        "args": dict(args),
+        "images": dict(images),
+        "sources": sources,
+    }
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pattern(source: str) -> str:
+    """A COPY source as an include pattern of the context: a folder brings its contents."""
+    path = source.strip("/").removeprefix("./")
+    return "**" if path in ("", ".") else path
