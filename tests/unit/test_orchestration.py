@@ -167,7 +167,11 @@ async def build_args_of(plan: Plan, fake: FakeEngine) -> dict[str, dict]:
     build = fake.build
 
     async def recording(img, platform):
-        args[f"{img.image} {platform}"] = img.build_args | img.platform_args.get(platform, {})
+        services = img.services.get(platform, {})
+        urls = {arg: await service.address() for arg, service in services.items()}
+        args[f"{img.image} {platform}"] = (
+            img.build_args | img.platform_args.get(platform, {}) | urls
+        )
         return await build(img, platform)
 
     fake.build = recording
