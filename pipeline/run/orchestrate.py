@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 import dagger
@@ -73,15 +74,18 @@ async def engine_steps(
         if one.client is None:
             builders |= dict.fromkeys(one.platforms, unreachable(one))
             continue
-        context = await prepared_context(plan, checkout, events, one.client)
-        natives[one.label] = await engine.native_platform(one.client)
+        context, natives[one.label], cpus = await at_once(
+            prepared_context(plan, checkout, events, one.client),
+            engine.native_platform(one.client),
+            engine_cpus(plan, events, one.client),
+        )
         if access is not None:
             accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
         look_up = reusing(plan, accesses.get(one.label), one.client)
         builder = engine_builder(context, natives[one.label], one.client, one.label, look_up,
                                  slots, events)  # fmt: skip
         builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
-        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
+        concurrency += cpus
 
     async def build(image: ImagePlan, platform: str) -> Built:
         return await builders[platform](image, platform)
@@ -123,6 +127,27 @@ async def engine_steps(
 
     slots.total_tokens = max(concurrency, 1)
     return EngineSteps(build, serve_one, max(concurrency, 1), publish, record, limited=True)
+
+
+async def engine_cpus(plan: Plan, events: Events, client: dagger.Client) -> int:
+    return plan.concurrency or await engine.default_concurrency(events, client)
+
+
+async def at_once(*steps: Awaitable[Any]) -> list[Any]:
+    """Await independent engine calls together: a run's fixed cost is their longest, not
+    their sum."""
+    results: list[Any] = [None] * len(steps)
+
+    async def one(n: int, step: Awaitable[Any]) -> None:
+        results[n] = await step
+
+    try:
+        async with anyio.create_task_group() as group:
+            for n, step in enumerate(steps):
+                group.start_soon(one, n, step)
+    except BaseExceptionGroup as grouped:  # a step's own error (one line), not the group's
+        raise grouped.exceptions[0] from None
+    return results
 
 
 def starter(image: ImagePlan, built: Built, client: dagger.Client, events: Events):
