@@ -104,6 +104,8 @@ async def engine_steps(
             )
         return served
 
+    if access is not None and access.through_engine and not plan.rebuild:
+        events.note("nothing is reused: finding an earlier build needs the registry's API")
     publish = None
     by_label = {one.label: one for one in engines}
     if access is not None:
