@@ -67,7 +67,8 @@ def create_bundle(
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
     With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
     that bundle has are left out, and the inventory lists them as expected from it. With
-    ``sign_key``, each image's index is signed (cosign's format): the signature images are
+    ``sign_key``, each image's index and platform manifests are signed (cosign's format, as
+    ``cosign sign --recursive``): the signature images are
     blobs of the layout, which ``inventory.json`` names with the key's fingerprint. With
     ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline/planning/kit.py).
 
@@ -250,10 +251,23 @@ def _copy_blobs(
     return stored
 
 
+# In an inventory entry's signatures, the index's own signature is named by this key; each
+# platform manifest's by its platform.
+INDEX_SIGNATURE = "index"
+
+
 @dataclass(frozen=True)
 class _Signed:
     key: str  # the public key's fingerprint
-    manifests: dict[str, layout.Descriptor]  # image name → its signature manifest
+    # image name → what is signed ("index" or a platform) → its signature manifest
+    manifests: dict[str, dict[str, layout.Descriptor]]
+
+
+def signed_digests(graph: layout.ImageGraph) -> dict[str, str]:
+    """What a recursive signature of an image signs: "index" (its top) and each platform's
+    manifest → the digest signed."""
+    platforms = {p: pm.descriptor.digest for p, pm in sorted(graph.platforms.items())}
+    return {INDEX_SIGNATURE: graph.top.digest, **platforms}
 
 
 def _sign(
@@ -263,33 +277,44 @@ def _sign(
     key: sign.SigningKey,
     stored: dict[str, int],
 ) -> _Signed:
-    """Write a signature image of each image's top descriptor (the index) into the layout,
-    adding its blobs to ``stored``."""
-    manifests = {}
+    """Write a signature image of each image's index and of each of its platform manifests
+    (as ``cosign sign --recursive``) into the layout, adding their blobs to ``stored``."""
+    manifests: dict[str, dict[str, layout.Descriptor]] = {}
     for image, w in zip(images, walked, strict=True):
-        made = sign.signature_image(key, sign.docker_reference(image.ref), w.graph.top.digest)
-        for data in [made.manifest, *made.blobs.values()]:
-            stored[layout.write_blob(root, data)] = len(data)
-        manifests[image.name] = layout.Descriptor(
-            layout.OCI_MANIFEST, made.digest, len(made.manifest)
-        )
+        reference = sign.docker_reference(image.ref)
+        manifests[image.name] = {}
+        for what, digest in signed_digests(w.graph).items():
+            made = sign.signature_image(key, reference, digest)
+            for data in [made.manifest, *made.blobs.values()]:
+                stored[layout.write_blob(root, data)] = len(data)
+            manifests[image.name][what] = layout.Descriptor(
+                layout.OCI_MANIFEST, made.digest, len(made.manifest)
+            )
     return _Signed(sign.fingerprint(key.public_key()), manifests)
 
 
-def inventory_signatures(inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
-    """image ref → its signature manifest, as ``inventory.json`` names them; BundleError if one
-    is malformed."""
-    found = {}
+def inventory_signatures(inventory: dict[str, Any]) -> dict[str, dict[str, layout.Descriptor]]:
+    """image ref → what is signed ("index" or a platform) → its signature manifest, as
+    ``inventory.json`` names them (``signature``: the index's, ``platform_signatures``: each
+    platform's); BundleError if one is malformed."""
+    found: dict[str, dict[str, layout.Descriptor]] = {}
     for entry in inventory.get("images") or []:
-        signature = entry.get("signature") if isinstance(entry, dict) else None
-        if signature is None:
+        if not isinstance(entry, dict):
             continue
-        if isinstance(signature, dict):
-            signature = {"mediaType": layout.OCI_MANIFEST, **signature}
         ref = entry.get("ref")
-        found[ref] = layout.Descriptor.parse(
-            signature, f"{layout.INVENTORY_FILE}: signature of {ref}"
-        )
+        named = {INDEX_SIGNATURE: entry.get("signature")}
+        platforms = entry.get("platform_signatures") or {}
+        if not isinstance(platforms, dict):
+            raise BundleError(f"{layout.INVENTORY_FILE}: platform_signatures of {ref}")
+        named.update(platforms)
+        for what, signature in named.items():
+            if signature is None:
+                continue
+            if isinstance(signature, dict):
+                signature = {"mediaType": layout.OCI_MANIFEST, **signature}
+            found.setdefault(ref, {})[what] = layout.Descriptor.parse(
+                signature, f"{layout.INVENTORY_FILE}: signature of {ref} {what}"
+            )
     return found
 
 
@@ -315,8 +340,12 @@ def _write_metadata(
         entries.append({**w.top_raw, "annotations": annotations})
         inventory_images.append(inventory_entry(image.name, image.ref, image.tag, w.graph))
         if signed is not None:
-            manifest = signed.manifests[image.name]
-            inventory_images[-1]["signature"] = {"digest": manifest.digest, "size": manifest.size}
+            made = {
+                w: {"digest": d.digest, "size": d.size}
+                for w, d in signed.manifests[image.name].items()
+            }
+            inventory_images[-1]["signature"] = made.pop(INDEX_SIGNATURE)
+            inventory_images[-1]["platform_signatures"] = made
 
     (root / layout.LAYOUT_FILE).write_bytes(
         layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})

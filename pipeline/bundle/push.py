@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.create import inventory_signatures
+from pipeline.bundle.create import inventory_signatures, signed_digests
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
@@ -129,7 +129,8 @@ class _Planned:
     repository: str
     tag: str
     graph: layout.ImageGraph
-    signature: layout.Descriptor | None = None  # its signature image's manifest, if signed
+    # What is signed ("index" or a platform) → its signature image's manifest, if signed.
+    signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
@@ -144,7 +145,7 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
             raise BundleError(f"bundle image {ref}: {exc}") from None
         graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
         repository = target.repository(parsed.name)
-        planned.append(_Planned(ref, repository, parsed.tag, graph, signatures.get(ref)))
+        planned.append(_Planned(ref, repository, parsed.tag, graph, signatures.get(ref, {})))
     return planned
 
 
@@ -242,9 +243,11 @@ def _push(
                     advance(desc.size)
             present.setdefault(desc.digest, repo)
         _push_manifests(root, image, client, report, advance)
-        if image.signature is not None:
-            _push_signature(root, image, image.signature, client)
-            report.signatures_pushed += 1
+        signed = signed_digests(image.graph)
+        for what, signature in image.signatures.items():
+            if what in signed:  # verify checked each one the image needs
+                _push_signature(root, image, signed[what], signature, client)
+                report.signatures_pushed += 1
         report.images.append(
             PushedImage(
                 ref=image.ref,
@@ -259,15 +262,20 @@ def _push(
 
 
 def _push_signature(
-    root: Path, image: _Planned, signature: layout.Descriptor, client: RegistryClient
+    root: Path,
+    image: _Planned,
+    digest: str,
+    signature: layout.Descriptor,
+    client: RegistryClient,
 ) -> None:
-    """The image's signature, under its ``sha256-<hex>.sig`` tag: the index digest is the
-    same in the registry as in the bundle, so the signature still holds."""
+    """The signature of ``digest`` (the index or a platform manifest), under its
+    ``sha256-<hex>.sig`` tag: digests are the same in the registry as in the bundle, so the
+    signature still holds."""
     manifest = layout.blob_path(root, signature.digest).read_bytes()
     sign.put_signature(
         client,
         image.repository,
-        image.graph.top.digest,
+        digest,
         manifest,
         lambda digest: layout.blob_path(root, digest).read_bytes(),
     )

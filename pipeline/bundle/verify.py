@@ -23,7 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.create import inventory_entry, inventory_signatures
+from pipeline.bundle.create import (
+    INDEX_SIGNATURE,
+    inventory_entry,
+    inventory_signatures,
+    signed_digests,
+)
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout, sign
@@ -399,16 +404,22 @@ class _Verifier:
         return top, have | set(graph.platforms), graph if intact else None
 
     # --- signatures --------------------------------------------------------------------------
-    def _walk_signatures(self, inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
-        """Check every blob of the signature images the inventory names; image ref → the
-        signature manifest, for those whose blobs are all intact."""
+    def _walk_signatures(
+        self, inventory: dict[str, Any]
+    ) -> dict[str, dict[str, layout.Descriptor]]:
+        """Check every blob of the signature images the inventory names; image ref → what is
+        signed ("index" or a platform) → the signature manifest, for those whose blobs are all
+        intact."""
         try:
             named = inventory_signatures(inventory)
         except BundleError as exc:
             file = layout.INVENTORY_FILE
             self._add("inventory", f"{file} signatures", Status.INVALID, str(exc), file=file)
             return {}
-        return {ref: desc for ref, desc in named.items() if self._walk_signature(ref, desc)}
+        return {
+            ref: {what: d for what, d in signed.items() if self._walk_signature(ref, d)}
+            for ref, signed in named.items()
+        }
 
     def _walk_signature(self, ref: str, desc: layout.Descriptor) -> bool:
         checked = []
@@ -425,30 +436,39 @@ class _Verifier:
         return all(checked)
 
     def _check_signatures(
-        self, found: dict[str, _Walked], signatures: dict[str, layout.Descriptor], signing: Any
+        self,
+        found: dict[str, _Walked],
+        signatures: dict[str, dict[str, layout.Descriptor]],
+        signing: Any,
     ) -> None:
-        """Each image's signature, under ``self.key``: one result per image."""
+        """Each image's signatures, under ``self.key``: one result for its index and one for
+        each platform manifest (a recursive signature, as cosign's ``--recursive``)."""
         assert self.key is not None
         named_key = signing.get("public_key") if isinstance(signing, dict) else None
-        for ref, (top, _platforms, _graph) in found.items():
-            desc = signatures.get(ref)
-            if desc is None:
-                status, detail = Status.MISSING, "the bundle holds no intact signature of it"
-            else:
-                problem = self._signature_problem(ref, top, desc)
-                status = Status.OK if problem is None else Status.INVALID
-                detail = problem or ""
-                if problem and problem.startswith("not signed by") and named_key:
-                    detail += f" (inventory.json names the key {named_key})"
-            self._add("signature", short_ref(ref), status, detail, image=ref, digest=top.digest)
+        for ref, (top, _platforms, graph) in found.items():
+            targets = signed_digests(graph) if graph else {INDEX_SIGNATURE: top.digest}
+            for what, digest in targets.items():
+                desc = signatures.get(ref, {}).get(what)
+                if desc is None:
+                    status, detail = Status.MISSING, "the bundle holds no intact signature of it"
+                else:
+                    problem = self._signature_problem(ref, digest, desc)
+                    status = Status.OK if problem is None else Status.INVALID
+                    detail = problem or ""
+                    if problem and problem.startswith("not signed by") and named_key:
+                        detail += f" (inventory.json names the key {named_key})"
+                subject = short_ref(ref) + ("" if what == INDEX_SIGNATURE else f" {what}")
+                platform = None if what == INDEX_SIGNATURE else what
+                self._add(
+                    "signature", subject, status, detail, image=ref, digest=digest,
+                    platform=platform,
+                )  # fmt: skip
 
-    def _signature_problem(
-        self, ref: str, top: layout.Descriptor, signature: layout.Descriptor
-    ) -> str | None:
+    def _signature_problem(self, ref: str, digest: str, signature: layout.Descriptor) -> str | None:
         manifest = self._read_blob_bytes(signature.digest)
         reference = sign.docker_reference(ref)
         try:
-            return sign.problem(manifest, self._read_blob_bytes, self.key, reference, top.digest)
+            return sign.problem(manifest, self._read_blob_bytes, self.key, reference, digest)
         except BundleError as exc:  # intact blobs, but not a signature image
             return str(exc)
 

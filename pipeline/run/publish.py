@@ -210,13 +210,15 @@ async def checked(
 
 
 def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:
-    """Push the signature of the index `digest` beside it (the `sha256-<hex>.sig` tag)."""
+    """Push the signatures of the index `digest` and of each platform manifest beside them
+    (`sha256-<hex>.sig` tags); the index's signature digest."""
     assert access.sign_key is not None
     reference = parse_tagged(ref)
     with access.client(reference.registry) as client:
-        return sign.push_signature(
+        signed = sign.push_signatures(
             client, reference.path, sign.docker_reference(ref), digest, access.sign_key
         )
+    return signed[digest]
 
 
 async def push(

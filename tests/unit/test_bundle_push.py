@@ -123,6 +123,9 @@ class FakeRegistry:
         return httpx.Response(405)
 
     def manifest(self, request: httpx.Request, repo: str, reference: str) -> httpx.Response:
+        if request.method == "GET" and (repo, reference) in self.manifests:
+            media_type, data = self.manifests[(repo, reference)]
+            return httpx.Response(200, content=data, headers={"Content-Type": media_type})
         if request.method != "PUT":
             return httpx.Response(405)
         data = request.read()
