@@ -17,9 +17,10 @@ from typing import Any
 from pipeline import signals
 from pipeline.bundle.archive import archive_path, check_archive_format, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
+from pipeline.bundle.sboms import Made, inventory_section, make_sboms
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import parse_tagged
 from pipeline.planning.kit import KIT_DIR, KitPlan, kit_files, pins
 
@@ -42,6 +43,7 @@ class CreateResult:
     blobs: int  # what the bundle holds
     total_bytes: int
     base: Base | None = None  # for a delta: its base, and (``base.blobs``) what it leaves to it
+    sboms: Made | None = None  # the SBOMs, when made: how long syft took, the bytes they add
 
 
 def check_bundle_request(archive: str | None, since: Path | None) -> None:
@@ -63,6 +65,7 @@ def create_bundle(
     sign_key: sign.SigningKey | None = None,
     kit: KitPlan | None = None,
     registry: str | None = None,
+    sbom_maker: sbom.SbomMaker | None = None,
 ) -> CreateResult:
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
     With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
@@ -71,6 +74,8 @@ def create_bundle(
     ``cosign sign --recursive``): the signature images are
     blobs of the layout, which ``inventory.json`` names with the key's fingerprint. With
     ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline/planning/kit.py).
+    With ``sbom_maker`` (e.g. sbom.syft), an SBOM of every image and platform, attached to its
+    platform manifest (pipeline/bundle/sboms.py).
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.
@@ -85,7 +90,9 @@ def create_bundle(
     # once both are whole; so an interrupt never ends with a complete bundle and exit 130.
     with signals.at_once(), writing("the bundle", output, BundleError):
         try:
-            digests, base = _write_layout(partial, images, wanted, previous, sign_key)
+            digests, base, sboms = _write_layout(
+                partial, images, wanted, previous, sign_key, sbom_maker
+            )
             if kit is not None:
                 write_kit(partial, kit, registry)
             if archive is not None and dest is not None:
@@ -103,6 +110,7 @@ def create_bundle(
         blobs=len(digests),
         total_bytes=sum(digests.values()),
         base=base,
+        sboms=sboms,
     )
 
 
@@ -112,8 +120,10 @@ def _write_layout(
     wanted: Sequence[str],
     previous: Base | None,
     sign_key: sign.SigningKey | None,
-) -> tuple[dict[str, int], Base | None]:
-    """The whole layout at ``partial``: what it stores (digest → size), and a delta's base."""
+    sbom_maker: sbom.SbomMaker | None,
+) -> tuple[dict[str, int], Base | None, Made | None]:
+    """The whole layout at ``partial``: what it stores (digest → size), a delta's base, and
+    the SBOMs made."""
     partial.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
@@ -121,9 +131,14 @@ def _write_layout(
     _require_platforms(images, graphs, wanted)
     base = _left_to_base(graphs, previous) if previous is not None else None
     digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
+    sboms = None
+    if sbom_maker is not None:
+        each = [(i.name, i.ref, i.source, w.graph) for i, w in zip(images, graphs, strict=True)]
+        scratch = partial.with_name(f"{partial.name}-sbom")
+        sboms = make_sboms(partial, each, sbom_maker, digests, scratch)
     signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
-    _write_metadata(partial, images, graphs, wanted, digests, base, signed)
-    return digests, base
+    _write_metadata(partial, images, graphs, wanted, digests, base, signed, sboms)
+    return digests, base, sboms
 
 
 def _check_arguments(
@@ -326,6 +341,7 @@ def _write_metadata(
     digests: dict[str, int],
     base: Base | None,
     signed: _Signed | None,
+    sboms: Made | None,
 ) -> None:
     entries = []
     inventory_images = []
@@ -346,6 +362,8 @@ def _write_metadata(
             }
             inventory_images[-1]["signature"] = made.pop(INDEX_SIGNATURE)
             inventory_images[-1]["platform_signatures"] = made
+        if sboms is not None:
+            inventory_images[-1]["sboms"] = inventory_section(sboms, image.name, w.graph)
 
     (root / layout.LAYOUT_FILE).write_bytes(
         layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})

@@ -23,9 +23,10 @@ from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_signatures, signed_digests
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
+from pipeline.bundle.sboms import inventory_sboms
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import RegistryTarget, parse_tagged
 from pipeline.oci.registry import RegistryClient, RegistryLogin
 from pipeline.planning.kit import KIT_DIR, rewritten
@@ -37,6 +38,9 @@ class PushedImage:
     target: str  # host/project/name:tag
     digest: str
     platforms: list[str]
+    # How its SBOMs reached the registry: "referrers" (its referrers API lists them) or
+    # "tag-schema" (the OCI 1.1 fallback, an index under the tag sha256-<hex>); None: none.
+    sboms: str | None = None
 
 
 @dataclass
@@ -49,6 +53,7 @@ class PushReport:
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
     signatures_pushed: int = 0  # signature images, each under its image's sha256-<hex>.sig
+    sboms_pushed: dict[str, int] = field(default_factory=dict)  # "referrers"|"tag-schema" → N
     kit: Path | None = None  # the deployment kit, written for this registry
 
     def summary(self) -> str:
@@ -58,6 +63,7 @@ class PushReport:
             f"{self.blobs_skipped} already there, {self.blobs_mounted} mounted, "
             f"{self.manifests_pushed} manifests"
             + (f", {self.signatures_pushed} signatures" if self.signatures_pushed else "")
+            + "".join(f", {n} SBOMs ({how})" for how, n in sorted(self.sboms_pushed.items()))
             + (f"; the deployment kit for it in {self.kit}" if self.kit else "")
         )
 
@@ -131,12 +137,14 @@ class _Planned:
     graph: layout.ImageGraph
     # What is signed ("index" or a platform) → its signature image's manifest, if signed.
     signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
+    sboms: list[layout.Descriptor] = field(default_factory=list)  # its SBOM artifacts
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     planned = []
     inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), layout.INVENTORY_FILE)
     signatures = inventory_signatures(inventory)  # verify checked their blobs
+    sboms = inventory_sboms(inventory)  # and these, and their subjects
     for top in layout.read_index(root):
         ref = top.annotations[layout.ANNOTATION_REF_NAME]  # verify checked it is there
         try:
@@ -145,7 +153,10 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
             raise BundleError(f"bundle image {ref}: {exc}") from None
         graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
         repository = target.repository(parsed.name)
-        planned.append(_Planned(ref, repository, parsed.tag, graph, signatures.get(ref, {})))
+        artifacts = [d for d, _subject in sboms.get(ref, {}).values()]
+        planned.append(
+            _Planned(ref, repository, parsed.tag, graph, signatures.get(ref, {}), artifacts)
+        )
     return planned
 
 
@@ -248,12 +259,22 @@ def _push(
             if what in signed:  # verify checked each one the image needs
                 _push_signature(root, image, signed[what], signature, client)
                 report.signatures_pushed += 1
+        how = None
+        for artifact in image.sboms:  # after its subject, which the referrers name
+            how = sbom.put_sbom(
+                client,
+                image.repository,
+                layout.blob_path(root, artifact.digest).read_bytes(),
+                lambda digest: layout.blob_path(root, digest).read_bytes(),
+            )
+            report.sboms_pushed[how] = report.sboms_pushed.get(how, 0) + 1
         report.images.append(
             PushedImage(
                 ref=image.ref,
                 target=f"{target.host}/{repo}:{image.tag}",
                 digest=image.graph.top.digest,
                 platforms=sorted(image.graph.platforms),
+                sboms=how,
             )
         )
     if progress:

@@ -30,8 +30,9 @@ from pipeline.bundle.create import (
     signed_digests,
 )
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
+from pipeline.bundle.sboms import Listed, inventory_sboms
 from pipeline.errors import BadInput, BundleError
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import parse_tagged
 from pipeline.planning.kit import KIT_DIR, missing_from_bundle
 
@@ -153,6 +154,7 @@ def check_file(path: Path, digest: str, size: int) -> tuple[Status, str, str | N
     return Status.OK, "", actual
 
 
+_NO_SBOM = "the bundle holds no intact SBOM of it"
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 # One image as walked: its top, the platforms it has, its graph (None if a blob is damaged).
 _Walked = tuple[layout.Descriptor, set[str], layout.ImageGraph | None]
@@ -195,6 +197,7 @@ class _Verifier:
             raise BadInput(str(exc)) from None
         found = {ref: self._walk_image(ref, top) for ref, top in images}
         signatures = self._walk_signatures(inventory or {})
+        sboms = self._walk_sboms(inventory or {})
         self._emit_blob_results()
         self._check_platforms(found, wanted)
         if inventory is not None:
@@ -206,6 +209,8 @@ class _Verifier:
             self._check_base()
         if self.key is not None:
             self._check_signatures(found, signatures, (inventory or {}).get("signing"))
+        if sboms:
+            self._check_sboms(found, sboms)
         report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
         report.results = self.results
         report.base, report.from_base = self.base, self.from_base
@@ -421,15 +426,15 @@ class _Verifier:
             for ref, signed in named.items()
         }
 
-    def _walk_signature(self, ref: str, desc: layout.Descriptor) -> bool:
+    def _walk_signature(self, ref: str, desc: layout.Descriptor, kind: str = "signature") -> bool:
         checked = []
 
-        def accept(d: layout.Descriptor, kind: str | None, platform: str | None) -> bool:
-            checked.append(self._check_blob(d, "signature", ref, None))
+        def accept(d: layout.Descriptor, _kind: str | None, platform: str | None) -> bool:
+            checked.append(self._check_blob(d, kind, ref, None))
             return checked[-1]
 
         try:
-            layout.walk_image(desc, self._read_blob_bytes, f"signature of {ref}", accept)
+            layout.walk_image(desc, self._read_blob_bytes, f"{kind} of {ref}", accept)
         except (BundleError, AttributeError, TypeError) as exc:
             self._add("blob", desc.digest, Status.INVALID, str(exc), image=ref)
             return False
@@ -470,6 +475,49 @@ class _Verifier:
         try:
             return sign.problem(manifest, self._read_blob_bytes, self.key, reference, digest)
         except BundleError as exc:  # intact blobs, but not a signature image
+            return str(exc)
+
+    # --- SBOMs ------------------------------------------------------------------------------
+    def _walk_sboms(self, inventory: dict[str, Any]) -> Listed:
+        """Check every blob of the SBOMs the inventory names (as the signatures'); image ref →
+        platform → (artifact manifest, subject named), those whose blobs are intact."""
+        try:
+            named = inventory_sboms(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} sboms", Status.INVALID, str(exc), file=file)
+            return {}
+        return {
+            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d[0], "SBOM")}
+            for ref, listed in named.items()
+        }
+
+    def _check_sboms(self, found: dict[str, _Walked], sboms: Listed) -> None:
+        """Every platform of every image has an SBOM, and each belongs to its subject: the
+        platform manifest the image has, as the inventory and the artifact both name it."""
+        for ref, (_top, _platforms, graph) in found.items():
+            listed = sboms.get(ref, {})
+            for platform, pm in sorted((graph.platforms if graph else {}).items()):
+                subject = pm.descriptor.digest
+                problem = self._sbom_problem(listed.get(platform), subject, platform)
+                status = Status.OK if problem is None else Status.INVALID
+                if problem == _NO_SBOM:
+                    status = Status.MISSING
+                self._add("sbom", f"{short_ref(ref)} {platform}", status, problem or "",
+                          image=ref, platform=platform, digest=subject)  # fmt: skip
+
+    def _sbom_problem(
+        self, listed: tuple[layout.Descriptor, str] | None, subject: str, platform: str
+    ) -> str | None:
+        if listed is None:
+            return _NO_SBOM
+        desc, named = listed
+        if named != subject:
+            return f"{layout.INVENTORY_FILE} names the subject {named}, not {subject}"
+        try:
+            manifest = self._read_blob_bytes(desc.digest)
+            return sbom.problem(manifest, self._read_blob_bytes, subject, platform)
+        except (BundleError, OSError) as exc:
             return str(exc)
 
     def _emit_blob_results(self) -> None:
