@@ -249,6 +249,7 @@ def bundle_create(
         ),
     ] = None,
     sign_key: flags.SignKey = None,
+    sbom: flags.Sbom = False,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
     from pipeline.verbs.export import export_bundle
@@ -261,7 +262,7 @@ def bundle_create(
             raise BadInput(f"{target} already exists; remove it or choose another --output")
     host.check_output_folder(output, "--output")
     result = run_core(
-        functools.partial(export_bundle, since=since, sign_key=key),
+        functools.partial(export_bundle, since=since, sign_key=key, sboms=sbom),
         the_plan,
         given.checkout(the_plan),
         output,
@@ -273,6 +274,11 @@ def bundle_create(
         + (f"; {describe_expected(result.base.tag, result.base.blobs)}" if result.base else "")
         + (f"; archive {result.archive}" if result.archive else "")
         + (f"; signed with key {fingerprint(key.public_key())}" if key else "")
+        + (
+            f"; SBOMs {result.sboms.bytes / 1e6:.1f} MB in {result.sboms.seconds:.1f}s"
+            if result.sboms
+            else ""
+        )  # fmt: skip
     )
 
 

