@@ -28,6 +28,7 @@ from pipeline.doors.bundle_cli import CONTEXT_SETTINGS
 from pipeline.doors.bundle_cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
+from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import fingerprint, read_sign_key
 from pipeline.planning.plan import Plan, check_releasable, resolve_plan
 from pipeline.planning.settings import SETTING_DOCS, setting_doc
@@ -180,6 +181,7 @@ def release(
     plain_http: flags.PlainHttp = False,
     report_json: ReportJson = None,
     sign_key: flags.SignKey = None,
+    sbom: flags.Sbom = False,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
     from pipeline.run.publish import RegistryAccess
@@ -199,7 +201,10 @@ def release(
         ca_cert=login.ca_cert,
         plain_http=login.plain_http,
         sign_key=read_sign_key(sign_key, os.environ) if sign_key is not None else None,
+        sboms=sbom,
     )
+    if sbom:
+        syft_path()  # no syft is bad input, before any build
     report = run_core(release_core, the_plan, given.checkout(the_plan), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())

@@ -22,6 +22,7 @@ from dagger import DefaultPath, Doc, dag, field, function, object_type
 
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
+from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import SigningKey, load_private_key
 from pipeline.planning.downloads import LOCK_FILE, Download, lock_lines
 from pipeline.planning.plan import Plan, resolve_plan
@@ -272,6 +273,9 @@ class AiInfraMatrix:
             dagger.File | None, Doc("CA certificate (PEM) that signed the registry's TLS")
         ] = None,
         plain_http: Annotated[bool, Doc("The registry speaks plain HTTP")] = False,
+        sbom: Annotated[
+            bool, Doc("An SBOM (SPDX JSON, by syft) of every image and platform, attached")
+        ] = False,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
@@ -286,7 +290,10 @@ class AiInfraMatrix:
             ca_cert=await exported(ca_cert, "ca.crt"),
             plain_http=plain_http,
             sign_key=await signing_key(sign_key),
+            sboms=sbom,
         )
+        if sbom:
+            syft_path()  # no syft is bad input, before any build
         report = await release_core(
             the_plan,
             self._checkout(ssh_key, tls),

@@ -62,9 +62,42 @@ def syft_path() -> str:
 
 def syft(root: Path, repository: str, digest: str) -> bytes:
     """The SPDX JSON syft makes of the one image in the layout at ``root``."""
+    return _run_syft(f"oci-dir:{root}", repository, digest, {})
+
+
+@dataclass(frozen=True, repr=False)
+class RegistryLogin:
+    """How syft reaches a registry (its own client): given by environment, never arguments,
+    so the password shows in no process list."""
+
+    host: str
+    username: str | None = None
+    password: str | None = None
+    ca_cert: Path | None = None
+    plain_http: bool = False
+
+    def env(self) -> dict[str, str]:
+        env = {"SYFT_REGISTRY_INSECURE_USE_HTTP": "true" if self.plain_http else "false"}
+        if self.username and self.password:
+            env |= {"SYFT_REGISTRY_AUTH_AUTHORITY": self.host,
+                    "SYFT_REGISTRY_AUTH_USERNAME": self.username,
+                    "SYFT_REGISTRY_AUTH_PASSWORD": self.password}  # fmt: skip
+        if self.ca_cert:
+            env["SYFT_REGISTRY_CA_CERT"] = str(self.ca_cert)
+        return env
+
+
+def syft_published(login: RegistryLogin, repository: str, digest: str) -> bytes:
+    """The SPDX JSON syft makes of a platform manifest a registry holds (what a release
+    published), read by digest: exactly the image that was pushed."""
+    image = f"registry:{login.host}/{repository}@{digest}"
+    return _run_syft(image, f"{login.host}/{repository}", digest, login.env())
+
+
+def _run_syft(source: str, repository: str, digest: str, extra: dict[str, str]) -> bytes:
     # No update check: the build host may be offline, and nothing should leave it.
-    env = {**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"}
-    args = [syft_path(), "scan", f"oci-dir:{root}", "-o", "spdx-json", "-q",
+    env = {**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false", **extra}
+    args = [syft_path(), "scan", source, "-o", "spdx-json", "-q",
             "--source-name", repository, "--source-version", digest]  # fmt: skip
     try:
         done = subprocess.run(args, capture_output=True, env=env, timeout=SYFT_TIMEOUT)
@@ -249,6 +282,25 @@ def _add_to_fallback_index(
              "annotations": doc.get("annotations") or {}}  # fmt: skip
     index = {"schemaVersion": 2, "mediaType": layout.OCI_INDEX, "manifests": [*manifests, entry]}
     client.put_manifest(repository, tag, layout.OCI_INDEX, layout.compact(index))
+
+
+def attach_published(
+    client: RegistryClient,
+    login: RegistryLogin,
+    repository: str,
+    ref: str,
+    platforms: dict[str, layout.Descriptor],
+) -> dict[str, tuple[str, str]]:
+    """An SBOM of each platform manifest a release published, attached to it: platform →
+    (the SBOM's digest, REFERRERS or TAG_SCHEMA)."""
+    attached = {}
+    for platform, manifest in sorted(platforms.items()):
+        spdx = named(syft_published(login, repository, manifest.digest), ref, platform,
+                     manifest.digest)  # fmt: skip
+        made = artifact(spdx, manifest, platform)
+        how = put_sbom(client, repository, made.manifest, made.blobs.__getitem__)
+        attached[platform] = (made.digest, how)
+    return attached
 
 
 def listed_referrers(client: RegistryClient, repository: str, subject: str) -> Iterator[dict]:

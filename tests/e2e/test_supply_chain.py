@@ -129,3 +129,32 @@ def test_a_delta_carries_sboms_of_its_own(bundle: Path, tmp_path: Path) -> None:
     assert gateway(delta)["sboms"] != gateway(bundle)["sboms"]  # its own: v0.3.9's names
     verified = run_cli("bundle", "verify", str(delta), "--base", str(bundle))
     assert verified.returncode == 0, verified.stderr[-3000:]
+
+
+def test_release_sbom_attaches_one_per_platform_and_signs_every_manifest(
+    bundle: Path, keys, lab: Lab, unique: str, tmp_path: Path
+) -> None:
+    """`release --sbom --sign-key` into the plain registry (no referrers API: the tag schema;
+    the engine pushes there): each row names its SBOM and how it was attached."""
+    report_path = tmp_path / "report.json"
+    result = run_cli(
+        "release", "--source", str(MINI_MATRIX), "--components", "gateway",
+        "--registry", f"{lab.registry}/rel-{unique}", "--plain-http", "--tag", f"s-{unique}",
+        "--sbom", "--sign-key", f"file:{keys[0]}", "--report-json", str(report_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(signed) (SBOMs: tag-schema)" in result.stdout, result.stdout
+    (row,) = json.loads(report_path.read_text())["images"]
+    repository = f"rel-{unique}/ai-infra-gateway"
+    with RegistryClient(lab.registry, plain_http=True) as client:
+        for platform in row["platforms"]:
+            assert platform["sbom_via"] == sbom.TAG_SCHEMA
+            listed = [
+                m["digest"] for m in sbom.listed_referrers(client, repository, platform["digest"])
+            ]
+            assert listed == [platform["sbom"]]
+            manifest, _ = client.get_manifest(repository, platform["sbom"])
+            read = lambda d: client.get_blob(repository, d)  # noqa: E731
+            assert sbom.problem(manifest, read, platform["digest"], platform["platform"]) is None
+            verified = cosign_verify(keys[1], f"{lab.registry}/{repository}@{platform['digest']}")
+            assert verified.returncode == 0, verified.stderr
