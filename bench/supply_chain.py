@@ -55,9 +55,20 @@ def one_image(full: Path, entry: dict, key: ec.EllipticCurvePrivateKey) -> dict:
         "image_bytes": made["plain"]["bytes"],
         "sbom_seconds_per_platform": made["sbom"]["sbom_seconds"] / len(PLATFORMS),
         "sbom_bytes": made["sbom"]["bytes"] - made["plain"]["bytes"],
-        "sign_seconds": made["signed"]["seconds"] - made["plain"]["seconds"],
+        "sign_seconds": signing_seconds(entry, key),
         "signature_bytes": made["signed"]["bytes"] - made["plain"]["bytes"],
     }
+
+
+def signing_seconds(entry: dict, key: ec.EllipticCurvePrivateKey) -> float:
+    """Making the signature images of one image (its index and each platform manifest), as
+    bundle create does: the difference of two whole creates is below their noise."""
+    digests = [entry["digest"], *(p["digest"] for p in entry["platforms"].values())]
+    reference = sign.docker_reference(entry["ref"])
+    t0 = time.monotonic()
+    for digest in digests:
+        sign.signature_image(key, reference, digest)
+    return time.monotonic() - t0
 
 
 def pushed_signing(full: Path, key: ec.EllipticCurvePrivateKey) -> dict[str, float]:
@@ -101,7 +112,7 @@ def main() -> None:
         sig_kb = r["signature_bytes"] / 1e3
         print(f"| {r['image']} | {r['image_bytes'] / 1e6:.1f} | "
               f"{r['sbom_seconds_per_platform']:.1f} | {r['sbom_bytes'] / 1e3:.0f} | "
-              f"{r['sign_seconds']:.2f} | {pushed_s} | {sig_kb:.1f} |")  # fmt: skip
+              f"{r['sign_seconds'] * 1e3:.1f} | {pushed_s} | {sig_kb:.1f} |")  # fmt: skip
     total_image = sum(r["image_bytes"] for r in rows)
     total_added = sum(r["sbom_bytes"] + r["signature_bytes"] for r in rows)
     print(f"\nall images: {total_image / 1e6:.1f} MB; SBOMs and signatures add "
