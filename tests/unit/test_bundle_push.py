@@ -91,6 +91,8 @@ class FakeRegistry:
         return None
 
     def blob(self, request: httpx.Request, repo: str, rest: str) -> httpx.Response:
+        if request.method == "GET" and (repo, rest) in self.blobs:
+            return httpx.Response(200, content=self.blobs[(repo, rest)])
         if request.method == "HEAD":
             found = (repo, rest) in self.blobs
             return httpx.Response(200 if found else 404)

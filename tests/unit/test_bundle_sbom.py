@@ -227,3 +227,36 @@ def test_the_release_report_names_each_rows_sbom_and_how() -> None:
                     images=[image])  # fmt: skip
     assert f"`{image.ref}@{image.digest}` (signed) (SBOMs: tag-schema)" in report.to_markdown()
     assert report.to_json()["images"][0]["platforms"][1]["sbom_via"] == "tag-schema"
+
+
+def test_attach_published_gives_each_platform_manifest_its_sbom(made, monkeypatch) -> None:
+    """What `release --sbom` does once an index is read back; syft (which reads the registry
+    itself) stands in as a function of the manifest it was asked about."""
+    bundle, sources = made
+    registry = tp.FakeRegistry()
+    tp.push(bundle, registry)
+    asked = []
+
+    def published(login, repository, digest):
+        asked.append((login.host, repository, digest, login.env()))
+        return json.dumps({"spdxVersion": "SPDX-2.3", "packages": []}).encode()
+
+    monkeypatch.setattr(sbom, "syft_published", published)
+    source, repo = sources[0], f"ai-infra/{sources[0].image.name}"
+    entry = inventory(bundle)["images"][0]
+    manifests = {p: layout.Descriptor(layout.OCI_MANIFEST, d["digest"], d["size"])
+                 for p, d in entry["platforms"].items()}  # fmt: skip
+    login = sbom.RegistryLogin(tp.HOST, "robot", "s3cret", None, plain_http=True)
+    with RegistryClient(tp.HOST, plain_http=True, transport=registry.transport()) as client:
+        attached = sbom.attach_published(client, login, repo, source.image.ref, manifests)
+        assert sorted(attached) == bf.PLATFORMS
+        for platform, (digest, how) in attached.items():
+            assert how == sbom.TAG_SCHEMA
+            subject = source.platform_manifests[platform]
+            listed = [m["digest"] for m in sbom.listed_referrers(client, repo, subject)]
+            assert listed[-1] == digest and len(listed) == 2  # beside the bundle's own
+            manifest, _ = client.get_manifest(repo, digest)
+            read = lambda d: client.get_blob(repo, d)  # noqa: E731
+            assert sbom.problem(manifest, read, subject, platform) is None
+    assert [a[2] for a in asked] == [source.platform_manifests[p] for p in bf.PLATFORMS]
+    assert asked[0][3]["SYFT_REGISTRY_AUTH_USERNAME"] == "robot"  # by environment, not argv
