@@ -136,7 +136,7 @@ def _write_layout(
         each = [(i.name, i.ref, i.source, w.graph) for i, w in zip(images, graphs, strict=True)]
         scratch = partial.with_name(f"{partial.name}-sbom")
         sboms = make_sboms(partial, each, sbom_maker, digests, scratch)
-    signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
+    signed = _sign(partial, images, graphs, sign_key, digests, sboms) if sign_key else None
     _write_metadata(partial, images, graphs, wanted, digests, base, signed, sboms)
     return digests, base, sboms
 
@@ -276,6 +276,8 @@ class _Signed:
     key: str  # the public key's fingerprint
     # image name → what is signed ("index" or a platform) → its signature manifest
     manifests: dict[str, dict[str, layout.Descriptor]]
+    # image name → platform → the signature manifest of that platform's SBOM artifact
+    sboms: dict[str, dict[str, layout.Descriptor]]
 
 
 def signed_digests(graph: layout.ImageGraph) -> dict[str, str]:
@@ -291,21 +293,34 @@ def _sign(
     walked: Sequence[_Walked],
     key: sign.SigningKey,
     stored: dict[str, int],
+    sboms: Made | None,
 ) -> _Signed:
     """Write a signature image of each image's index and of each of its platform manifests
-    (as ``cosign sign --recursive``) into the layout, adding their blobs to ``stored``."""
+    (as ``cosign sign --recursive``), and of each SBOM artifact, into the layout, adding their
+    blobs to ``stored``."""
     manifests: dict[str, dict[str, layout.Descriptor]] = {}
+    sbom_signatures: dict[str, dict[str, layout.Descriptor]] = {}
     for image, w in zip(images, walked, strict=True):
         reference = sign.docker_reference(image.ref)
-        manifests[image.name] = {}
-        for what, digest in signed_digests(w.graph).items():
-            made = sign.signature_image(key, reference, digest)
-            for data in [made.manifest, *made.blobs.values()]:
-                stored[layout.write_blob(root, data)] = len(data)
-            manifests[image.name][what] = layout.Descriptor(
-                layout.OCI_MANIFEST, made.digest, len(made.manifest)
-            )
-    return _Signed(sign.fingerprint(key.public_key()), manifests)
+        manifests[image.name] = {
+            what: _signature(root, key, reference, digest, stored)
+            for what, digest in signed_digests(w.graph).items()
+        }
+        made = sboms.manifests[image.name] if sboms else {}
+        sbom_signatures[image.name] = {
+            platform: _signature(root, key, reference, d.digest, stored)
+            for platform, d in made.items()
+        }
+    return _Signed(sign.fingerprint(key.public_key()), manifests, sbom_signatures)
+
+
+def _signature(
+    root: Path, key: sign.SigningKey, reference: str, digest: str, stored: dict[str, int]
+) -> layout.Descriptor:
+    made = sign.signature_image(key, reference, digest)
+    for data in [made.manifest, *made.blobs.values()]:
+        stored[layout.write_blob(root, data)] = len(data)
+    return layout.Descriptor(layout.OCI_MANIFEST, made.digest, len(made.manifest))
 
 
 def inventory_signatures(inventory: dict[str, Any]) -> dict[str, dict[str, layout.Descriptor]]:
@@ -363,7 +378,10 @@ def _write_metadata(
             inventory_images[-1]["signature"] = made.pop(INDEX_SIGNATURE)
             inventory_images[-1]["platform_signatures"] = made
         if sboms is not None:
-            inventory_images[-1]["sboms"] = inventory_section(sboms, image.name, w.graph)
+            signatures = signed.sboms[image.name] if signed else {}
+            inventory_images[-1]["sboms"] = inventory_section(
+                sboms, image.name, w.graph, signatures
+            )
 
     (root / layout.LAYOUT_FILE).write_bytes(
         layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})

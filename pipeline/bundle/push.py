@@ -23,7 +23,7 @@ from pipeline.bundle.archive import open_bundle
 from pipeline.bundle.create import inventory_signatures, signed_digests
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
-from pipeline.bundle.sboms import inventory_sboms
+from pipeline.bundle.sboms import inventory_sbom_signatures, inventory_sboms
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
 from pipeline.oci import layout, sbom, sign
@@ -138,6 +138,8 @@ class _Planned:
     # What is signed ("index" or a platform) → its signature image's manifest, if signed.
     signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
     sboms: list[layout.Descriptor] = field(default_factory=list)  # its SBOM artifacts
+    # SBOM artifact digest → its signature image's manifest, if signed.
+    sbom_signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
@@ -145,6 +147,7 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), layout.INVENTORY_FILE)
     signatures = inventory_signatures(inventory)  # verify checked their blobs
     sboms = inventory_sboms(inventory)  # and these, and their subjects
+    sbom_signatures = inventory_sbom_signatures(inventory)
     for top in layout.read_index(root):
         ref = top.annotations[layout.ANNOTATION_REF_NAME]  # verify checked it is there
         try:
@@ -154,8 +157,15 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
         graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
         repository = target.repository(parsed.name)
         artifacts = [d for d, _subject in sboms.get(ref, {}).values()]
+        signed_sboms = {
+            sboms[ref][platform][0].digest: d
+            for platform, d in sbom_signatures.get(ref, {}).items()
+            if platform in sboms.get(ref, {})
+        }
         planned.append(
-            _Planned(ref, repository, parsed.tag, graph, signatures.get(ref, {}), artifacts)
+            _Planned(
+                ref, repository, parsed.tag, graph, signatures.get(ref, {}), artifacts, signed_sboms
+            )  # fmt: skip
         )
     return planned
 
@@ -268,6 +278,10 @@ def _push(
                 lambda digest: layout.blob_path(root, digest).read_bytes(),
             )
             report.sboms_pushed[how] = report.sboms_pushed.get(how, 0) + 1
+            if artifact.digest in image.sbom_signatures:
+                signature = image.sbom_signatures[artifact.digest]
+                _push_signature(root, image, artifact.digest, signature, client)
+                report.signatures_pushed += 1
         report.images.append(
             PushedImage(
                 ref=image.ref,

@@ -87,13 +87,22 @@ def _one(
     return sbom.named(spdx, ref, platform, pm.descriptor.digest)
 
 
-def inventory_section(made: Made, name: str, graph: layout.ImageGraph) -> dict[str, Any]:
-    """``sboms`` of one image in ``inventory.json``."""
-    return {
-        platform: {"digest": d.digest, "size": d.size,
-                   "subject": graph.platforms[platform].descriptor.digest}
-        for platform, d in made.manifests[name].items()
-    }  # fmt: skip
+def inventory_section(
+    made: Made,
+    name: str,
+    graph: layout.ImageGraph,
+    signatures: dict[str, layout.Descriptor],
+) -> dict[str, Any]:
+    """``sboms`` of one image in ``inventory.json``: each with its subject and, when signed,
+    its signature image (``signature: {digest, size}``)."""
+    section: dict[str, Any] = {}
+    for platform, d in made.manifests[name].items():
+        section[platform] = {"digest": d.digest, "size": d.size,
+                             "subject": graph.platforms[platform].descriptor.digest}  # fmt: skip
+        if platform in signatures:
+            signature = signatures[platform]
+            section[platform]["signature"] = {"digest": signature.digest, "size": signature.size}
+    return section
 
 
 Listed = dict[str, dict[str, tuple[layout.Descriptor, str]]]
@@ -114,6 +123,21 @@ def inventory_sboms(inventory: dict[str, Any]) -> Listed:
                 raise BundleError(where)
             desc = layout.Descriptor.parse({"mediaType": layout.OCI_MANIFEST, **raw}, where)
             found.setdefault(entry.get("ref"), {})[platform] = (desc, str(raw.get("subject")))
+    return found
+
+
+def inventory_sbom_signatures(inventory: dict[str, Any]) -> dict[str, dict[str, layout.Descriptor]]:
+    """image ref → platform → the signature image of that platform's SBOM, where signed."""
+    found: dict[str, dict[str, layout.Descriptor]] = {}
+    for entry in inventory.get("images") or []:
+        listed = entry.get("sboms") if isinstance(entry, dict) else None
+        for platform, raw in (listed if isinstance(listed, dict) else {}).items():
+            signature = raw.get("signature") if isinstance(raw, dict) else None
+            if isinstance(signature, dict):
+                where = f"{layout.INVENTORY_FILE}: signature of the SBOM of {entry.get('ref')}"
+                desc = layout.Descriptor.parse({"mediaType": layout.OCI_MANIFEST, **signature},
+                                               f"{where} {platform}")  # fmt: skip
+                found.setdefault(entry.get("ref"), {})[platform] = desc
     return found
 
 

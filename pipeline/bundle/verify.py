@@ -30,7 +30,7 @@ from pipeline.bundle.create import (
     signed_digests,
 )
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
-from pipeline.bundle.sboms import Listed, inventory_sboms
+from pipeline.bundle.sboms import Listed, inventory_sbom_signatures, inventory_sboms
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import parse_tagged
@@ -198,6 +198,7 @@ class _Verifier:
         found = {ref: self._walk_image(ref, top) for ref, top in images}
         signatures = self._walk_signatures(inventory or {})
         sboms = self._walk_sboms(inventory or {})
+        sbom_signatures = self._walk_sbom_signatures(inventory or {})
         self._emit_blob_results()
         self._check_platforms(found, wanted)
         if inventory is not None:
@@ -211,6 +212,8 @@ class _Verifier:
             self._check_signatures(found, signatures, (inventory or {}).get("signing"))
         if sboms:
             self._check_sboms(found, sboms)
+        if sboms and self.key is not None:
+            self._check_sbom_signatures(sboms, sbom_signatures)
         report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
         report.results = self.results
         report.base, report.from_base = self.base, self.from_base
@@ -491,6 +494,36 @@ class _Verifier:
             ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d[0], "SBOM")}
             for ref, listed in named.items()
         }
+
+    def _walk_sbom_signatures(self, inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        try:
+            named = inventory_sbom_signatures(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} SBOM signatures", Status.INVALID, str(exc), file=file)
+            return {}
+        return {
+            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d)}
+            for ref, listed in named.items()
+        }
+
+    def _check_sbom_signatures(
+        self, sboms: Listed, signatures: dict[str, dict[str, layout.Descriptor]]
+    ) -> None:
+        """Each SBOM artifact signed under ``self.key``, naming its image's repository."""
+        for ref, listed in sboms.items():
+            for platform, (desc, _subject) in sorted(listed.items()):
+                signature = signatures.get(ref, {}).get(platform)
+                problem = (
+                    self._signature_problem(ref, desc.digest, signature)
+                    if signature is not None
+                    else "the bundle holds no intact signature of it"
+                )
+                status = Status.OK if problem is None else Status.INVALID
+                if signature is None:
+                    status = Status.MISSING
+                self._add("signature", f"{short_ref(ref)} {platform} SBOM", status, problem or "",
+                          image=ref, platform=platform, digest=desc.digest)  # fmt: skip
 
     def _check_sboms(self, found: dict[str, _Walked], sboms: Listed) -> None:
         """Every platform of every image has an SBOM, and each belongs to its subject: the

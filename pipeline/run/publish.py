@@ -222,13 +222,18 @@ async def checked(
 def attach_sboms(
     ref: str, platforms: dict[str, layout.PlatformManifest | None], access: RegistryAccess
 ) -> dict[str, tuple[str, str]]:
-    """An SBOM of each platform manifest, read by syft from the registry, attached to it."""
+    """An SBOM of each platform manifest, read by syft from the registry, attached to it (and
+    signed, with a key)."""
     reference = parse_tagged(ref)
     login = sbom.RegistryLogin(reference.registry, access.username, access.password,
                                access.ca_cert, access.plain_http)  # fmt: skip
     manifests = {p: m.descriptor for p, m in platforms.items() if m is not None}
     with access.client(reference.registry) as client:
-        return sbom.attach_published(client, login, reference.path, ref, manifests)
+        attached = sbom.attach_published(client, login, reference.path, ref, manifests)
+        for digest, _how in attached.values() if access.sign_key else []:
+            sign.push_signature(client, reference.path, sign.docker_reference(ref), digest,
+                                access.sign_key)  # fmt: skip
+    return attached
 
 
 def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:

@@ -2,8 +2,8 @@
 --sign-key` of one mini-matrix image, its SBOMs (SPDX JSON naming image, platform and
 manifest digest) checked offline and listed as packages, pushed to a registry with the
 referrers API (the lab's referrers registry) and to one without (Debian's docker-registry:
-the tag schema), where cosign verifies the index and each platform manifest; a delta made
-with --sbom carries SBOMs of its own.
+the tag schema), where cosign verifies the index, each platform manifest and each SBOM; a
+delta made with --sbom carries SBOMs of its own.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ def test_push_attaches_each_sbom_and_cosign_verifies_every_manifest(
             manifest, _ = client.get_manifest(repository, listed["digest"])
             read = lambda d: client.get_blob(repository, d)  # noqa: E731
             assert sbom.problem(manifest, read, listed["subject"], platform) is None
-    for digest in [entry["digest"], *(p["digest"] for p in entry["platforms"].values())]:
+    children = [p["digest"] for p in entry["platforms"].values()]
+    sboms = [listed["digest"] for listed in entry["sboms"].values()]
+    for digest in [entry["digest"], *children, *sboms]:  # every manifest, the SBOMs' too
         verified = cosign_verify(keys[1], f"{host}/{repository}@{digest}")
         assert verified.returncode == 0, verified.stderr
 
@@ -156,5 +158,6 @@ def test_release_sbom_attaches_one_per_platform_and_signs_every_manifest(
             manifest, _ = client.get_manifest(repository, platform["sbom"])
             read = lambda d: client.get_blob(repository, d)  # noqa: E731
             assert sbom.problem(manifest, read, platform["digest"], platform["platform"]) is None
-            verified = cosign_verify(keys[1], f"{lab.registry}/{repository}@{platform['digest']}")
-            assert verified.returncode == 0, verified.stderr
+            for digest in (platform["digest"], platform["sbom"]):  # the SBOM is signed too
+                verified = cosign_verify(keys[1], f"{lab.registry}/{repository}@{digest}")
+                assert verified.returncode == 0, verified.stderr

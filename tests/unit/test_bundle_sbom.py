@@ -17,7 +17,7 @@ import pytest
 from pipeline.bundle import create_bundle, verify_bundle
 from pipeline.bundle.verify import Status
 from pipeline.doors.cli import main
-from pipeline.oci import layout, sbom
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.registry import RegistryClient
 
 try:
@@ -260,3 +260,31 @@ def test_attach_published_gives_each_platform_manifest_its_sbom(made, monkeypatc
             assert sbom.problem(manifest, read, subject, platform) is None
     assert [a[2] for a in asked] == [source.platform_manifests[p] for p in bf.PLATFORMS]
     assert asked[0][3]["SYFT_REGISTRY_AUTH_USERNAME"] == "robot"  # by environment, not argv
+
+
+def test_with_a_key_each_sbom_is_signed_verified_and_pushed(tmp_path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    sources = bf.two_sources(tmp_path / "src")
+    bundle = tmp_path / "bundle"
+    create_bundle(bundle, [s.image for s in sources], bf.PLATFORMS, sign_key=key,
+                  sbom_maker=fake_syft)  # fmt: skip
+    entry = inventory(bundle)["images"][0]
+    assert all("signature" in listed for listed in entry["sboms"].values())
+    report = verify_bundle(bundle, key=key.public_key())
+    assert report.ok, [r.describe() for r in report.failures]
+    checked = [r.subject for r in report.results if r.check == "signature"]
+    assert "ai-infra-backend linux/arm64 SBOM" in checked and len(checked) == 10
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    wrong = [r.subject for r in verify_bundle(bundle, key=other).failures]
+    assert len(wrong) == 10  # index, platforms and SBOMs: each names itself
+    registry = tp.FakeRegistry()
+    pushed = tp.push(bundle, registry)
+    assert pushed.signatures_pushed == 10
+    repo = "ai-infra/ai-infra-backend"
+    sbom_digest = entry["sboms"]["linux/amd64"]["digest"]
+    _, signature = registry.manifests[(repo, sign.signature_tag(sbom_digest))]
+    read = lambda d: registry.blobs[(repo, d)]  # noqa: E731
+    reference = sign.docker_reference(entry["ref"])
+    assert sign.problem(signature, read, key.public_key(), reference, sbom_digest) is None
