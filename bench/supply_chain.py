@@ -103,7 +103,7 @@ def main() -> None:
         row["sign_pushed_seconds"] = pushed.get(row["ref"])
     RESULTS.write_text(json.dumps({"syft": "1.18.1", "images": rows}, indent=2) + "\n")
     print(
-        "| image | image MB | SBOM s / platform | SBOM kB | sign s (bundle) "
+        "| image | image MB | SBOM s / platform | SBOM kB | sign ms (bundle) "
         "| sign s (pushed) | signatures kB |"
     )
     print("|---|---|---|---|---|---|---|")
