@@ -17,9 +17,10 @@ from typing import Any
 from pipeline import signals
 from pipeline.bundle.archive import archive_path, check_archive_format, partial_archive
 from pipeline.bundle.delta import Base, base_section, read_base
+from pipeline.bundle.sboms import Made, inventory_section, make_sboms
 from pipeline.bundle.source import LayoutSource, copy_blob, open_source
 from pipeline.errors import BadInput, BundleError, writing
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import parse_tagged
 from pipeline.planning.kit import KIT_DIR, KitPlan, kit_files, pins
 
@@ -42,6 +43,7 @@ class CreateResult:
     blobs: int  # what the bundle holds
     total_bytes: int
     base: Base | None = None  # for a delta: its base, and (``base.blobs``) what it leaves to it
+    sboms: Made | None = None  # the SBOMs, when made: how long syft took, the bytes they add
 
 
 def check_bundle_request(archive: str | None, since: Path | None) -> None:
@@ -63,13 +65,17 @@ def create_bundle(
     sign_key: sign.SigningKey | None = None,
     kit: KitPlan | None = None,
     registry: str | None = None,
+    sbom_maker: sbom.SbomMaker | None = None,
 ) -> CreateResult:
     """Write the bundle layout at ``output`` (and ``output.tar[.zst]`` if ``archive`` is given).
     With ``since`` (a previous bundle, its archive or its inventory.json), a delta: the layers
     that bundle has are left out, and the inventory lists them as expected from it. With
-    ``sign_key``, each image's index is signed (cosign's format): the signature images are
+    ``sign_key``, each image's index and platform manifests are signed (cosign's format, as
+    ``cosign sign --recursive``): the signature images are
     blobs of the layout, which ``inventory.json`` names with the key's fingerprint. With
     ``kit``, the deployment kit in ``kit/``, pinned to ``registry`` (pipeline/planning/kit.py).
+    With ``sbom_maker`` (e.g. sbom.syft), an SBOM of every image and platform, attached to its
+    platform manifest (pipeline/bundle/sboms.py).
 
     Raises BadInput for wrong arguments and BundleError when an image lacks a platform or a
     source is incomplete or corrupt.
@@ -84,7 +90,9 @@ def create_bundle(
     # once both are whole; so an interrupt never ends with a complete bundle and exit 130.
     with signals.at_once(), writing("the bundle", output, BundleError):
         try:
-            digests, base = _write_layout(partial, images, wanted, previous, sign_key)
+            digests, base, sboms = _write_layout(
+                partial, images, wanted, previous, sign_key, sbom_maker
+            )
             if kit is not None:
                 write_kit(partial, kit, registry)
             if archive is not None and dest is not None:
@@ -102,6 +110,7 @@ def create_bundle(
         blobs=len(digests),
         total_bytes=sum(digests.values()),
         base=base,
+        sboms=sboms,
     )
 
 
@@ -111,8 +120,10 @@ def _write_layout(
     wanted: Sequence[str],
     previous: Base | None,
     sign_key: sign.SigningKey | None,
-) -> tuple[dict[str, int], Base | None]:
-    """The whole layout at ``partial``: what it stores (digest → size), and a delta's base."""
+    sbom_maker: sbom.SbomMaker | None,
+) -> tuple[dict[str, int], Base | None, Made | None]:
+    """The whole layout at ``partial``: what it stores (digest → size), a delta's base, and
+    the SBOMs made."""
     partial.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
     (partial / layout.BLOBS_DIR / layout.ALGORITHM).mkdir(parents=True)
@@ -120,9 +131,14 @@ def _write_layout(
     _require_platforms(images, graphs, wanted)
     base = _left_to_base(graphs, previous) if previous is not None else None
     digests = _copy_blobs(partial, images, graphs, base.blobs if base else {})
-    signed = _sign(partial, images, graphs, sign_key, digests) if sign_key else None
-    _write_metadata(partial, images, graphs, wanted, digests, base, signed)
-    return digests, base
+    sboms = None
+    if sbom_maker is not None:
+        each = [(i.name, i.ref, i.source, w.graph) for i, w in zip(images, graphs, strict=True)]
+        scratch = partial.with_name(f"{partial.name}-sbom")
+        sboms = make_sboms(partial, each, sbom_maker, digests, scratch)
+    signed = _sign(partial, images, graphs, sign_key, digests, sboms) if sign_key else None
+    _write_metadata(partial, images, graphs, wanted, digests, base, signed, sboms)
+    return digests, base, sboms
 
 
 def _check_arguments(
@@ -250,10 +266,25 @@ def _copy_blobs(
     return stored
 
 
+# In an inventory entry's signatures, the index's own signature is named by this key; each
+# platform manifest's by its platform.
+INDEX_SIGNATURE = "index"
+
+
 @dataclass(frozen=True)
 class _Signed:
     key: str  # the public key's fingerprint
-    manifests: dict[str, layout.Descriptor]  # image name → its signature manifest
+    # image name → what is signed ("index" or a platform) → its signature manifest
+    manifests: dict[str, dict[str, layout.Descriptor]]
+    # image name → platform → the signature manifest of that platform's SBOM artifact
+    sboms: dict[str, dict[str, layout.Descriptor]]
+
+
+def signed_digests(graph: layout.ImageGraph) -> dict[str, str]:
+    """What a recursive signature of an image signs: "index" (its top) and each platform's
+    manifest → the digest signed."""
+    platforms = {p: pm.descriptor.digest for p, pm in sorted(graph.platforms.items())}
+    return {INDEX_SIGNATURE: graph.top.digest, **platforms}
 
 
 def _sign(
@@ -262,34 +293,58 @@ def _sign(
     walked: Sequence[_Walked],
     key: sign.SigningKey,
     stored: dict[str, int],
+    sboms: Made | None,
 ) -> _Signed:
-    """Write a signature image of each image's top descriptor (the index) into the layout,
-    adding its blobs to ``stored``."""
-    manifests = {}
+    """Write a signature image of each image's index and of each of its platform manifests
+    (as ``cosign sign --recursive``), and of each SBOM artifact, into the layout, adding their
+    blobs to ``stored``."""
+    manifests: dict[str, dict[str, layout.Descriptor]] = {}
+    sbom_signatures: dict[str, dict[str, layout.Descriptor]] = {}
     for image, w in zip(images, walked, strict=True):
-        made = sign.signature_image(key, sign.docker_reference(image.ref), w.graph.top.digest)
-        for data in [made.manifest, *made.blobs.values()]:
-            stored[layout.write_blob(root, data)] = len(data)
-        manifests[image.name] = layout.Descriptor(
-            layout.OCI_MANIFEST, made.digest, len(made.manifest)
-        )
-    return _Signed(sign.fingerprint(key.public_key()), manifests)
+        reference = sign.docker_reference(image.ref)
+        manifests[image.name] = {
+            what: _signature(root, key, reference, digest, stored)
+            for what, digest in signed_digests(w.graph).items()
+        }
+        made = sboms.manifests[image.name] if sboms else {}
+        sbom_signatures[image.name] = {
+            platform: _signature(root, key, reference, d.digest, stored)
+            for platform, d in made.items()
+        }
+    return _Signed(sign.fingerprint(key.public_key()), manifests, sbom_signatures)
 
 
-def inventory_signatures(inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
-    """image ref → its signature manifest, as ``inventory.json`` names them; BundleError if one
-    is malformed."""
-    found = {}
+def _signature(
+    root: Path, key: sign.SigningKey, reference: str, digest: str, stored: dict[str, int]
+) -> layout.Descriptor:
+    made = sign.signature_image(key, reference, digest)
+    for data in [made.manifest, *made.blobs.values()]:
+        stored[layout.write_blob(root, data)] = len(data)
+    return layout.Descriptor(layout.OCI_MANIFEST, made.digest, len(made.manifest))
+
+
+def inventory_signatures(inventory: dict[str, Any]) -> dict[str, dict[str, layout.Descriptor]]:
+    """image ref → what is signed ("index" or a platform) → its signature manifest, as
+    ``inventory.json`` names them (``signature``: the index's, ``platform_signatures``: each
+    platform's); BundleError if one is malformed."""
+    found: dict[str, dict[str, layout.Descriptor]] = {}
     for entry in inventory.get("images") or []:
-        signature = entry.get("signature") if isinstance(entry, dict) else None
-        if signature is None:
+        if not isinstance(entry, dict):
             continue
-        if isinstance(signature, dict):
-            signature = {"mediaType": layout.OCI_MANIFEST, **signature}
         ref = entry.get("ref")
-        found[ref] = layout.Descriptor.parse(
-            signature, f"{layout.INVENTORY_FILE}: signature of {ref}"
-        )
+        named = {INDEX_SIGNATURE: entry.get("signature")}
+        platforms = entry.get("platform_signatures") or {}
+        if not isinstance(platforms, dict):
+            raise BundleError(f"{layout.INVENTORY_FILE}: platform_signatures of {ref}")
+        named.update(platforms)
+        for what, signature in named.items():
+            if signature is None:
+                continue
+            if isinstance(signature, dict):
+                signature = {"mediaType": layout.OCI_MANIFEST, **signature}
+            found.setdefault(ref, {})[what] = layout.Descriptor.parse(
+                signature, f"{layout.INVENTORY_FILE}: signature of {ref} {what}"
+            )
     return found
 
 
@@ -301,6 +356,7 @@ def _write_metadata(
     digests: dict[str, int],
     base: Base | None,
     signed: _Signed | None,
+    sboms: Made | None,
 ) -> None:
     entries = []
     inventory_images = []
@@ -315,8 +371,17 @@ def _write_metadata(
         entries.append({**w.top_raw, "annotations": annotations})
         inventory_images.append(inventory_entry(image.name, image.ref, image.tag, w.graph))
         if signed is not None:
-            manifest = signed.manifests[image.name]
-            inventory_images[-1]["signature"] = {"digest": manifest.digest, "size": manifest.size}
+            made = {
+                w: {"digest": d.digest, "size": d.size}
+                for w, d in signed.manifests[image.name].items()
+            }
+            inventory_images[-1]["signature"] = made.pop(INDEX_SIGNATURE)
+            inventory_images[-1]["platform_signatures"] = made
+        if sboms is not None:
+            signatures = signed.sboms[image.name] if signed else {}
+            inventory_images[-1]["sboms"] = inventory_section(
+                sboms, image.name, w.graph, signatures
+            )
 
     (root / layout.LAYOUT_FILE).write_bytes(
         layout.dumps({"imageLayoutVersion": layout.LAYOUT_VERSION})

@@ -20,12 +20,13 @@ from pathlib import Path
 import httpx
 
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.create import inventory_signatures
+from pipeline.bundle.create import inventory_signatures, signed_digests
 from pipeline.bundle.delta import Base
 from pipeline.bundle.progress import ByteProgress
+from pipeline.bundle.sboms import inventory_sbom_signatures, inventory_sboms
 from pipeline.bundle.verify import VerifyReport, first_few, short_ref, verify_layout
 from pipeline.errors import BundleError
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import RegistryTarget, parse_tagged
 from pipeline.oci.registry import RegistryClient, RegistryLogin
 from pipeline.planning.kit import KIT_DIR, rewritten
@@ -37,6 +38,9 @@ class PushedImage:
     target: str  # host/project/name:tag
     digest: str
     platforms: list[str]
+    # How its SBOMs reached the registry: "referrers" (its referrers API lists them) or
+    # "tag-schema" (the OCI 1.1 fallback, an index under the tag sha256-<hex>); None: none.
+    sboms: str | None = None
 
 
 @dataclass
@@ -49,6 +53,7 @@ class PushReport:
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
     signatures_pushed: int = 0  # signature images, each under its image's sha256-<hex>.sig
+    sboms_pushed: dict[str, int] = field(default_factory=dict)  # "referrers"|"tag-schema" → N
     kit: Path | None = None  # the deployment kit, written for this registry
 
     def summary(self) -> str:
@@ -58,6 +63,7 @@ class PushReport:
             f"{self.blobs_skipped} already there, {self.blobs_mounted} mounted, "
             f"{self.manifests_pushed} manifests"
             + (f", {self.signatures_pushed} signatures" if self.signatures_pushed else "")
+            + "".join(f", {n} SBOMs ({how})" for how, n in sorted(self.sboms_pushed.items()))
             + (f"; the deployment kit for it in {self.kit}" if self.kit else "")
         )
 
@@ -129,13 +135,19 @@ class _Planned:
     repository: str
     tag: str
     graph: layout.ImageGraph
-    signature: layout.Descriptor | None = None  # its signature image's manifest, if signed
+    # What is signed ("index" or a platform) → its signature image's manifest, if signed.
+    signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
+    sboms: list[layout.Descriptor] = field(default_factory=list)  # its SBOM artifacts
+    # SBOM artifact digest → its signature image's manifest, if signed.
+    sbom_signatures: dict[str, layout.Descriptor] = field(default_factory=dict)
 
 
 def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
     planned = []
     inventory = layout.loads((root / layout.INVENTORY_FILE).read_bytes(), layout.INVENTORY_FILE)
     signatures = inventory_signatures(inventory)  # verify checked their blobs
+    sboms = inventory_sboms(inventory)  # and these, and their subjects
+    sbom_signatures = inventory_sbom_signatures(inventory)
     for top in layout.read_index(root):
         ref = top.annotations[layout.ANNOTATION_REF_NAME]  # verify checked it is there
         try:
@@ -144,7 +156,17 @@ def _plan(root: Path, target: RegistryTarget) -> list[_Planned]:
             raise BundleError(f"bundle image {ref}: {exc}") from None
         graph = layout.walk_image(top, lambda d: layout.blob_path(root, d).read_bytes(), ref)
         repository = target.repository(parsed.name)
-        planned.append(_Planned(ref, repository, parsed.tag, graph, signatures.get(ref)))
+        artifacts = [d for d, _subject in sboms.get(ref, {}).values()]
+        signed_sboms = {
+            sboms[ref][platform][0].digest: d
+            for platform, d in sbom_signatures.get(ref, {}).items()
+            if platform in sboms.get(ref, {})
+        }
+        planned.append(
+            _Planned(
+                ref, repository, parsed.tag, graph, signatures.get(ref, {}), artifacts, signed_sboms
+            )  # fmt: skip
+        )
     return planned
 
 
@@ -242,15 +264,31 @@ def _push(
                     advance(desc.size)
             present.setdefault(desc.digest, repo)
         _push_manifests(root, image, client, report, advance)
-        if image.signature is not None:
-            _push_signature(root, image, image.signature, client)
-            report.signatures_pushed += 1
+        signed = signed_digests(image.graph)
+        for what, signature in image.signatures.items():
+            if what in signed:  # verify checked each one the image needs
+                _push_signature(root, image, signed[what], signature, client)
+                report.signatures_pushed += 1
+        how = None
+        for artifact in image.sboms:  # after its subject, which the referrers name
+            how = sbom.put_sbom(
+                client,
+                image.repository,
+                layout.blob_path(root, artifact.digest).read_bytes(),
+                lambda digest: layout.blob_path(root, digest).read_bytes(),
+            )
+            report.sboms_pushed[how] = report.sboms_pushed.get(how, 0) + 1
+            if artifact.digest in image.sbom_signatures:
+                signature = image.sbom_signatures[artifact.digest]
+                _push_signature(root, image, artifact.digest, signature, client)
+                report.signatures_pushed += 1
         report.images.append(
             PushedImage(
                 ref=image.ref,
                 target=f"{target.host}/{repo}:{image.tag}",
                 digest=image.graph.top.digest,
                 platforms=sorted(image.graph.platforms),
+                sboms=how,
             )
         )
     if progress:
@@ -259,15 +297,20 @@ def _push(
 
 
 def _push_signature(
-    root: Path, image: _Planned, signature: layout.Descriptor, client: RegistryClient
+    root: Path,
+    image: _Planned,
+    digest: str,
+    signature: layout.Descriptor,
+    client: RegistryClient,
 ) -> None:
-    """The image's signature, under its ``sha256-<hex>.sig`` tag: the index digest is the
-    same in the registry as in the bundle, so the signature still holds."""
+    """The signature of ``digest`` (the index or a platform manifest), under its
+    ``sha256-<hex>.sig`` tag: digests are the same in the registry as in the bundle, so the
+    signature still holds."""
     manifest = layout.blob_path(root, signature.digest).read_bytes()
     sign.put_signature(
         client,
         image.repository,
-        image.graph.top.digest,
+        digest,
         manifest,
         lambda digest: layout.blob_path(root, digest).read_bytes(),
     )

@@ -23,10 +23,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.bundle.archive import open_bundle
-from pipeline.bundle.create import inventory_entry, inventory_signatures
+from pipeline.bundle.create import (
+    INDEX_SIGNATURE,
+    inventory_entry,
+    inventory_signatures,
+    signed_digests,
+)
 from pipeline.bundle.delta import Base, describe_expected, open_base, parse_section
+from pipeline.bundle.sboms import Listed, inventory_sbom_signatures, inventory_sboms
 from pipeline.errors import BadInput, BundleError
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.reference import parse_tagged
 from pipeline.planning.kit import KIT_DIR, missing_from_bundle
 
@@ -148,6 +154,7 @@ def check_file(path: Path, digest: str, size: int) -> tuple[Status, str, str | N
     return Status.OK, "", actual
 
 
+_NO_SBOM = "the bundle holds no intact SBOM of it"
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 # One image as walked: its top, the platforms it has, its graph (None if a blob is damaged).
 _Walked = tuple[layout.Descriptor, set[str], layout.ImageGraph | None]
@@ -190,6 +197,8 @@ class _Verifier:
             raise BadInput(str(exc)) from None
         found = {ref: self._walk_image(ref, top) for ref, top in images}
         signatures = self._walk_signatures(inventory or {})
+        sboms = self._walk_sboms(inventory or {})
+        sbom_signatures = self._walk_sbom_signatures(inventory or {})
         self._emit_blob_results()
         self._check_platforms(found, wanted)
         if inventory is not None:
@@ -201,6 +210,10 @@ class _Verifier:
             self._check_base()
         if self.key is not None:
             self._check_signatures(found, signatures, (inventory or {}).get("signing"))
+        if sboms:
+            self._check_sboms(found, sboms)
+        if sboms and self.key is not None:
+            self._check_sbom_signatures(sboms, sbom_signatures)
         report = VerifyReport(path=self.label, platforms=wanted, images=[r for r, _ in images])
         report.results = self.results
         report.base, report.from_base = self.base, self.from_base
@@ -399,57 +412,145 @@ class _Verifier:
         return top, have | set(graph.platforms), graph if intact else None
 
     # --- signatures --------------------------------------------------------------------------
-    def _walk_signatures(self, inventory: dict[str, Any]) -> dict[str, layout.Descriptor]:
-        """Check every blob of the signature images the inventory names; image ref → the
-        signature manifest, for those whose blobs are all intact."""
+    def _walk_signatures(
+        self, inventory: dict[str, Any]
+    ) -> dict[str, dict[str, layout.Descriptor]]:
+        """Check every blob of the signature images the inventory names; image ref → what is
+        signed ("index" or a platform) → the signature manifest, for those whose blobs are all
+        intact."""
         try:
             named = inventory_signatures(inventory)
         except BundleError as exc:
             file = layout.INVENTORY_FILE
             self._add("inventory", f"{file} signatures", Status.INVALID, str(exc), file=file)
             return {}
-        return {ref: desc for ref, desc in named.items() if self._walk_signature(ref, desc)}
+        return {
+            ref: {what: d for what, d in signed.items() if self._walk_signature(ref, d)}
+            for ref, signed in named.items()
+        }
 
-    def _walk_signature(self, ref: str, desc: layout.Descriptor) -> bool:
+    def _walk_signature(self, ref: str, desc: layout.Descriptor, kind: str = "signature") -> bool:
         checked = []
 
-        def accept(d: layout.Descriptor, kind: str | None, platform: str | None) -> bool:
-            checked.append(self._check_blob(d, "signature", ref, None))
+        def accept(d: layout.Descriptor, _kind: str | None, platform: str | None) -> bool:
+            checked.append(self._check_blob(d, kind, ref, None))
             return checked[-1]
 
         try:
-            layout.walk_image(desc, self._read_blob_bytes, f"signature of {ref}", accept)
+            layout.walk_image(desc, self._read_blob_bytes, f"{kind} of {ref}", accept)
         except (BundleError, AttributeError, TypeError) as exc:
             self._add("blob", desc.digest, Status.INVALID, str(exc), image=ref)
             return False
         return all(checked)
 
     def _check_signatures(
-        self, found: dict[str, _Walked], signatures: dict[str, layout.Descriptor], signing: Any
+        self,
+        found: dict[str, _Walked],
+        signatures: dict[str, dict[str, layout.Descriptor]],
+        signing: Any,
     ) -> None:
-        """Each image's signature, under ``self.key``: one result per image."""
+        """Each image's signatures, under ``self.key``: one result for its index and one for
+        each platform manifest (a recursive signature, as cosign's ``--recursive``)."""
         assert self.key is not None
         named_key = signing.get("public_key") if isinstance(signing, dict) else None
-        for ref, (top, _platforms, _graph) in found.items():
-            desc = signatures.get(ref)
-            if desc is None:
-                status, detail = Status.MISSING, "the bundle holds no intact signature of it"
-            else:
-                problem = self._signature_problem(ref, top, desc)
-                status = Status.OK if problem is None else Status.INVALID
-                detail = problem or ""
-                if problem and problem.startswith("not signed by") and named_key:
-                    detail += f" (inventory.json names the key {named_key})"
-            self._add("signature", short_ref(ref), status, detail, image=ref, digest=top.digest)
+        for ref, (top, _platforms, graph) in found.items():
+            targets = signed_digests(graph) if graph else {INDEX_SIGNATURE: top.digest}
+            for what, digest in targets.items():
+                desc = signatures.get(ref, {}).get(what)
+                if desc is None:
+                    status, detail = Status.MISSING, "the bundle holds no intact signature of it"
+                else:
+                    problem = self._signature_problem(ref, digest, desc)
+                    status = Status.OK if problem is None else Status.INVALID
+                    detail = problem or ""
+                    if problem and problem.startswith("not signed by") and named_key:
+                        detail += f" (inventory.json names the key {named_key})"
+                subject = short_ref(ref) + ("" if what == INDEX_SIGNATURE else f" {what}")
+                platform = None if what == INDEX_SIGNATURE else what
+                self._add(
+                    "signature", subject, status, detail, image=ref, digest=digest,
+                    platform=platform,
+                )  # fmt: skip
 
-    def _signature_problem(
-        self, ref: str, top: layout.Descriptor, signature: layout.Descriptor
-    ) -> str | None:
+    def _signature_problem(self, ref: str, digest: str, signature: layout.Descriptor) -> str | None:
         manifest = self._read_blob_bytes(signature.digest)
         reference = sign.docker_reference(ref)
         try:
-            return sign.problem(manifest, self._read_blob_bytes, self.key, reference, top.digest)
+            return sign.problem(manifest, self._read_blob_bytes, self.key, reference, digest)
         except BundleError as exc:  # intact blobs, but not a signature image
+            return str(exc)
+
+    # --- SBOMs ------------------------------------------------------------------------------
+    def _walk_sboms(self, inventory: dict[str, Any]) -> Listed:
+        """Check every blob of the SBOMs the inventory names (as the signatures'); image ref →
+        platform → (artifact manifest, subject named), those whose blobs are intact."""
+        try:
+            named = inventory_sboms(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} sboms", Status.INVALID, str(exc), file=file)
+            return {}
+        return {
+            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d[0], "SBOM")}
+            for ref, listed in named.items()
+        }
+
+    def _walk_sbom_signatures(self, inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        try:
+            named = inventory_sbom_signatures(inventory)
+        except BundleError as exc:
+            file = layout.INVENTORY_FILE
+            self._add("inventory", f"{file} SBOM signatures", Status.INVALID, str(exc), file=file)
+            return {}
+        return {
+            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d)}
+            for ref, listed in named.items()
+        }
+
+    def _check_sbom_signatures(
+        self, sboms: Listed, signatures: dict[str, dict[str, layout.Descriptor]]
+    ) -> None:
+        """Each SBOM artifact signed under ``self.key``, naming its image's repository."""
+        for ref, listed in sboms.items():
+            for platform, (desc, _subject) in sorted(listed.items()):
+                signature = signatures.get(ref, {}).get(platform)
+                problem = (
+                    self._signature_problem(ref, desc.digest, signature)
+                    if signature is not None
+                    else "the bundle holds no intact signature of it"
+                )
+                status = Status.OK if problem is None else Status.INVALID
+                if signature is None:
+                    status = Status.MISSING
+                self._add("signature", f"{short_ref(ref)} {platform} SBOM", status, problem or "",
+                          image=ref, platform=platform, digest=desc.digest)  # fmt: skip
+
+    def _check_sboms(self, found: dict[str, _Walked], sboms: Listed) -> None:
+        """Every platform of every image has an SBOM, and each belongs to its subject: the
+        platform manifest the image has, as the inventory and the artifact both name it."""
+        for ref, (_top, _platforms, graph) in found.items():
+            listed = sboms.get(ref, {})
+            for platform, pm in sorted((graph.platforms if graph else {}).items()):
+                subject = pm.descriptor.digest
+                problem = self._sbom_problem(listed.get(platform), subject, platform)
+                status = Status.OK if problem is None else Status.INVALID
+                if problem == _NO_SBOM:
+                    status = Status.MISSING
+                self._add("sbom", f"{short_ref(ref)} {platform}", status, problem or "",
+                          image=ref, platform=platform, digest=subject)  # fmt: skip
+
+    def _sbom_problem(
+        self, listed: tuple[layout.Descriptor, str] | None, subject: str, platform: str
+    ) -> str | None:
+        if listed is None:
+            return _NO_SBOM
+        desc, named = listed
+        if named != subject:
+            return f"{layout.INVENTORY_FILE} names the subject {named}, not {subject}"
+        try:
+            manifest = self._read_blob_bytes(desc.digest)
+            return sbom.problem(manifest, self._read_blob_bytes, subject, platform)
+        except (BundleError, OSError) as exc:
             return str(exc)
 
     def _emit_blob_results(self) -> None:

@@ -17,6 +17,7 @@ from pipeline.bundle.delta import NeedsBase
 from pipeline.bundle.load import DEFAULT_NAMESPACE, load_bundle
 from pipeline.bundle.progress import StderrBar
 from pipeline.bundle.push import push_bundle
+from pipeline.bundle.sboms import image_packages
 from pipeline.bundle.verify import verify_bundle
 from pipeline.doors import flags
 from pipeline.errors import BadInput, BundleError
@@ -88,6 +89,19 @@ def verify(
     typer.echo(f"bundle {bundle}: {report.summary()}")
     if public is not None:
         typer.echo(f"every image signed with key {fingerprint(public)}")
+
+
+@app.command()
+def packages(
+    bundle: BundlePath,
+    image: Annotated[str, typer.Argument(help="The image, by name or reference.")],
+    platform: Annotated[
+        str | None, typer.Option(help="Its platform (default: the bundle's first).")
+    ] = None,
+) -> None:
+    """Print one image's packages from its SBOM (name, version, kind), offline."""
+    for pkg in image_packages(bundle, image, platform):
+        typer.echo(" ".join(p for p in (pkg.name, pkg.version, pkg.kind) if p))
 
 
 @app.command()

@@ -28,6 +28,7 @@ from pipeline.doors.bundle_cli import CONTEXT_SETTINGS
 from pipeline.doors.bundle_cli import app as bundle_app
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
+from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import fingerprint, read_sign_key
 from pipeline.planning.plan import Plan, check_releasable, resolve_plan
 from pipeline.planning.settings import SETTING_DOCS, setting_doc
@@ -187,6 +188,7 @@ def release(
     report_json: ReportJson = None,
     sign_key: flags.SignKey = None,
     rebuild: Rebuild = False,
+    sbom: flags.Sbom = False,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
     from pipeline.run.publish import RegistryAccess
@@ -208,7 +210,10 @@ def release(
         ca_cert=login.ca_cert,
         plain_http=login.plain_http,
         sign_key=read_sign_key(sign_key, os.environ) if sign_key is not None else None,
+        sboms=sbom,
     )
+    if sbom:
+        syft_path()  # no syft is bad input, before any build
     report = run_core(release_core, the_plan, given.checkout(the_plan), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
@@ -258,6 +263,7 @@ def bundle_create(
         ),
     ] = None,
     sign_key: flags.SignKey = None,
+    sbom: flags.Sbom = False,
 ) -> None:
     """Build the release and write it as one offline bundle (an OCI image layout)."""
     from pipeline.verbs.export import export_bundle
@@ -270,7 +276,7 @@ def bundle_create(
             raise BadInput(f"{target} already exists; remove it or choose another --output")
     host.check_output_folder(output, "--output")
     result = run_core(
-        functools.partial(export_bundle, since=since, sign_key=key),
+        functools.partial(export_bundle, since=since, sign_key=key, sboms=sbom),
         the_plan,
         given.checkout(the_plan),
         output,
@@ -282,6 +288,11 @@ def bundle_create(
         + (f"; {describe_expected(result.base.tag, result.base.blobs)}" if result.base else "")
         + (f"; archive {result.archive}" if result.archive else "")
         + (f"; signed with key {fingerprint(key.public_key())}" if key else "")
+        + (
+            f"; SBOMs {result.sboms.bytes / 1e6:.1f} MB in {result.sboms.seconds:.1f}s"
+            if result.sboms
+            else ""
+        )  # fmt: skip
     )
 
 

@@ -36,13 +36,22 @@ CaCert = Annotated[
 PlainHttp = Annotated[
     bool, typer.Option("--plain-http", help="The registry speaks plain HTTP (a lab registry).")
 ]
+Sbom = Annotated[
+    bool,
+    typer.Option(
+        "--sbom",
+        help="An SBOM (SPDX JSON, by syft) of every image and platform, attached to its "
+        "platform manifest.",
+    ),
+]
 # Given like a password: where the key is, never the key (pipeline/oci/sign.py reads it).
 SignKey = Annotated[
     str | None,
     typer.Option(
         "--sign-key",
         metavar="env:VAR|file:PATH",
-        help="Sign each image index (cosign's format) with this PEM EC P-256 private key.",
+        help="Sign each image index and its platform manifests (cosign's format) with this "
+        "PEM EC P-256 private key.",
     ),
 ]
 

@@ -22,6 +22,7 @@ from dagger import DefaultPath, Doc, dag, field, function, object_type
 
 from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import Events, printer
+from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import SigningKey, load_private_key
 from pipeline.planning.downloads import LOCK_FILE, Download, lock_lines
 from pipeline.planning.plan import Plan, resolve_plan
@@ -280,6 +281,9 @@ class AiInfraMatrix:
         rebuild: Annotated[
             bool, Doc("Build every image, reusing none (default: PIPELINE_REBUILD from .env)")
         ] = False,
+        sbom: Annotated[
+            bool, Doc("An SBOM (SPDX JSON, by syft) of every image and platform, attached")
+        ] = False,
     ) -> str:
         """Build every image for every platform, publish one index each; return the report.
 
@@ -294,7 +298,10 @@ class AiInfraMatrix:
             ca_cert=await exported(ca_cert, "ca.crt"),
             plain_http=plain_http,
             sign_key=await signing_key(sign_key),
+            sboms=sbom,
         )
+        if sbom:
+            syft_path()  # no syft is bad input, before any build
         report = await release_core(
             the_plan,
             self._checkout(ssh_key, tls),
@@ -350,6 +357,9 @@ class AiInfraMatrix:
             Doc("The previous bundle's inventory.json (or archive): make a delta of it"),
         ] = None,
         sign_key: SignKey = None,
+        sbom: Annotated[
+            bool, Doc("An SBOM (SPDX JSON, by syft) of every image and platform, attached")
+        ] = False,
     ) -> dagger.Directory:
         """The release as one offline bundle: OCI layout, inventory.json, SHA256SUMS.
 
@@ -369,6 +379,7 @@ class AiInfraMatrix:
             connect=engine.joined,
             since=previous,
             sign_key=await signing_key(sign_key),
+            sboms=sbom,
         )
         # `export --path dist/ai-infra-matrix-v0.3.8` writes the bundle itself there; with an
         # archive, the bundle folder and its archive side by side.

@@ -235,6 +235,20 @@ class RegistryClient:
             self._fail(response, f"get manifest {reference} of {repository}")
         return response.content, response.headers.get("Content-Type", "")
 
+    def referrers(self, repository: str, digest: str) -> bytes | None:
+        """The referrers API's index of what refers to ``digest``; None when the registry has
+        no such API (404, or anything but an index: distribution 2.x answers 404)."""
+        response = self._retrying(
+            f"list referrers of {digest} in {repository}",
+            lambda: self._send("GET", f"/v2/{repository}/referrers/{digest}", repository),
+        )
+        if response.status_code in (401, 403):
+            self._fail(response, f"list referrers of {digest} in {repository}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code != 200 or media_type != layout.OCI_INDEX:
+            return None
+        return response.content
+
     def get_blob(self, repository: str, digest: str) -> bytes:
         """A small blob (a signature's payload), checked against its digest."""
         response = self._retrying(

@@ -1,13 +1,15 @@
 """sign: image signatures in cosign's key-based format, made and checked without cosign.
 
-A signature signs the simple-signing payload (the repository and the index digest) with
+A signature signs the simple-signing payload (the repository and an image's digest) with
 ECDSA P-256 over SHA-256. It is stored as cosign stores it: an OCI image manifest under the
 tag ``sha256-<hex>.sig`` of the image's repository, whose one layer is the payload and carries
 the base64 DER signature in an annotation. No transparency log: the site is offline, so
 ``cosign verify --key pub.pem --insecure-ignore-tlog=true`` checks ours, and we check cosign's.
 
 The manifest, config and payload are the bytes cosign (go-containerregistry) writes for the
-same input; only the signature differs, ECDSA being randomised.
+same input; only the signature differs, ECDSA being randomised. An index is signed with each of
+its platform manifests, as ``cosign sign --recursive`` does, so that ``cosign verify`` of a
+child digest (what a runtime pulls, what Harbor shows) passes too.
 """
 
 from __future__ import annotations
@@ -240,6 +242,25 @@ def put_signature(
             data = read_blob(desc.digest)
             client.upload_blob(repository, desc.digest, desc.size, lambda d=data: io.BytesIO(d))
     return client.put_manifest(repository, signature_tag(digest), layout.OCI_MANIFEST, manifest)
+
+
+def children(index: bytes) -> list[str]:
+    """The platform manifests an index names, which a recursive signature signs too
+    (attestation manifests are not images: nobody pulls them by digest); none for a manifest."""
+    doc = layout.loads(index, "index")
+    found = [layout.Descriptor.parse(d, "index") for d in (doc or {}).get("manifests") or []]
+    return [d.digest for d in found if d.is_manifest and not d.is_attestation]
+
+
+def push_signatures(
+    client: RegistryClient, repository: str, reference: str, digest: str, key: SigningKey
+) -> dict[str, str]:
+    """Sign the image ``digest`` and, for an index, each of its platform manifests (as
+    ``cosign sign --recursive``): signed digest → its signature manifest's digest, the
+    image's own first."""
+    manifest, _ = client.get_manifest(repository, digest)
+    signed = [digest, *children(manifest)]
+    return {d: push_signature(client, repository, reference, d, key) for d in signed}
 
 
 def push_signature(

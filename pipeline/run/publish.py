@@ -24,7 +24,7 @@ import httpx
 from dagger import dag
 
 from pipeline.errors import BadInput, PipelineError, PublishFailed
-from pipeline.oci import layout, sign
+from pipeline.oci import layout, sbom, sign
 from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
 from pipeline.oci.reference import parse_tagged, registry_host
@@ -75,6 +75,8 @@ class RegistryAccess:
     secret: dagger.Secret | None = field(default=None, repr=False)
     # Sign each published index (cosign's format) with our own client, after its read-back.
     sign_key: SigningKey | None = field(default=None, repr=False)
+    # An SBOM (syft) of each published platform manifest, attached to it (pipeline/oci/sbom.py).
+    sboms: bool = False
 
     def client(self, host: str, **options: Any) -> RegistryClient:
         """Our own client of the registry with this login (read-back, rights check)."""
@@ -102,6 +104,7 @@ class Published:
     platforms: dict[str, layout.PlatformManifest | None] = field(default_factory=dict)
     error: str | None = None
     signature: str | None = None  # the digest of its signature manifest, when signed
+    sboms: dict[str, tuple[str, str]] = field(default_factory=dict)  # platform → (digest, how)
 
 
 async def publish_image(
@@ -216,17 +219,43 @@ async def checked(
             )
         except PipelineError as err:
             published.error = f"published, but its signature was not: {err}"
+    if access.sboms and not published.error:
+        try:
+            published.sboms = await anyio.to_thread.run_sync(
+                attach_sboms, image.ref, platforms, access
+            )
+        except PipelineError as err:
+            published.error = f"published, but its SBOMs were not: {err}"
     return published
 
 
+def attach_sboms(
+    ref: str, platforms: dict[str, layout.PlatformManifest | None], access: RegistryAccess
+) -> dict[str, tuple[str, str]]:
+    """An SBOM of each platform manifest, read by syft from the registry, attached to it (and
+    signed, with a key)."""
+    reference = parse_tagged(ref)
+    login = sbom.RegistryLogin(reference.registry, access.username, access.password,
+                               access.ca_cert, access.plain_http)  # fmt: skip
+    manifests = {p: m.descriptor for p, m in platforms.items() if m is not None}
+    with access.client(reference.registry) as client:
+        attached = sbom.attach_published(client, login, reference.path, ref, manifests)
+        for digest, _how in attached.values() if access.sign_key else []:
+            sign.push_signature(client, reference.path, sign.docker_reference(ref), digest,
+                                access.sign_key)  # fmt: skip
+    return attached
+
+
 def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:
-    """Push the signature of the index `digest` beside it (the `sha256-<hex>.sig` tag)."""
+    """Push the signatures of the index `digest` and of each platform manifest beside them
+    (`sha256-<hex>.sig` tags); the index's signature digest."""
     assert access.sign_key is not None
     reference = parse_tagged(ref)
     with access.client(reference.registry) as client:
-        return sign.push_signature(
+        signed = sign.push_signatures(
             client, reference.path, sign.docker_reference(ref), digest, access.sign_key
         )
+    return signed[digest]
 
 
 async def push(
@@ -315,6 +344,8 @@ def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
             reason = f"{host} does not answer from the module's container ({err})"
     if access.sign_key is not None:
         raise BadInput(f"--sign-key: signing needs the registry's API, and {reason}")
+    if access.sboms:
+        raise BadInput(f"--sbom: attaching SBOMs needs the registry's API, and {reason}")
     return replace(access, through_engine=reason)
 
 

@@ -37,6 +37,8 @@ class PlatformRow:
     engine: str | None = None  # the engine that built it: its address, or "default"
     inputs: str | None = None  # its input key (run/inputs.py)
     reused_from: str | None = None  # registry/repository@digest of the earlier build taken
+    sbom: str | None = None  # its SBOM's digest (release --sbom)
+    sbom_via: str | None = None  # how the registry got it: referrers | tag-schema
 
 
 @dataclass
@@ -118,7 +120,7 @@ class Report:
         if published:
             lines += ["", "Published indexes (pin these):", ""]
             lines += [f"- `{i.ref}@{i.digest}`" + (" (signed)" if i.signature else "")
-                      for i in published]  # fmt: skip
+                      + _sboms(i) for i in published]  # fmt: skip
         failed = [i for i in self.images if i.status == Status.FAILED]
         for image in failed:
             lines += ["", f"### {image.image} failed", ""]
@@ -128,6 +130,12 @@ class Report:
             if image.error:
                 lines += ["```", image.error, "```"]
         return "\n".join(lines) + "\n"
+
+
+def _sboms(image: ImageRow) -> str:
+    """How its SBOMs were attached, when they were: by the referrers API or the tag schema."""
+    via = sorted({p.sbom_via for p in image.platforms if p.sbom_via})
+    return f" (SBOMs: {', '.join(via)})" if via else ""
 
 
 def _size(size: int | None) -> str:
@@ -182,6 +190,7 @@ def image_row(
 def platform_row(built: Built, published: Published | None, exported: bool) -> PlatformRow:
     in_index = published is not None and built.platform in published.platforms
     manifest = published.platforms[built.platform] if in_index else None
+    attached = published.sboms.get(built.platform) if in_index else None  # (digest, how)
     status = Status.BUILD_FAILED if not built.ok else Status.NOT_PUBLISHED
     if built.ok and exported:
         status = Status.EXPORTED
@@ -197,6 +206,8 @@ def platform_row(built: Built, published: Published | None, exported: bool) -> P
         engine=built.engine,
         inputs=built.inputs,
         reused_from=built.reused.pinned if built.reused else None,
+        sbom=attached[0] if attached else None,
+        sbom_via=attached[1] if attached else None,
     )
 
 

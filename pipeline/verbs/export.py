@@ -28,7 +28,7 @@ from pipeline.bundle.create import (
 from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed, BundleError, writing
 from pipeline.events import Events
-from pipeline.oci import layout
+from pipeline.oci import layout, sbom
 from pipeline.oci.sign import SigningKey
 from pipeline.planning.plan import Plan, check_builds_an_image
 from pipeline.run import engine, fleet
@@ -70,13 +70,16 @@ async def export_bundle(
     connect: engine.Connect = engine.session,
     since: Path | None = None,
     sign_key: SigningKey | None = None,
+    sboms: bool = False,
 ) -> CreateResult:
     """The release as one OCI layout at `output` (and its archive); nothing there unless whole.
     With `since` (a previous bundle or its inventory.json), a delta of it; with `sign_key`,
-    every image signed."""
+    every image signed; with `sboms`, an SBOM of every image and platform (syft)."""
     check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     check_bundle_request(archive, since)  # before the builds: a wrong one is bad input
+    if sboms:
+        sbom.syft_path()  # no syft is bad input, before any build
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
     async with connect() as log, fleet.fleet(plan, events) as engines:
@@ -97,6 +100,7 @@ async def export_bundle(
                     return create_bundle(
                         output, images, plan.platforms, archive, since=since, sign_key=sign_key,
                         kit=plan.kit, registry=plan.registry,
+                        sbom_maker=sbom.syft if sboms else None,
                     )  # fmt: skip
     report = finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))

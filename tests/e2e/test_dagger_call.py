@@ -136,6 +136,10 @@ def test_dagger_call_release_gives_the_cli_door_s_rows_and_index_digests(
 
 
 def test_dagger_call_release_signs_what_cosign_verifies(lab: Lab, unique, tmp_path):
+    """`--sign-key` and `--sbom` through the door, on the TLS + auth registry: cosign verifies
+    the index and each platform manifest; syft, in the module's container, read each one with
+    the login and CA the release has, and its SBOM is attached by the tag schema (no referrers
+    API in distribution 2.x)."""
     key, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
     subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
                     str(key)], check=True, capture_output=True)  # fmt: skip
@@ -145,23 +149,26 @@ def test_dagger_call_release_signs_what_cosign_verifies(lab: Lab, unique, tmp_pa
     result = dagger(
         "call", "--source", str(MINI_MATRIX.relative_to(ROOT)),
         *release_args(lab, project, "v0.3.8"), "--components", "gateway",
-        "--sign-key", "env:DOOR_SIGN_KEY", "--json-report",
+        "--sign-key", "env:DOOR_SIGN_KEY", "--sbom", "--json-report",
         env={"DOOR_SIGN_KEY": key.read_text()},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = json.loads(result.stdout)["images"]
+    assert {(p["sbom_via"], bool(p["sbom"])) for p in row["platforms"]} == {("tag-schema", True)}
     assert row["signature"] and key.read_text().splitlines()[1] not in result.stdout + result.stderr
     cosign = os.environ.get("LAB_COSIGN", "")
     assert os.access(cosign, os.X_OK), f"LAB_COSIGN={cosign!r}: run scripts/lab up"
-    verified = subprocess.run(
-        [cosign, "verify", "--key", str(public), "--insecure-ignore-tlog=true",
-         f"{lab.secure_registry}/{project}/ai-infra-gateway@{row['digest']}"],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "SSL_CERT_FILE": str(lab.ca_cert), "COSIGN_PASSWORD": "",
-             "DOCKER_CONFIG": str(docker_config(tmp_path, lab))},
-    )  # fmt: skip
-    assert verified.returncode == 0, verified.stderr
-    assert f'"docker-manifest-digest":"{row["digest"]}"' in verified.stdout
+    config = docker_config(tmp_path, lab)
+    for digest in [row["digest"], *(p["digest"] for p in row["platforms"])]:
+        verified = subprocess.run(
+            [cosign, "verify", "--key", str(public), "--insecure-ignore-tlog=true",
+             f"{lab.secure_registry}/{project}/ai-infra-gateway@{digest}"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "SSL_CERT_FILE": str(lab.ca_cert), "COSIGN_PASSWORD": "",
+                 "DOCKER_CONFIG": str(config)},
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stderr
+        assert f'"docker-manifest-digest":"{digest}"' in verified.stdout
 
 
 def docker_config(root: Path, lab: Lab) -> Path:
@@ -208,7 +215,8 @@ def test_dagger_call_offline_bundle_exports_a_bundle_that_verifies(tmp_path):
 
 
 def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline(tmp_path):
-    """`--since` (the previous inventory.json) and `--sign-key env:VAR`, through the door."""
+    """`--since` (the previous inventory.json), `--sign-key env:VAR` and `--sbom` (syft in the
+    module's container, from the lock), through the door."""
     key, public = tmp_path / "key.pem", tmp_path / "key.pub.pem"
     openssl = ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)]
     subprocess.run(openssl, check=True, capture_output=True)
@@ -222,13 +230,14 @@ def test_dagger_call_offline_bundle_since_a_previous_one_signed_verifies_offline
     result = dagger(
         "call", "--source", str(MINI_MATRIX.relative_to(ROOT)), "offline-bundle",
         "--tag", "v0.3.9", "--components", "gateway", "--since", str(base / "inventory.json"),
-        "--sign-key", "env:BUNDLE_SIGN_KEY", "export", "--path", str(out),
+        "--sign-key", "env:BUNDLE_SIGN_KEY", "--sbom", "export", "--path", str(out),
         env={"BUNDLE_SIGN_KEY": key.read_text()},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert key.read_text().splitlines()[1] not in result.stdout + result.stderr
     inventory = json.loads((out / "inventory.json").read_text())
     assert inventory["base"] and inventory["signing"]["public_key"].startswith("sha256:")
+    assert all(sorted(i["sboms"]) == ["linux/amd64", "linux/arm64"] for i in inventory["images"])
     alone = run_cli("bundle", "verify", str(out), "--key", str(public))
     assert alone.returncode == 0, alone.stdout + alone.stderr
     whole = run_cli("bundle", "verify", str(out), "--base", str(base), "--key", str(public))

@@ -1,6 +1,7 @@
 """Signatures against the real cosign (the lab's, LAB_COSIGN) on the lab's plain registry:
-cosign verifies ours (pushed by `bundle push` and by `push_signature`), ours verifies
-cosign's, and `bundle verify --key` says what is wrong in one line per image, exit 1.
+cosign verifies ours (pushed by `bundle push` and by `push_signatures`) on each index and on
+each platform manifest's digest (signed as `cosign sign --recursive` signs), ours verifies
+cosign's, and `bundle verify --key` says what is wrong in one line per signature, exit 1.
 
 No engine: the images are small OCI layouts made in Python and pushed with our own client.
 """
@@ -86,29 +87,34 @@ def cosign_verify(cosign: Path, public: Path, ref: str) -> subprocess.CompletedP
 
 def test_cosign_verifies_what_bundle_push_copied(cosign, keys, lab: Lab, unique, tmp_path):
     project = f"sig-{unique}"
-    bundle, _ = make_bundle(tmp_path, lab, project, keys["key"])
+    bundle, sources = make_bundle(tmp_path, lab, project, keys["key"])
+    children = {s.image.name: list(s.platform_manifests.values()) for s in sources}
     for name, digest in pushed(bundle, lab, project).items():
-        ref = f"{lab.registry}/{project}/{name}@{digest}"
-        result = cosign_verify(cosign, keys["key.pub"], ref)
-        assert result.returncode == 0, result.stderr
-        assert f'"docker-manifest-digest":"{digest}"' in result.stdout
-        assert "The signatures were verified against the specified public key" in result.stderr
+        for signed in [digest, *children[name]]:  # the index, then each platform's manifest
+            ref = f"{lab.registry}/{project}/{name}@{signed}"
+            result = cosign_verify(cosign, keys["key.pub"], ref)
+            assert result.returncode == 0, result.stderr
+            assert f'"docker-manifest-digest":"{signed}"' in result.stdout
+            assert "The signatures were verified against the specified public key" in result.stderr
         wrong = cosign_verify(cosign, keys["other.pub"], ref)
         assert wrong.returncode != 0 and "no matching signatures" in wrong.stderr
 
 
-def test_cosign_verifies_what_push_signature_pushed(cosign, keys, lab: Lab, unique, tmp_path):
-    """What the release calls after it pushed an index."""
+def test_cosign_verifies_what_push_signatures_pushed(cosign, keys, lab: Lab, unique, tmp_path):
+    """What the release calls after it pushed an index: the index and each child signed."""
     project = f"sig-{unique}"
-    bundle, _ = make_bundle(tmp_path, lab, project, None)
+    bundle, sources = make_bundle(tmp_path, lab, project, None)
+    children = {s.image.name: list(s.platform_manifests.values()) for s in sources}
     key = sign.load_private_key(keys["key"].read_bytes(), "key")
     with lab.plain_client() as client:
         for name, digest in pushed(bundle, lab, project).items():
             repository = f"{project}/{name}"
             reference = f"{lab.registry}/{repository}"
-            sign.push_signature(client, repository, reference, digest, key)
-            result = cosign_verify(cosign, keys["key.pub"], f"{reference}@{digest}")
-            assert result.returncode == 0, result.stderr
+            signed = sign.push_signatures(client, repository, reference, digest, key)
+            assert list(signed) == [digest, *children[name]]
+            for each in signed:
+                result = cosign_verify(cosign, keys["key.pub"], f"{reference}@{each}")
+                assert result.returncode == 0, result.stderr
 
 
 def test_ours_verifies_what_cosign_signed(cosign, keys, lab: Lab, unique, tmp_path):
@@ -170,8 +176,7 @@ def test_bundle_verify_key_names_each_image_that_fails(keys, lab: Lab, unique, t
     assert wrong.returncode == 1
     lines = wrong.stderr.strip().splitlines()
     assert [line.split(": ")[1] for line in lines[:-1]] == [
-        "signature ai-infra-backend",
-        "signature ai-infra-frontend",
+        f"signature {subject}" for subject in signed_subjects()
     ]
     assert all("not signed by the key" in line for line in lines[:-1])
 
@@ -186,13 +191,20 @@ def test_bundle_verify_key_names_each_image_that_fails(keys, lab: Lab, unique, t
     missing = verify_cli(unsigned, keys["key.pub"])
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[:-1] == [
-        f"missing: signature {name}: the bundle holds no intact signature of it"
-        for name in ("ai-infra-backend", "ai-infra-frontend")
+        f"missing: signature {subject}: the bundle holds no intact signature of it"
+        for subject in signed_subjects()
     ]
 
 
+def signed_subjects() -> list[str]:
+    """Each image's index, then each of its platforms: what a recursive signature covers."""
+    names = ("ai-infra-backend", "ai-infra-frontend")
+    return [f"{n}{p}" for n in names for p in ["", *(f" {p}" for p in bf.PLATFORMS)]]
+
+
 def test_release_signs_every_index_it_publishes(cosign, keys, lab: Lab, unique, tmp_path):
-    """`release --sign-key`: cosign verifies each published index; the report says signed."""
+    """`release --sign-key`: cosign verifies each published index and each platform manifest
+    in it; the report says signed."""
     project = f"sig-{unique}"
     report_path = tmp_path / "report.json"
     result = run_cli(
@@ -211,4 +223,8 @@ def test_release_signs_every_index_it_publishes(cosign, keys, lab: Lab, unique, 
         verified = cosign_verify(cosign, keys["key.pub"], pinned)
         assert verified.returncode == 0, verified.stderr
         assert f'"docker-manifest-digest":"{row["digest"]}"' in verified.stdout
+        for platform in row["platforms"]:  # each child digest, as Harbor and runtimes see it
+            child = f"{row['ref'].rsplit(':', 1)[0]}@{platform['digest']}"
+            verified = cosign_verify(cosign, keys["key.pub"], child)
+            assert verified.returncode == 0, (platform["platform"], verified.stderr)
     assert keys["key"].read_text().splitlines()[1] not in result.stdout + result.stderr

@@ -91,6 +91,8 @@ class FakeRegistry:
         return None
 
     def blob(self, request: httpx.Request, repo: str, rest: str) -> httpx.Response:
+        if request.method == "GET" and (repo, rest) in self.blobs:
+            return httpx.Response(200, content=self.blobs[(repo, rest)])
         if request.method == "HEAD":
             found = (repo, rest) in self.blobs
             return httpx.Response(200 if found else 404)
@@ -123,6 +125,9 @@ class FakeRegistry:
         return httpx.Response(405)
 
     def manifest(self, request: httpx.Request, repo: str, reference: str) -> httpx.Response:
+        if request.method == "GET" and (repo, reference) in self.manifests:
+            media_type, data = self.manifests[(repo, reference)]
+            return httpx.Response(200, content=data, headers={"Content-Type": media_type})
         if request.method != "PUT":
             return httpx.Response(405)
         data = request.read()
