@@ -192,6 +192,11 @@ def _read_blob(src: LayoutSource):
     return lambda digest: src.read(layout.blob_relpath(digest))
 
 
+def image_graph(image: BundleImage) -> layout.ImageGraph:
+    """The image's index and platform manifests, read from its source (a tarball or layout)."""
+    return _walk(image).graph
+
+
 def _walk(image: BundleImage) -> _Walked:
     layers: set[str] = set()
 

@@ -49,7 +49,7 @@ def make_sboms(
             manifests[name] = {}
             for platform, pm in sorted(graph.platforms.items()):
                 one = scratch / f"{name}-{platform.replace('/', '-')}"
-                spdx = _one(root, source, pm, ref, platform, maker, one)
+                spdx = one_sbom(root, source, pm, ref, platform, maker, one)
                 made = sbom.artifact(spdx, pm.descriptor, platform)
                 for data in [made.manifest, *made.blobs.values()]:
                     stored[layout.write_blob(root, data)] = len(data)
@@ -61,7 +61,7 @@ def make_sboms(
     return Made(manifests, time.monotonic() - started, sum(stored.values()) - before)
 
 
-def _one(
+def one_sbom(
     root: Path,
     source: Path,
     pm: layout.PlatformManifest,
@@ -70,6 +70,8 @@ def _one(
     maker: sbom.SbomMaker,
     scratch: Path,
 ) -> bytes:
+    """The named SPDX JSON of one platform of an image: its blobs from the layout at `root`
+    where there, else copied from `source` into `scratch`."""
     extra = scratch / "from-source"
     extra.mkdir(parents=True)
 

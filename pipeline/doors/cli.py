@@ -159,6 +159,12 @@ def plan(
         typer.echo(console.plan_table(the_plan))
 
 
+ExportSbom = Annotated[
+    bool,
+    typer.Option(
+        "--sbom", help="An SBOM (SPDX JSON, by syft) of every image and platform, beside it."
+    ),
+]
 Rebuild = Annotated[
     bool,
     typer.Option(
@@ -226,14 +232,17 @@ def release(
 def export_cmd(
     output: Annotated[Path, typer.Option("--output", help="Directory for <image>.tar files.")],
     given: Given,
+    sbom: ExportSbom = False,
 ) -> None:
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
-    from pipeline.verbs.export import export_images
+    from pipeline.verbs.export import export_images, exported_sboms
 
     the_plan = given.plan()
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     host.check_output_folder(output, "--output")
+    if sbom:
+        syft_path()  # no syft is bad input, before any build
     report = run_core(
         export_images,
         the_plan,
@@ -243,6 +252,9 @@ def export_cmd(
     typer.echo(report.to_markdown())
     if not report.ok:
         raise BuildFailed(report.incomplete("export"))
+    if sbom:
+        written = exported_sboms(the_plan, output)
+        typer.echo(f"{len(written)} SBOMs (SPDX JSON) beside the tarballs in {output}")
 
 
 @bundle_app.command("create", epilog=settings_epilog(publishes=False))

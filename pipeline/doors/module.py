@@ -39,7 +39,7 @@ from pipeline.run import engine
 from pipeline.run.build import build_context
 from pipeline.run.engine import CPU_PROBE_IMAGE
 from pipeline.run.publish import RegistryAccess
-from pipeline.verbs.export import export_bundle, export_images
+from pipeline.verbs.export import export_bundle, export_images, exported_sboms
 from pipeline.verbs.release import release as release_core
 
 # The files discovery and planning read; everything else stays in the engine.
@@ -325,9 +325,14 @@ class AiInfraMatrix:
         components: Components = None,
         ssh_key: SshKey = None,
         tls: TlsFolder = None,
+        sbom: Annotated[
+            bool, Doc("An SBOM (SPDX JSON, by syft) of every image and platform, beside it")
+        ] = False,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
         the_plan = await self._plan(tag, None, platforms, components)
+        if sbom:
+            syft_path()  # no syft is bad input, before any build
         tarballs: list[dagger.Directory] = []
 
         async def keep(directory: dagger.Directory) -> None:
@@ -339,7 +344,13 @@ class AiInfraMatrix:
         if not report.ok:
             events().note(report.to_markdown())
             raise BuildFailed(report.incomplete("export"))
-        return tarballs[0]
+        if not sbom:
+            return tarballs[0]
+        # The SBOMs are made here, beside the tarballs, in the module's working directory.
+        scratch = Path(tempfile.mkdtemp(prefix="export-", dir="."))
+        await tarballs[0].export(str(scratch))
+        exported_sboms(the_plan, scratch)
+        return dag.current_module().workdir(str(scratch))
 
     @function
     @one_line_errors

@@ -23,8 +23,10 @@ from pipeline.bundle.create import (
     CreateResult,
     check_bundle_request,
     create_bundle,
+    image_graph,
     remove_stale,
 )
+from pipeline.bundle.sboms import one_sbom
 from pipeline.bundle.source import copy_blob, open_source
 from pipeline.errors import BadInput, BuildFailed, BundleError, writing
 from pipeline.events import Events
@@ -249,3 +251,25 @@ def bundle_images(plan: Plan, scratch: Path) -> list[BundleImage]:
         )
         for d in plan.dependencies
     ]
+
+
+def exported_sboms(plan: Plan, folder: Path) -> list[Path]:
+    """An SBOM (SPDX JSON, syft) of each exported image's every platform, beside its tarball
+    (`<image>.<os>-<arch>.spdx.json`), naming the manifest digest it describes. Written once
+    all are made, each under a temporary name first: never a partial set that looks whole."""
+    made: dict[Path, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix=".sbom-", dir=folder) as scratch:
+        for image in bundle_images(plan, folder)[: len(plan.components)]:
+            if not image.source.exists():
+                continue  # not exported: it did not build everywhere
+            for platform, pm in sorted(image_graph(image).platforms.items()):
+                work = Path(scratch) / f"{image.name}-{platform.replace('/', '-')}"
+                spdx = one_sbom(work / "none", image.source, pm, image.ref, platform,
+                                sbom.syft, work)  # fmt: skip
+                made[folder / f"{image.name}.{platform.replace('/', '-')}.spdx.json"] = spdx
+    for path, spdx in made.items():
+        partial = path.with_name(f".{path.name}.partial")
+        with writing("an SBOM", path, BundleError):
+            partial.write_bytes(spdx)
+            partial.rename(path)
+    return list(made)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import MINI_MATRIX, Lab, run_cli
+from conftest import MINI_MATRIX, ROOT, Lab, run_cli
 
 from pipeline.oci import layout, sbom
 from pipeline.oci.registry import RegistryClient
@@ -161,3 +162,40 @@ def test_release_sbom_attaches_one_per_platform_and_signs_every_manifest(
             for digest in (platform["digest"], platform["sbom"]):  # the SBOM is signed too
                 verified = cosign_verify(keys[1], f"{lab.registry}/{repository}@{digest}")
                 assert verified.returncode == 0, verified.stderr
+
+
+def exported_gateway_sboms(folder: Path) -> None:
+    """The export's SBOMs, by the real syft: one per platform, naming the manifest of that
+    platform in the tarball beside it, with the packages of busybox's base."""
+    with tarfile.open(folder / "ai-infra-gateway.tar") as tar:
+        index = json.loads(tar.extractfile("index.json").read())
+        top = index["manifests"][0]
+        if top["mediaType"].endswith("index.v1+json"):
+            index = json.loads(tar.extractfile(f"blobs/sha256/{top['digest'][7:]}").read())
+    platforms = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                 for m in index["manifests"]}  # fmt: skip
+    assert set(platforms) == {"linux/amd64", "linux/arm64"}
+    for platform, digest in platforms.items():
+        spdx = (folder / f"ai-infra-gateway.{platform.replace('/', '-')}.spdx.json").read_bytes()
+        doc = json.loads(spdx)
+        assert doc["comment"].endswith(f"platform {platform}, manifest {digest}"), doc["comment"]
+        assert sbom.packages(spdx), platform  # syft found what the image holds
+
+
+def test_export_sbom_writes_one_beside_each_tarball_in_both_doors(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    result = run_cli("export", "--source", str(MINI_MATRIX), "--components", "gateway",
+                     "--output", str(out), "--sbom")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 SBOMs" in result.stdout, result.stdout
+    exported_gateway_sboms(out)
+    door = tmp_path / "door"
+    cli = os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN")
+    assert cli, "no dagger CLI: run scripts/test (it starts the lab)"
+    result = subprocess.run(
+        [cli, "--progress=plain", "call", "--source", str(MINI_MATRIX.relative_to(ROOT)),
+         "export", "--components", "gateway", "--sbom", "export", "--path", str(door)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported_gateway_sboms(door)

@@ -288,3 +288,29 @@ def test_with_a_key_each_sbom_is_signed_verified_and_pushed(tmp_path) -> None:
     read = lambda d: registry.blobs[(repo, d)]  # noqa: E731
     reference = sign.docker_reference(entry["ref"])
     assert sign.problem(signature, read, key.public_key(), reference, sbom_digest) is None
+
+
+def test_export_writes_an_sbom_of_each_image_and_platform_beside_its_tarball(
+    tmp_path, monkeypatch
+) -> None:
+    from pipeline.verbs import export
+    from tests.unit.test_orchestration import image, plan_of
+
+    sources = bf.two_sources(tmp_path / "src")
+    out = tmp_path / "export"
+    out.mkdir()
+    for source in sources:  # as `export` leaves them: <image>.tar
+        (out / f"{source.image.name}.tar").write_bytes(source.image.source.read_bytes())
+    plan = plan_of(*(image(s.image.name) for s in sources), image("ai-infra-not-built"))
+    monkeypatch.setattr(sbom, "syft", fake_syft)
+    written = export.exported_sboms(plan, out)
+    assert sorted(p.name for p in written) == sorted(
+        f"{s.image.name}.{p.replace('/', '-')}.spdx.json" for s in sources for p in bf.PLATFORMS
+    )
+    for source in sources:
+        for platform, digest in source.platform_manifests.items():
+            path = out / f"{source.image.name}.{platform.replace('/', '-')}.spdx.json"
+            doc = json.loads(path.read_text())
+            assert doc["comment"] == sbom.describes(f"h:5000/p/{source.image.name}:v1",
+                                                    platform, digest)  # fmt: skip
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no scratch
