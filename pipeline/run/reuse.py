@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx
+
 from pipeline.errors import PipelineError
 from pipeline.oci import layout
 from pipeline.oci.reference import parse_tagged
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from pipeline.run.publish import RegistryAccess
 
 RECORD_PREFIX = "inputs-"
+# A look-up may not hold a release up: a registry that does not answer now means build (the
+# push says the rest, with its own tries and timeout).
+LOOKUP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,9 @@ def find(ref: str, key: str, platform: str, access: RegistryAccess) -> Found | N
     """The manifest the record of `key` names in `ref`'s repository, if it holds."""
     reference = parse_tagged(ref)
     tag = record_tag(key)
-    with access.client(reference.registry, tries=1) as client:
+    with access.client(
+        reference.registry, tries=1, timeout=httpx.Timeout(LOOKUP_SECONDS)
+    ) as client:
         try:
             body, _ = client.get_manifest(reference.path, tag)
             manifest = json.loads(body)

@@ -148,3 +148,16 @@ def test_a_record_whose_manifest_says_another_key_is_no_match():
     unlabelled = access.registry.add_image("p/ai-infra-gateway", {}, "linux/amd64")
     reuse.record(REF, [(unlabelled, KEY)], access)
     assert reuse.find(REF, KEY, "linux/amd64", access) is None
+
+
+def test_a_registry_that_does_not_answer_is_no_match_after_one_short_try():
+    asked = []
+
+    class Silent(Registry):
+        def handle(self, request: httpx.Request) -> httpx.Response:
+            asked.append(request.extensions.get("timeout"))
+            raise httpx.ReadTimeout("no answer", request=request)
+
+    access = FakeAccess(registry=Silent())
+    assert reuse.find(REF, KEY, "linux/amd64", access) is None
+    assert len(asked) == 1 and asked[0]["read"] == reuse.LOOKUP_SECONDS
