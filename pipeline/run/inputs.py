@@ -30,15 +30,17 @@ class BaseDigests:
 
     def __init__(self, client: dagger.Client) -> None:
         self._client = client
-        self._found: dict[str, str] = {}
+        self._found: dict[tuple[str, str], str] = {}
 
     async def digest(self, ref: str, platform: str) -> str:
+        """What `ref` resolves to for `platform` (per platform: a base whose arm64 variant
+        alone changed must change only arm64's key)."""
         if "@sha256:" in ref:
             return ref.rsplit("@", 1)[1]
-        if ref not in self._found:
+        if (ref, platform) not in self._found:
             pulled = self._client.container(platform=dagger.Platform(platform)).from_(ref)
-            self._found[ref] = (await pulled.image_ref()).rsplit("@", 1)[1]
-        return self._found[ref]
+            self._found[ref, platform] = (await pulled.image_ref()).rsplit("@", 1)[1]
+        return self._found[ref, platform]
 
 
 async def input_key(
