@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import anyio
 import dagger
 
+from pipeline.errors import PipelineError
 from pipeline.events import Events
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.planning.prepare import kept_folders
@@ -137,10 +138,14 @@ def engine_builder(
     client: dagger.Client,
     label: str | None = None,
     look_up: LookUp | None = None,
+    slots: anyio.CapacityLimiter | None = None,
+    events: Events | None = None,
 ) -> BuildOne:
     """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's.
-    With `look_up`, what an earlier release built from the same inputs is taken instead."""
+    With `look_up`, what an earlier release built from the same inputs is taken instead;
+    with `slots`, only the build itself waits for one (a look-up takes none)."""
     bases = BaseDigests(client)
+    slots = slots or anyio.CapacityLimiter(1)
 
     async def build(image: ImagePlan, platform: str) -> Built:
         started = time.monotonic()
@@ -151,11 +156,38 @@ def engine_builder(
             built = Built(image, platform, time.monotonic() - started, container=found[1],
                           inputs=key, reused=found[0])  # fmt: skip
         else:
-            built = await build_one(context, image, platform, args, key)
+            async with slots:
+                if events is not None:
+                    events.note(f"building {image.image} for {platform}")
+                built = await with_services(context, image, platform, args, key)
         built.engine = label
         return built
 
     return build
+
+
+async def with_services(
+    context: dagger.Directory,
+    image: ImagePlan,
+    platform: str,
+    args: list[dagger.BuildArg],
+    key: str | None,
+) -> Built:
+    """Build, with the address of each build-time service it reaches (started now if it is
+    the first build to need it)."""
+    services = image.services.get(platform, {})
+    try:
+        urls = [dagger.BuildArg(name=a, value=await s.address()) for a, s in services.items()]
+    except (PipelineError, dagger.DaggerError) as err:
+        names = ", ".join(image.reaches[a] for a in services)
+        why = f"not built: {names} did not start: {' '.join(str(err).split())[:300]}"
+        return Built(image, platform, 0.0, error=why, inputs=key)
+    kept = [a for a in args if a.name not in services]  # the service's address wins
+    return await build_one(context, image, platform, sorted(kept + urls, key=_name), key)
+
+
+def _name(arg: dagger.BuildArg) -> str:
+    return arg.name
 
 
 async def keyed(
@@ -178,25 +210,29 @@ async def build_all(
     images: Sequence[ImagePlan],
     platforms: Sequence[str],
     build: BuildOne,
-    concurrency: int,
+    concurrency: int | None,
     events: Events,
     image_done: ImageDone | None = None,
 ) -> list[Built]:
-    """Every image x platform, at most `concurrency` solves at once, in plan order.
+    """Every image x platform, at most `concurrency` solves at once (None: `build` takes
+    its own slots), in plan order.
 
     `image_done` runs as soon as the last platform of an image has finished (built or not),
     while the other builds go on: a release publishes there, so pushing overlaps building.
     """
-    limiter = anyio.CapacityLimiter(concurrency)
+    limiter = anyio.CapacityLimiter(concurrency) if concurrency else None
     jobs = [(image, platform) for image in images for platform in platforms]
     results: list[Built | None] = [None] * len(jobs)
     done = 0
 
     async def run(slot: int, image: ImagePlan, platform: str) -> None:
         nonlocal done
-        async with limiter:
-            events.note(f"building {image.image} for {platform}")
+        if limiter is None:  # the build step takes its own slots
             built = await build(image, platform)
+        else:
+            async with limiter:
+                events.note(f"building {image.image} for {platform}")
+                built = await build(image, platform)
         results[slot] = built
         done += 1
         mark = "reused" if built.reused else "ok" if built.ok else "FAILED"

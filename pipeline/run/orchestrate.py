@@ -7,8 +7,10 @@ Tests run it with fakes at its boundary (tests/e2e run the real ones).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import anyio
 import dagger
@@ -50,6 +52,8 @@ class EngineSteps:
     publish: PublishOne | None = None
     # Tag what was built with its input key's record, once published (reuse.py).
     record: Callable[[Published, list[Built]], Awaitable[None]] | None = None
+    # The build step takes its own slots (a look-up takes none): build_all starts every job.
+    limited: bool = False
 
 
 async def engine_steps(
@@ -65,18 +69,23 @@ async def engine_steps(
     accesses: dict[str | None, RegistryAccess] = {}
     natives: dict[str, str] = {}
     concurrency = 0
+    slots = anyio.CapacityLimiter(1)  # every engine's builds at once, set below
     for one in engines:
         if one.client is None:
             builders |= dict.fromkeys(one.platforms, unreachable(one))
             continue
-        context = await prepared_context(plan, checkout, events, one.client)
-        natives[one.label] = await engine.native_platform(one.client)
+        context, natives[one.label], cpus = await at_once(
+            prepared_context(plan, checkout, events, one.client),
+            engine.native_platform(one.client),
+            engine_cpus(plan, events, one.client),
+        )
         if access is not None:
             accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
         look_up = reusing(plan, accesses.get(one.label), one.client)
-        builder = engine_builder(context, natives[one.label], one.client, one.label, look_up)
+        builder = engine_builder(context, natives[one.label], one.client, one.label, look_up,
+                                 slots, events)  # fmt: skip
         builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
-        concurrency += plan.concurrency or await engine.default_concurrency(events, one.client)
+        concurrency += cpus
 
     async def build(image: ImagePlan, platform: str) -> Built:
         return await builders[platform](image, platform)
@@ -89,7 +98,10 @@ async def engine_steps(
                 continue
             # The engine's own platform, as build.sh runs AppHub on the build host's.
             chosen = next((b for b in mine if b.platform == natives[one.label]), mine[0])
-            served |= dict.fromkeys(one.platforms, await serve.serve(image, chosen, one.client))
+            start = starter(image, chosen, one.client, events)
+            served |= dict.fromkeys(
+                one.platforms, Served(None, chosen.platform, chosen.inputs, start)
+            )
         return served
 
     publish = None
@@ -113,7 +125,41 @@ async def engine_steps(
         async def record(published: Published, built: list[Built]) -> None:
             await anyio.to_thread.run_sync(recorded, published, built, access)
 
-    return EngineSteps(build, serve_one, max(concurrency, 1), publish, record)
+    slots.total_tokens = max(concurrency, 1)
+    return EngineSteps(build, serve_one, max(concurrency, 1), publish, record, limited=True)
+
+
+async def engine_cpus(plan: Plan, events: Events, client: dagger.Client) -> int:
+    return plan.concurrency or await engine.default_concurrency(events, client)
+
+
+async def at_once(*steps: Awaitable[Any]) -> list[Any]:
+    """Await independent engine calls together: a run's fixed cost is their longest, not
+    their sum."""
+    results: list[Any] = [None] * len(steps)
+
+    async def one(n: int, step: Awaitable[Any]) -> None:
+        results[n] = await step
+
+    try:
+        async with anyio.create_task_group() as group:
+            for n, step in enumerate(steps):
+                group.start_soon(one, n, step)
+    except BaseExceptionGroup as grouped:  # a step's own error (one line), not the group's
+        raise grouped.exceptions[0] from None
+    return results
+
+
+def starter(image: ImagePlan, built: Built, client: dagger.Client, events: Events):
+    """Start `built` as a service when a build first asks its address."""
+
+    async def start() -> str:
+        with events.step(f"starting {image.image} for the builds that reach it"):
+            started = await serve.serve(image, built, client)
+        assert started.url is not None
+        return started.url
+
+    return start
 
 
 def reusing(plan: Plan, access: RegistryAccess | None, client: dagger.Client) -> LookUp | None:
@@ -201,8 +247,8 @@ async def build_in_waves(
             else:
                 pinned = pin_needs(image, published)
                 ready.append(with_services(pinned, served, plan.platforms))
-        done = await build_all(ready, plan.platforms, steps.build, steps.concurrency, events,
-                               image_done)  # fmt: skip
+        concurrency = None if steps.limited else steps.concurrency
+        done = await build_all(ready, plan.platforms, steps.build, concurrency, events, image_done)
         builds |= group(done)
         served |= await start_services(plan, ready, builds, steps, events)
     return builds
@@ -220,9 +266,8 @@ async def start_services(
     served = {}
     for image in built:
         if image.image in reached and all(b.ok for b in builds[image.image]):
-            try:
-                with events.step(f"starting {image.image} for the builds that reach it"):
-                    served[image.image] = await steps.serve(image, builds[image.image])
+            try:  # the engines' serve starts each variant when a build first needs it
+                served[image.image] = await steps.serve(image, builds[image.image])
             except (PipelineError, dagger.DaggerError) as err:
                 events.note(f"{image.image} did not start: {' '.join(str(err).split())[:300]}")
     return served
@@ -267,21 +312,23 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
 def with_services(
     image: ImagePlan, served: Mapping[str, Mapping[str, Served]], platforms: Iterable[str]
 ) -> ImagePlan:
-    """Pass each platform's build the URL of each build-time service it reaches
-    (APPHUB_URL=...), the one on its own engine; and, where that service runs another
-    platform than the build's, what build.sh passes then."""
+    """Give each platform's build each build-time service it reaches (its URL becomes
+    APPHUB_URL=... when the build runs), the one on its own engine; and, where that service
+    runs another platform than the build's, what build.sh passes then."""
     if not image.reaches:
         return image
     declared = set(declared_args(image.dockerfile_text))
     foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
-    per_platform, keys = {}, {}
+    per_platform, reached, keys = {}, {}, {}
     for platform in platforms:
         services = {arg: served[name][platform] for arg, name in image.reaches.items()}
         away = any(service.platform != platform for service in services.values())
-        urls = {arg: service.url for arg, service in services.items()}
-        per_platform[platform] = urls | (foreign if away else {})
+        per_platform[platform] = foreign if away else {}
+        reached[platform] = services
+        # The service as the key sees it: its image's key (an address differs every session);
+        # with none, something no other key has, so the image is never reused.
         keys[platform] = {
-            arg: f"{image.reaches[arg]} {service.inputs or 'unknown ' + service.url}"
+            arg: f"{image.reaches[arg]} {service.inputs or 'unknown ' + uuid.uuid4().hex}"
             for arg, service in services.items()
         }
-    return replace(image, platform_args=per_platform, served_inputs=keys)
+    return replace(image, platform_args=per_platform, services=reached, served_inputs=keys)

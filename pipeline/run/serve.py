@@ -9,8 +9,10 @@ by its address, which a container bound to it reads from its /etc/hosts.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
+import anyio
 import dagger
 from dagger import dag
 
@@ -25,11 +27,24 @@ from pipeline.run.engine import CPU_PROBE_IMAGE
 FOREIGN_PLATFORM_ARGS = {"ALLOW_SYSTEM_SLURM": "true"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Served:
-    url: str
+    """One variant of a build-time service. With `start`, it starts the first time a build
+    asks its address: a release whose reaching builds are all reused starts none."""
+
+    url: str | None
     platform: str  # of the variant that runs
     inputs: str | None = None  # that variant's input key
+    start: Callable[[], Awaitable[str]] | None = field(default=None, repr=False)
+    _starting: anyio.Lock | None = field(default=None, repr=False)
+
+    async def address(self) -> str:
+        self._starting = self._starting or anyio.Lock()
+        async with self._starting:  # concurrent builds: one start
+            if self.url is None:
+                assert self.start is not None
+                self.url = await self.start()
+        return self.url
 
 
 async def serve(image: ImagePlan, built: Built, client: dagger.Client = dag) -> Served:

@@ -167,7 +167,11 @@ async def build_args_of(plan: Plan, fake: FakeEngine) -> dict[str, dict]:
     build = fake.build
 
     async def recording(img, platform):
-        args[f"{img.image} {platform}"] = img.build_args | img.platform_args.get(platform, {})
+        services = img.services.get(platform, {})
+        urls = {arg: await service.address() for arg, service in services.items()}
+        args[f"{img.image} {platform}"] = (
+            img.build_args | img.platform_args.get(platform, {}) | urls
+        )
         return await build(img, platform)
 
     fake.build = recording
@@ -360,3 +364,25 @@ async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_an_engines_setup_calls_run_together_and_fail_with_their_own_error():
+    other_started = anyio.Event()
+
+    async def first() -> int:
+        await other_started.wait()  # awaited one after the other, this would never end
+        return 1
+
+    async def second() -> int:
+        other_started.set()
+        return 2
+
+    with anyio.fail_after(5):
+        assert await orchestrate.at_once(first(), second()) == [1, 2]
+
+    async def failing() -> None:
+        raise PipelineError("third_party/x.deb: sha256 mismatch")
+
+    with pytest.raises(PipelineError, match="sha256 mismatch"):
+        await orchestrate.at_once(second(), failing())
