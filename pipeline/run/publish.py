@@ -174,7 +174,8 @@ async def publish_stitched(
 def put_index(
     ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
 ) -> str:
-    """Write the index of the platform manifests (platform -> digest) under the tag."""
+    """Write the index of the platform manifests (platform -> digest) under the tag; of one
+    platform, its manifest itself, as the engine publishes one variant."""
     reference = parse_tagged(ref)
     descriptors = []
     with access.client(reference.registry) as client:
@@ -184,6 +185,8 @@ def put_index(
             if per_arch_tags:
                 tag = arch_tagged(reference.tag, platform)
                 client.put_manifest(reference.path, tag, media_type, body)
+        if len(descriptors) == 1:
+            return client.put_manifest(reference.path, reference.tag, media_type, body)
         index = layout.image_index(descriptors)
         return client.put_manifest(reference.path, reference.tag, layout.OCI_INDEX, index)
 

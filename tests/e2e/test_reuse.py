@@ -19,6 +19,7 @@ import dagger
 import pytest
 from dagger import dag
 
+from pipeline.oci import layout
 from pipeline.run.inputs import INPUTS_LABEL
 from pipeline.run.reuse import record_tag
 from tests.e2e.conftest import (
@@ -215,3 +216,14 @@ def test_rebuild_builds_what_would_be_reused(new_tag, tree: Tree):
     before = rows(new_tag)
     for key, row in rows(report).items():
         assert row["inputs"] == before[key]["inputs"], key  # the same inputs, built anyway
+
+
+def test_a_one_platform_release_of_a_reused_image_is_its_manifest(lab: Lab, tree: Tree, new_tag):
+    report = tree.release("one", "--components", "apphub", "--platforms", "linux/amd64")
+    (row,) = report["images"]
+    (platform,) = row["platforms"]
+    assert platform["status"] == "reused"
+    assert platform["digest"] == rows(new_tag)["ai-infra-apphub", "linux/amd64"]["digest"]
+    with lab.secure_client() as client:  # no index of one: the manifest, as the engine does
+        body, _ = client.get_manifest(f"{tree.project}/ai-infra-apphub", "one")
+    assert layout.digest_bytes(body) == platform["digest"] == row["digest"]
