@@ -214,13 +214,15 @@ def reuse_markdown(reuse: dict) -> list[str]:
         "Method (bench/reuse.py): per workload, a cache-busted copy (cold_input.py) and its own "
         "tag, every release into one new project of the lab's plain registry. Cold: the first "
         "release there, on the lab's engine (base images in its cache). No change: the same "
-        "release again. One changed (warm): one more line in the changed file, the same release "
-        "again; docker: the build.sh way on its own cold copy (every `docker build`, cached but "
-        "the changed image's, and every `docker save`). Fresh engine: the lab's second engine, "
-        "its cache pruned and checked empty before each run, builds every platform "
+        "release again. Fresh engine: one more line in the changed file, then the lab's second "
+        "engine, its cache pruned and checked empty before each run, builds every platform "
         "(`--engines linux/amd64=$LAB_ENGINE_2,linux/arm64=$LAB_ENGINE_2`), into the same "
-        "project. New tag: the same source, a new tag. The docker cold run pulls its base "
-        "images from the lab's registry (docker.io mirror) when it does not hold them.",
+        "project. New tag: the same source, a new tag. Last, one changed (warm): docker builds "
+        "its own cold copy the build.sh way, then after one more line in the changed file "
+        "every `docker build` again (cached but the changed image's) and every `docker save`; "
+        "the pipeline: one more line in its copy, the same release (first tag) on the lab's "
+        "engine. The docker cold run pulls its base images from the lab's registry (docker.io "
+        "mirror) when it does not hold them.",
         "",
     ]
     for name, w in reuse["workloads"].items():

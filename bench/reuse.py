@@ -152,7 +152,10 @@ def prune_fresh(engine: str) -> dict:
     return state
 
 
-def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) -> dict:
+def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int, out: dict,
+             save) -> None:  # fmt: skip
+    """Every phase of one workload into `out`, `save()` after each (a long run keeps what it
+    measured so far if it is stopped): the docker side, the longest, last."""
     example, component, path, style = WORKLOADS[name]
     rid = f"{run_id}-{name.split('-')[0]}"
     tag = f"reuse-{rid}"
@@ -162,7 +165,7 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) 
     make_cold_copy(example, dsrc, rid + "d")
     plan = resolve_plan(src, os.environ, {"image_tag": tag, "private_registry": project})
     declares_version = sorted(i.image for i in plan.components if "VERSION" in i.build_args)
-    out: dict = {
+    out |= {
         "source": str(example.relative_to(ROOT)),
         "images": len(plan.components),
         "platforms": list(plan.platforms),
@@ -190,6 +193,7 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) 
     }
     if rebuilt(report) != sorted(i.image for i in plan.components):
         problems.append(f"cold release reused something: {statuses(report)}")
+    save()
 
     runs = []
     for n in range(reps):
@@ -202,6 +206,44 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) 
         "median": med(runs),
         "counts": counts(report),
     }
+    save()
+
+    engine2 = os.environ["LAB_ENGINE_2"]
+    engines = ["--engines", ",".join(f"{p}={engine2}" for p in plan.platforms)]
+    fresh_runs, prunes = [], []
+    for n in range(reps):
+        prunes.append(prune_fresh(engine2))
+        if prunes[-1]["after"][0]:
+            problems.append(f"{engine2} kept {prunes[-1]['after'][0]} cache entries after prune")
+        change(src, component, path, style, 100 + n)
+        seconds, report = release(src, tag, project, f"{name}-fresh-{n + 1}", *engines)
+        fresh_runs.append(seconds)
+        fresh_engines = sorted({p["engine"] for i in report["images"] for p in i["platforms"]})
+        if rebuilt(report) != [f"ai-infra-{component}"]:
+            problems.append(f"fresh-engine release {n + 1} built {rebuilt(report)}")
+    out["one_changed_fresh"] = {
+        "runs": [round(s, 2) for s in fresh_runs],
+        "median": med(fresh_runs),
+        "counts": counts(report),
+        "engines": fresh_engines,
+        "prunes": prunes,
+    }
+    save()
+
+    log(f"{name}: a new tag, nothing else changed")
+    seconds, report = release(src, f"{tag}-next", project, f"{name}-new-tag")
+    out["new_tag"] = {
+        "seconds": round(seconds, 2),
+        "counts": counts(report),
+        "rebuilt": rebuilt(report),
+        "statuses": statuses(report),
+    }
+    if rebuilt(report) != declares_version:
+        problems.append(
+            f"new tag rebuilt {rebuilt(report)}; expected the images declaring VERSION "
+            f"{declares_version}"
+        )
+    save()
 
     log(f"{name}: docker, cold (the state before the change)")
     shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
@@ -226,7 +268,7 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) 
         seconds, report = release(src, tag, project, f"{name}-one-changed-{n + 1}")
         warm_runs.append(seconds)
         warm_counts.append(counts(report))
-        out.setdefault("one_changed_rebuilt", rebuilt(report))
+        out["one_changed_rebuilt"] = rebuilt(report)
         if rebuilt(report) != [f"ai-infra-{component}"]:
             problems.append(f"{component} changed, warm run {n + 1}: built {rebuilt(report)}")
     shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
@@ -240,42 +282,7 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int) 
         "runs": [round(s, 2) for s in docker_runs],
         "median": med(docker_runs),
     }
-
-    engine2 = os.environ["LAB_ENGINE_2"]
-    engines = ["--engines", ",".join(f"{p}={engine2}" for p in plan.platforms)]
-    fresh_runs, prunes = [], []
-    for n in range(reps):
-        prunes.append(prune_fresh(engine2))
-        if prunes[-1]["after"][0]:
-            problems.append(f"{engine2} kept {prunes[-1]['after'][0]} cache entries after prune")
-        change(src, component, path, style, 100 + n)
-        seconds, report = release(src, tag, project, f"{name}-fresh-{n + 1}", *engines)
-        fresh_runs.append(seconds)
-        fresh_engines = sorted({p["engine"] for i in report["images"] for p in i["platforms"]})
-        if rebuilt(report) != out["one_changed_rebuilt"]:
-            problems.append(f"fresh-engine release {n + 1} built {rebuilt(report)}")
-    out["one_changed_fresh"] = {
-        "runs": [round(s, 2) for s in fresh_runs],
-        "median": med(fresh_runs),
-        "counts": counts(report),
-        "engines": fresh_engines,
-        "prunes": prunes,
-    }
-
-    log(f"{name}: a new tag, nothing else changed")
-    seconds, report = release(src, f"{tag}-next", project, f"{name}-new-tag")
-    out["new_tag"] = {
-        "seconds": round(seconds, 2),
-        "counts": counts(report),
-        "rebuilt": rebuilt(report),
-        "statuses": statuses(report),
-    }
-    if rebuilt(report) != declares_version:
-        problems.append(
-            f"new tag rebuilt {rebuilt(report)}; expected the images declaring VERSION "
-            f"{declares_version}"
-        )
-    return out
+    save()
 
 
 def figures(name: str, w: dict) -> list[dict]:
@@ -369,15 +376,22 @@ def main() -> None:
         "workloads": {},
         "figures": [],
     }
+    # The floor of any release from this CLI: starting Python and importing the pipeline and
+    # the SDK, with no engine (`--version` imports what `release` does).
+    floor = [
+        timed([PY, "-m", "pipeline", "--version"], f"cli-floor-{n + 1}",
+              env={**os.environ, "PYTHONPATH": str(ROOT)})[0]
+        for n in range(REPS)
+    ]  # fmt: skip
+    results["cli_floor"] = {"runs": [round(s, 2) for s in floor], "median": med(floor)}
     for name in names:
         t0 = time.monotonic()
-        w = workload(
-            name, run_id, registry_host, denv, REPS if name == "mini-matrix" else HEAVY_REPS
-        )
+        w = results["workloads"][name] = {}
+        reps = REPS if name == "mini-matrix" else HEAVY_REPS
+        workload(name, run_id, registry_host, denv, reps, w, save=lambda: RESULTS.write_text(
+            json.dumps(results, indent=2) + "\n"))  # fmt: skip
         w["wall_seconds"] = round(time.monotonic() - t0, 1)
-        results["workloads"][name] = w
         results["figures"] += figures(name, w)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # what is done so far
     for f in results["figures"]:
         f["ratio"] = round(f["a"] / f["b"], 3)
     results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]

@@ -3,6 +3,6 @@
 set -eu
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    ca-certificates curl openssh-client procps jq iproute2 less rsync >/dev/null
+    curl procps jq iproute2 less rsync >/dev/null
 rm -rf /var/lib/apt/lists/*
 dpkg -l | grep -c '^ii'
