@@ -197,6 +197,10 @@ def reuse_table(reuse: dict) -> str:
     return "\n".join(rows)
 
 
+def layers(state: dict) -> str:
+    return f"{((state['snapshots_bytes'] or 0) + (state['content_bytes'] or 0)) / 1e6:.1f} MB"
+
+
 def reuse_markdown(reuse: dict) -> list[str]:
     m = reuse["machine"]
     lines = [
@@ -231,8 +235,9 @@ def reuse_markdown(reuse: dict) -> list[str]:
             for k, v in w["cold"]["build_seconds"].items()
         )
         prunes = "; ".join(
-            f"{p['before'][0]} entries ({p['before'][1] / 1e6:.0f} MB) -> {p['after'][0]} "
-            f"({p['after'][1] / 1e6:.0f} MB)"
+            f"snapshots + content store {layers(p['before'])} -> {layers(p['after'])} "
+            f"(entry-count {p['before']['entry-count']} -> {p['after']['entry-count']}, "
+            f"{p['prune_seconds']:.0f} s)"
             for p in w["one_changed_fresh"]["prunes"]
         )
         lines += [
