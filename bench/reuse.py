@@ -172,8 +172,9 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int, 
     tag = f"reuse-{rid}"
     project = f"{registry_host}/reuse-{rid}"
     src, dsrc = OUT / f"{name}-src", OUT / f"{name}-docker-src"
-    make_cold_copy(example, src, rid)
-    make_cold_copy(example, dsrc, rid + "d")
+    if "cold" not in out:  # BENCH_RESUME: done already
+        make_cold_copy(example, src, rid)
+        make_cold_copy(example, dsrc, rid + "d")
     plan = resolve_plan(src, os.environ, {"image_tag": tag, "private_registry": project})
     declares_version = sorted(i.image for i in plan.components if "VERSION" in i.build_args)
     out |= {
@@ -184,116 +185,121 @@ def workload(name: str, run_id: str, registry_host: str, denv: dict, reps: int, 
         "tag": tag,
         "changed": f"src/{component}/{path}",
         "declares_version": declares_version,
-        "problems": [],
+        "problems": out.get("problems", []),
     }
     problems = out["problems"]
     dplan = resolve_plan(dsrc, os.environ, {"image_tag": tag})
 
-    log(f"{name}: cold release into {project}")
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    cold_s, report = release(src, tag, project, f"{name}-cold")
-    out["cold"] = {
-        "seconds": round(cold_s, 2),
-        "counts": counts(report),
-        "loadavg_before": load,
-        "build_seconds": {
-            f"{i['image']} {p['platform']}": p["seconds"]
-            for i in report["images"]
-            for p in i["platforms"]
-        },
-    }
-    if rebuilt(report) != sorted(i.image for i in plan.components):
-        problems.append(f"cold release reused something: {statuses(report)}")
-    save()
+    if "cold" not in out:  # BENCH_RESUME: done already
+        log(f"{name}: cold release into {project}")
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        cold_s, report = release(src, tag, project, f"{name}-cold")
+        out["cold"] = {
+            "seconds": round(cold_s, 2),
+            "counts": counts(report),
+            "loadavg_before": load,
+            "build_seconds": {
+                f"{i['image']} {p['platform']}": p["seconds"]
+                for i in report["images"]
+                for p in i["platforms"]
+            },
+        }
+        if rebuilt(report) != sorted(i.image for i in plan.components):
+            problems.append(f"cold release reused something: {statuses(report)}")
+        save()
 
-    runs = []
-    for n in range(reps):
-        seconds, report = release(src, tag, project, f"{name}-nochange-{n + 1}")
-        runs.append(seconds)
-        if rebuilt(report):
-            problems.append(f"no-change release {n + 1} built {rebuilt(report)}")
-    out["nochange"] = {
-        "runs": [round(s, 2) for s in runs],
-        "median": med(runs),
-        "counts": counts(report),
-    }
-    save()
+    if "nochange" not in out:  # BENCH_RESUME: done already
+        runs = []
+        for n in range(reps):
+            seconds, report = release(src, tag, project, f"{name}-nochange-{n + 1}")
+            runs.append(seconds)
+            if rebuilt(report):
+                problems.append(f"no-change release {n + 1} built {rebuilt(report)}")
+        out["nochange"] = {
+            "runs": [round(s, 2) for s in runs],
+            "median": med(runs),
+            "counts": counts(report),
+        }
+        save()
 
-    engine2 = os.environ["LAB_ENGINE_2"]
-    engines = ["--engines", ",".join(f"{p}={engine2}" for p in plan.platforms)]
-    fresh_runs, prunes = [], []
-    for n in range(reps):
-        prunes.append(prune_fresh(engine2))
-        if left_after_prune(prunes[-1]["after"]) > 10_000_000:
-            problems.append(f"{engine2} kept layers after prune: {prunes[-1]['after']}")
-        change(src, component, path, style, 100 + n)
-        seconds, report = release(src, tag, project, f"{name}-fresh-{n + 1}", *engines)
-        fresh_runs.append(seconds)
-        fresh_engines = sorted({p["engine"] for i in report["images"] for p in i["platforms"]})
-        if rebuilt(report) != [f"ai-infra-{component}"]:
-            problems.append(f"fresh-engine release {n + 1} built {rebuilt(report)}")
-    out["one_changed_fresh"] = {
-        "runs": [round(s, 2) for s in fresh_runs],
-        "median": med(fresh_runs),
-        "counts": counts(report),
-        "engines": fresh_engines,
-        "prunes": prunes,
-    }
-    save()
+    if "one_changed_fresh" not in out:  # BENCH_RESUME: done already
+        engine2 = os.environ["LAB_ENGINE_2"]
+        engines = ["--engines", ",".join(f"{p}={engine2}" for p in plan.platforms)]
+        fresh_runs, prunes = [], []
+        for n in range(reps):
+            prunes.append(prune_fresh(engine2))
+            if left_after_prune(prunes[-1]["after"]) > 10_000_000:
+                problems.append(f"{engine2} kept layers after prune: {prunes[-1]['after']}")
+            change(src, component, path, style, 100 + n)
+            seconds, report = release(src, tag, project, f"{name}-fresh-{n + 1}", *engines)
+            fresh_runs.append(seconds)
+            fresh_engines = sorted({p["engine"] for i in report["images"] for p in i["platforms"]})
+            if rebuilt(report) != [f"ai-infra-{component}"]:
+                problems.append(f"fresh-engine release {n + 1} built {rebuilt(report)}")
+        out["one_changed_fresh"] = {
+            "runs": [round(s, 2) for s in fresh_runs],
+            "median": med(fresh_runs),
+            "counts": counts(report),
+            "engines": fresh_engines,
+            "prunes": prunes,
+        }
+        save()
 
-    log(f"{name}: a new tag, nothing else changed")
-    seconds, report = release(src, f"{tag}-next", project, f"{name}-new-tag")
-    out["new_tag"] = {
-        "seconds": round(seconds, 2),
-        "counts": counts(report),
-        "rebuilt": rebuilt(report),
-        "statuses": statuses(report),
-    }
-    if rebuilt(report) != declares_version:
-        problems.append(
-            f"new tag rebuilt {rebuilt(report)}; expected the images declaring VERSION "
-            f"{declares_version}"
-        )
-    save()
+    if "new_tag" not in out:  # BENCH_RESUME: done already
+        log(f"{name}: a new tag, nothing else changed")
+        seconds, report = release(src, f"{tag}-next", project, f"{name}-new-tag")
+        out["new_tag"] = {
+            "seconds": round(seconds, 2),
+            "counts": counts(report),
+            "rebuilt": rebuilt(report),
+            "statuses": statuses(report),
+        }
+        if rebuilt(report) != declares_version:
+            problems.append(
+                f"new tag rebuilt {rebuilt(report)}; expected the images declaring VERSION "
+                f"{declares_version}"
+            )
+        save()
 
-    log(f"{name}: docker, cold (the state before the change)")
-    shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
-    run = build_and_save(dplan, dsrc, OUT / "docker", denv, log=log)
-    out["docker_cold"] = {
-        "seconds": round(run.seconds, 2),
-        "build_seconds": round(run.build_seconds, 2),
-        "save_seconds": round(run.save_seconds, 2),
-        "save_bytes": run.bytes,
-    }
-    docker_runs, warm_runs, warm_counts = [], [], []
-    for n in range(reps):
-        change(dsrc, component, path, style, n)
+    if "one_changed_docker" not in out:  # BENCH_RESUME: done already
+        log(f"{name}: docker, cold (the state before the change)")
         shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
-        run = build_and_save(dplan, dsrc, OUT / "docker", denv, log=lambda _m: None)
-        docker_runs.append(run.seconds)
-        log(
-            f"{name}: docker, {component} changed: {run.seconds:.1f}s "
-            f"({run.build_seconds:.1f}s builds + {run.save_seconds:.1f}s saves)"
-        )
-        change(src, component, path, style, n)
-        seconds, report = release(src, tag, project, f"{name}-one-changed-{n + 1}")
-        warm_runs.append(seconds)
-        warm_counts.append(counts(report))
-        out["one_changed_rebuilt"] = rebuilt(report)
-        if rebuilt(report) != [f"ai-infra-{component}"]:
-            problems.append(f"{component} changed, warm run {n + 1}: built {rebuilt(report)}")
-    shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
-    remove_images(dplan, denv)
-    out["one_changed_warm"] = {
-        "runs": [round(s, 2) for s in warm_runs],
-        "median": med(warm_runs),
-        "counts": warm_counts[-1],
-    }
-    out["one_changed_docker"] = {
-        "runs": [round(s, 2) for s in docker_runs],
-        "median": med(docker_runs),
-    }
-    save()
+        run = build_and_save(dplan, dsrc, OUT / "docker", denv, log=log)
+        out["docker_cold"] = {
+            "seconds": round(run.seconds, 2),
+            "build_seconds": round(run.build_seconds, 2),
+            "save_seconds": round(run.save_seconds, 2),
+            "save_bytes": run.bytes,
+        }
+        docker_runs, warm_runs, warm_counts = [], [], []
+        for n in range(reps):
+            change(dsrc, component, path, style, n)
+            shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
+            run = build_and_save(dplan, dsrc, OUT / "docker", denv, log=lambda _m: None)
+            docker_runs.append(run.seconds)
+            log(
+                f"{name}: docker, {component} changed: {run.seconds:.1f}s "
+                f"({run.build_seconds:.1f}s builds + {run.save_seconds:.1f}s saves)"
+            )
+            change(src, component, path, style, n)
+            seconds, report = release(src, tag, project, f"{name}-one-changed-{n + 1}")
+            warm_runs.append(seconds)
+            warm_counts.append(counts(report))
+            out["one_changed_rebuilt"] = rebuilt(report)
+            if rebuilt(report) != [f"ai-infra-{component}"]:
+                problems.append(f"{component} changed, warm run {n + 1}: built {rebuilt(report)}")
+        shutil.rmtree(OUT / "docker" / "save", ignore_errors=True)
+        remove_images(dplan, denv)
+        out["one_changed_warm"] = {
+            "runs": [round(s, 2) for s in warm_runs],
+            "median": med(warm_runs),
+            "counts": warm_counts[-1],
+        }
+        out["one_changed_docker"] = {
+            "runs": [round(s, 2) for s in docker_runs],
+            "median": med(docker_runs),
+        }
+        save()
 
 
 def figures(name: str, w: dict) -> list[dict]:
@@ -367,8 +373,12 @@ def main() -> None:
     registry_host = os.environ["LAB_REGISTRY"]
     denv = docker_env(os.environ["BENCH_DOCKER_HOST"])
     run_id = time.strftime("%m%d%H%M") + "-" + uuid.uuid4().hex[:4]
-    shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir(parents=True)
+    # BENCH_RESUME=1: go on with the last run (its run id, copies and projects), skipping the
+    # phases its results-reuse.json holds (a run stopped by a failure of the bench itself).
+    resumed = json.loads(RESULTS.read_text()) if os.environ.get("BENCH_RESUME") else None
+    if resumed is None:
+        shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     import measure
 
     measure.OUT = OUT  # its timed() writes logs there
@@ -395,9 +405,15 @@ def main() -> None:
         for n in range(REPS)
     ]  # fmt: skip
     results["cli_floor"] = {"runs": [round(s, 2) for s in floor], "median": med(floor)}
+    if resumed is not None:
+        results |= {k: resumed[k] for k in ("date", "run_id", "workloads", "machine")}
+        at = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        results["resumed"] = {"at": at, "commit": results["commit"], "cli_floor": floor}
+        results["cli_floor"] = resumed["cli_floor"]
+        run_id = resumed["run_id"]
     for name in names:
         t0 = time.monotonic()
-        w = results["workloads"][name] = {}
+        w = results["workloads"].setdefault(name, {})
         reps = REPS if name == "mini-matrix" else HEAVY_REPS
         workload(name, run_id, registry_host, denv, reps, w, save=lambda: RESULTS.write_text(
             json.dumps(results, indent=2) + "\n"))  # fmt: skip
