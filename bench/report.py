@@ -210,10 +210,31 @@ def reuse_markdown(reuse: dict) -> list[str]:
         f"wall time {reuse['total_wall_seconds'] / 60:.1f} min; load average "
         f"{' '.join(m['loadavg_at_start'])} at the start, {' '.join(m['loadavg_at_end'])} at "
         "the end (other test runs shared the machine and the engines)",
+        *(
+            [
+                f"- resumed at {reuse['resumed']['at']} (commit `{reuse['resumed']['commit']}`, "
+                "`BENCH_RESUME=1`) after the bench itself failed (the docker baseline's AppHub "
+                "address, fixed in between): the phases measured before were kept. The docker "
+                "cold build after the resume hit the cache of the failed attempt's docker builds "
+                "of the same copy (mini-matrix's did: its R1 is not a cold figure; R3 is not "
+                "affected, docker's cache being warm there anyway)"
+            ]
+            if "resumed" in reuse
+            else []
+        ),
         f"- Dagger engine {reuse['versions']['dagger']}; Debian docker.io "
         f"{reuse['versions']['docker']}; {m['nproc']} CPUs",
         "",
         reuse_table(reuse),
+        "",
+        f"The floor of any release from this CLI (`python -m pipeline --version`: Python, the "
+        f"pipeline and the SDK imported, no engine): runs {reuse['cli_floor']['runs']} s"
+        + (
+            f" at the start, {reuse['resumed']['cli_floor']} s at the resume"
+            if "resumed" in reuse
+            else ""
+        )
+        + ".",
         "",
         "Method (bench/reuse.py): per workload, a cache-busted copy (cold_input.py) and its own "
         "tag, every release into one new project of the lab's plain registry. Cold: the first "

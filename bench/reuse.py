@@ -428,5 +428,24 @@ def main() -> None:
     shutil.rmtree(OUT / "docker", ignore_errors=True)
 
 
+def figures_of_partial() -> None:
+    """`reuse.py --figures`: the figures of what a stopped run measured (each figure whose
+    phases it holds), written into results-reuse.json as a finished run's are."""
+    results = json.loads(RESULTS.read_text())
+    results["figures"] = []
+    for name, w in results["workloads"].items():
+        for key in ("one_changed_warm", "one_changed_docker", "docker_cold"):
+            w.setdefault(key, {"runs": [], "median": float("nan"), "seconds": float("nan")})
+        w.setdefault("one_changed_rebuilt", [])
+        results["figures"] += [f for f in figures(name, w) if f["a"] == f["a"] and f["b"] == f["b"]]
+    for f in results["figures"]:
+        f["ratio"] = round(f["a"] / f["b"], 3)
+    results.setdefault("total_wall_seconds", round(time.time() - time.mktime(
+        time.strptime(results["date"], "%Y-%m-%d %H:%M:%S %Z")), 1))  # fmt: skip
+    results["machine"].setdefault("loadavg_at_end", Path("/proc/loadavg").read_text().split()[:3])
+    results["stopped"] = True
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    figures_of_partial() if sys.argv[1:] == ["--figures"] else main()
