@@ -227,10 +227,19 @@ def reuse_markdown(reuse: dict) -> list[str]:
         "",
         reuse_table(reuse),
         "",
+        *(
+            [
+                "The run stopped before every phase was measured (`reuse.py --figures` made the "
+                "figures of what it holds): `-` is a figure not measured.",
+                "",
+            ]
+            if reuse.get("stopped")
+            else []
+        ),  # fmt: skip
         f"The floor of any release from this CLI (`python -m pipeline --version`: Python, the "
         f"pipeline and the SDK imported, no engine): runs {reuse['cli_floor']['runs']} s"
         + (
-            f" at the start, {reuse['resumed']['cli_floor']} s at the resume"
+            f" at the start, {[round(x, 2) for x in reuse['resumed']['cli_floor']]} s at the resume"
             if "resumed" in reuse
             else ""
         )
@@ -266,14 +275,25 @@ def reuse_markdown(reuse: dict) -> list[str]:
             "",
             f"- cold: {w['cold']['seconds']:.1f} s, rows {w['cold']['counts']}; seconds per "
             f"build: {cold_builds}",
-            f"- docker cold: {w['docker_cold']['seconds']:.1f} s "
-            f"({w['docker_cold']['build_seconds']:.1f} s builds + "
-            f"{w['docker_cold']['save_seconds']:.1f} s saves, "
-            f"{w['docker_cold']['save_bytes'] / 1e6:.0f} MB saved)",
+            (
+                f"- docker cold: {w['docker_cold']['seconds']:.1f} s "
+                f"({w['docker_cold']['build_seconds']:.1f} s builds + "
+                f"{w['docker_cold']['save_seconds']:.1f} s saves, "
+                f"{w['docker_cold']['save_bytes'] / 1e6:.0f} MB saved)"
+                if "build_seconds" in w["docker_cold"]
+                else "- docker cold, docker one changed, pipeline one changed (warm): not measured"
+            ),
             f"- no change: runs {w['nochange']['runs']} s, rows {w['nochange']['counts']}",
-            f"- {w['changed']} changed, warm: runs {w['one_changed_warm']['runs']} s, rows "
-            f"{w['one_changed_warm']['counts']} (built: {', '.join(w['one_changed_rebuilt'])}); "
-            f"docker: runs {w['one_changed_docker']['runs']} s",
+            *(
+                [
+                    f"- {w['changed']} changed, warm: runs {w['one_changed_warm']['runs']} s, "
+                    f"rows {w['one_changed_warm']['counts']} (built: "
+                    f"{', '.join(w['one_changed_rebuilt'])}); docker: runs "
+                    f"{w['one_changed_docker']['runs']} s"
+                ]
+                if w["one_changed_warm"]["runs"]
+                else []
+            ),
             f"- {w['changed']} changed, fresh engine: runs {w['one_changed_fresh']['runs']} s, "
             f"rows {w['one_changed_fresh']['counts']}, engines "
             f"{', '.join(w['one_changed_fresh']['engines'])}; prune: {prunes}",
