@@ -1,5 +1,7 @@
-"""A cache-busted copy of examples/mini-matrix: every file a Dockerfile COPYs gets a comment
-line naming the run, so every COPY (and every step after it) misses the build cache.
+"""A cache-busted copy of examples/mini-matrix (or bench/heavy-matrix): every file a Dockerfile
+COPYs gets a comment line naming the run, so every COPY (and every step after it) misses the
+build cache. Files with no comment syntax (package.json, go.sum, Packages) are left as they are:
+heavy-matrix COPYs a stamped install script before each heavy step.
 
 The run's unique tag busts the rest: every Dockerfile declares `ARG VERSION` (the pipeline
 passes the tag; the docker baseline passes `--build-arg VERSION=<tag>`) before its RUN steps,
@@ -23,7 +25,11 @@ COMMENT = {  # extension -> how a comment line looks in that file
     ".mod": "// {}",
     ".html": "<!-- {} -->",
     ".txt": "{}",
+    ".js": "// {}",
+    ".jsx": "// {}",
+    ".py": "# {}",
 }
+NAMES = {"requirements.txt": "# {}"}  # a file name whose comment is not its extension's
 
 
 def make_cold_copy(example: Path, dest: Path, run_id: str) -> list[str]:
@@ -38,7 +44,7 @@ def make_cold_copy(example: Path, dest: Path, run_id: str) -> list[str]:
             continue
         if path.name in MARKERS or path.name.startswith("dependency.conf"):
             continue
-        style = COMMENT.get(path.suffix)
+        style = NAMES.get(path.name, COMMENT.get(path.suffix))
         if style is None:
             continue
         text = path.read_text()

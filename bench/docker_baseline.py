@@ -67,6 +67,8 @@ def build_command(image: ImagePlan, dockerfile: Path, tag: str, platform: str) -
     cmd = [DOCKER, "build", "--progress=plain", "--network", "host", "--platform", platform]
     cmd += ["-f", str(dockerfile), "-t", local_ref(image.image, tag, platform)]
     args = image.build_args | image.platform_args.get(platform, {})
+    # A build-time service's address (APPHUB_URL): the pipeline asks it when the build runs.
+    args |= {arg: service.url for arg, service in image.services.get(platform, {}).items()}
     for name, value in sorted(args.items()):
         cmd += ["--build-arg", f"{name}={value}"]
     if image.target:

@@ -186,8 +186,11 @@ def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dic
                 "builds": run.builds,
             }
         else:
+            # Its own new project: an earlier release's record there would be reused (apphub
+            # COPYs no file the stamp changes and declares no VERSION).
+            project = f"{registry}-cold-{rid}"
             cpu0 = engine_cpu_seconds()
-            seconds = release(src, tag, registry, f"release-cold-{n}")
+            seconds = release(src, tag, project, f"release-cold-{n}")
             cpu = engine_cpu_seconds() - cpu0
             report = json.loads((OUT / f"release-cold-{n}.json").read_text())
             out["pipeline"] = {
@@ -203,6 +206,7 @@ def cold_pair(n: int, run_id: str, registry: str, denv: dict, first: str) -> dic
                 "loadavg_1min_before": load1,
                 "source": str(src),
                 "tag": tag,
+                "project": project,
             }
     return out
 
@@ -265,10 +269,11 @@ def main() -> None:
         )
     last = pairs[-1]["pipeline"]
     cold, tag = Path(last["source"]), last["tag"]
+    registry = last["project"]  # warm and one-changed releases go where the cold one went
     plan = resolve_plan(cold, os.environ, {"image_tag": tag, "private_registry": registry})
     run_id = f"{run_id}-go"
 
-    # 2. warm: the same release again, nothing changed.
+    # 2. warm: the same release again, nothing changed: every row is reused (docs/reuse.md).
     warm = [release(cold, tag, registry, f"release-warm-{i + 1}") for i in range(REPS)]
     m["release_warm"] = {"runs": [round(s, 2) for s in warm], "median": med(warm)}
 
@@ -357,13 +362,14 @@ def main() -> None:
     # 8. two engines: arm64 on the lab's engine-2, against the cold release on one engine.
     engines = ["--engines", f"linux/arm64={os.environ['LAB_ENGINE_2']}"]
     log("8. two engines (arm64 on engine-2): warm-up (not timed), then cold releases")
-    release(EXAMPLE, "bench-warmup-2", registry, "release-warmup-engines", *engines)
+    release(EXAMPLE, "bench-warmup-2", f"{registry_host}/bench", "release-warmup-engines", *engines)
     two = []
     for n in range(REPS):
         rid = f"{run_id}-e{n + 1}"
         src = OUT / f"src-cold-e{n + 1}"
         make_cold_copy(EXAMPLE, src, rid)
-        two.append(release(src, f"cold-{rid}", registry, f"release-engines-{n + 1}", *engines))
+        project = f"{registry_host}/bench-cold-{rid}"  # nothing to reuse there
+        two.append(release(src, f"cold-{rid}", project, f"release-engines-{n + 1}", *engines))
     m["two_engines"] = {"runs": [round(x, 2) for x in two], "median": med(two)}
 
     push_rate = m["bundle"]["bytes"] / med(empty)  # bytes per second into an empty project

@@ -9,6 +9,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS, PNG, MD = BENCH / "results.json", BENCH / "results.png", BENCH / "RESULTS.md"
+REUSE = BENCH / "results-reuse.json"  # bench/run --reuse (bench/reuse.py)
 
 
 def human(value: float, unit: str) -> str:
@@ -166,11 +167,156 @@ def markdown(results: dict) -> str:
     )
 
 
+def reuse_table(reuse: dict) -> str:
+    names = list(reuse["workloads"])
+    rows = [
+        "| # | figure | goal | " + " | ".join(f"{n}: A / B" for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    by_id: dict[str, dict[str, dict]] = {}
+    for f in reuse["figures"]:
+        by_id.setdefault(f["id"], {})[f["workload"]] = f
+    for n, (fid, per) in enumerate(by_id.items(), 1):
+        first = next(iter(per.values()))
+        cells = []
+        for name in names:
+            f = per.get(name)
+            if f is None:
+                cells.append("-")
+                continue
+            met = "" if f["goal"] is None else (" (met)" if f["met"] else " (**not met**)")
+            if fid == "new_tag":
+                nt = reuse["workloads"][name]["new_tag"]["counts"]
+                cells.append(
+                    f"{nt.get('published', 0)} published, {nt.get('reused', 0)} reused; "
+                    f"{f['a']:.1f} s / {f['b']:.1f} s cold{met}"
+                )
+            else:
+                cells.append(f"{f['a']:.1f} s / {f['b']:.1f} s = **{f['ratio']:.2f}**{met}")
+        rows.append(f"| R{n} | {first['title']} | {first['goal'] or '-'} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def layers(state: dict) -> str:
+    return f"{((state['snapshots_bytes'] or 0) + (state['content_bytes'] or 0)) / 1e6:.1f} MB"
+
+
+def reuse_markdown(reuse: dict) -> list[str]:
+    m = reuse["machine"]
+    lines = [
+        "## Reuse of unchanged images (last run of `bench/run --reuse`)",
+        "",
+        f"- date: {reuse['date']} (run `{reuse['run_id']}`, commit `{reuse['commit']}`), total "
+        f"wall time {reuse['total_wall_seconds'] / 60:.1f} min; load average "
+        f"{' '.join(m['loadavg_at_start'])} at the start, {' '.join(m['loadavg_at_end'])} at "
+        "the end (other test runs shared the machine and the engines)",
+        *(
+            [
+                f"- resumed at {reuse['resumed']['at']} (commit `{reuse['resumed']['commit']}`, "
+                "`BENCH_RESUME=1`) after the bench itself failed (the docker baseline's AppHub "
+                "address, fixed in between): the phases measured before were kept. The docker "
+                "cold build after the resume hit the cache of the failed attempt's docker builds "
+                "of the same copy (mini-matrix's did: its R1 is not a cold figure; R3 is not "
+                "affected, docker's cache being warm there anyway)"
+            ]
+            if "resumed" in reuse
+            else []
+        ),
+        f"- Dagger engine {reuse['versions']['dagger']}; Debian docker.io "
+        f"{reuse['versions']['docker']}; {m['nproc']} CPUs",
+        "",
+        reuse_table(reuse),
+        "",
+        *(
+            [
+                "The run stopped before every phase was measured (`reuse.py --figures` made the "
+                "figures of what it holds): `-` is a figure not measured.",
+                "",
+            ]
+            if reuse.get("stopped")
+            else []
+        ),  # fmt: skip
+        f"The floor of any release from this CLI (`python -m pipeline --version`: Python, the "
+        f"pipeline and the SDK imported, no engine): runs {reuse['cli_floor']['runs']} s"
+        + (
+            f" at the start, {[round(x, 2) for x in reuse['resumed']['cli_floor']]} s at the resume"
+            if "resumed" in reuse
+            else ""
+        )
+        + ".",
+        "",
+        "Method (bench/reuse.py): per workload, a cache-busted copy (cold_input.py) and its own "
+        "tag, every release into one new project of the lab's plain registry. Cold: the first "
+        "release there, on the lab's engine (base images in its cache). No change: the same "
+        "release again. Fresh engine: one more line in the changed file, then the lab's second "
+        "engine, its cache pruned and checked empty before each run, builds every platform "
+        "(`--engines linux/amd64=$LAB_ENGINE_2,linux/arm64=$LAB_ENGINE_2`), into the same "
+        "project. New tag: the same source, a new tag. Last, one changed (warm): docker builds "
+        "its own cold copy the build.sh way, then after one more line in the changed file "
+        "every `docker build` again (cached but the changed image's) and every `docker save`; "
+        "the pipeline: one more line in its copy, the same release (first tag) on the lab's "
+        "engine. The docker cold run pulls its base images from the lab's registry (docker.io "
+        "mirror) when it does not hold them.",
+        "",
+    ]
+    for name, w in reuse["workloads"].items():
+        cold_builds = ", ".join(
+            f"{k.removeprefix('ai-infra-').replace('linux/', '')} {v:.0f}"
+            for k, v in w["cold"]["build_seconds"].items()
+        )
+        prunes = "; ".join(
+            f"snapshots + content store {layers(p['before'])} -> {layers(p['after'])} "
+            f"(entry-count {p['before']['entry-count']} -> {p['after']['entry-count']}, "
+            f"{p['prune_seconds']:.0f} s)"
+            for p in w["one_changed_fresh"]["prunes"]
+        )
+        lines += [
+            f"### {name} ({w['source']}: {w['images']} images x {len(w['platforms'])} platforms)",
+            "",
+            f"- cold: {w['cold']['seconds']:.1f} s, rows {w['cold']['counts']}; seconds per "
+            f"build: {cold_builds}",
+            (
+                f"- docker cold: {w['docker_cold']['seconds']:.1f} s "
+                f"({w['docker_cold']['build_seconds']:.1f} s builds + "
+                f"{w['docker_cold']['save_seconds']:.1f} s saves, "
+                f"{w['docker_cold']['save_bytes'] / 1e6:.0f} MB saved)"
+                if "build_seconds" in w["docker_cold"]
+                else "- docker cold, docker one changed, pipeline one changed (warm): not measured"
+            ),
+            f"- no change: runs {w['nochange']['runs']} s, rows {w['nochange']['counts']}",
+            *(
+                [
+                    f"- {w['changed']} changed, warm: runs {w['one_changed_warm']['runs']} s, "
+                    f"rows {w['one_changed_warm']['counts']} (built: "
+                    f"{', '.join(w['one_changed_rebuilt'])}); docker: runs "
+                    f"{w['one_changed_docker']['runs']} s"
+                ]
+                if w["one_changed_warm"]["runs"]
+                else []
+            ),
+            f"- {w['changed']} changed, fresh engine: runs {w['one_changed_fresh']['runs']} s, "
+            f"rows {w['one_changed_fresh']['counts']}, engines "
+            f"{', '.join(w['one_changed_fresh']['engines'])}; prune: {prunes}",
+            f"- new tag: {w['new_tag']['seconds']:.1f} s, rebuilt "
+            f"{', '.join(w['new_tag']['rebuilt'])}; declaring VERSION: "
+            f"{', '.join(w['declares_version'])}",
+            *(f"- problem: {p}" for p in w["problems"]),
+            "",
+        ]
+    return lines
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text())
     print(table(results))
     chart(results, PNG)
-    MD.write_text(markdown(results))
+    text = markdown(results)
+    if REUSE.exists():
+        reuse = json.loads(REUSE.read_text())
+        if "total_wall_seconds" in reuse:  # a finished run
+            print("\n" + reuse_table(reuse))
+            text += "\n" + "\n".join(reuse_markdown(reuse))
+    MD.write_text(text)
     print(
         f"\nwrote {RESULTS.name}, {PNG.name}, {MD.name} in bench/; "
         f"total wall time {results['total_wall_seconds'] / 60:.1f} min",
