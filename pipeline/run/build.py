@@ -143,23 +143,23 @@ def engine_builder(
 ) -> BuildOne:
     """Builds from the prepared context; $BUILDPLATFORM stages on `native`, the engine's.
     With `look_up`, what an earlier release built from the same inputs is taken instead;
-    with `slots`, only the build itself waits for one (a look-up takes none)."""
+    `slots` bounds the builds (and look-ups) at once of every engine, in plan order."""
     bases = BaseDigests(client)
     slots = slots or anyio.CapacityLimiter(1)
 
     async def build(image: ImagePlan, platform: str) -> Built:
-        started = time.monotonic()
-        args = build_args(image, native, platform)
-        key = await keyed(image, platform, args, context, bases, client)
-        found = await look_up(image, platform, key) if look_up and key else None
-        if found:
-            built = Built(image, platform, time.monotonic() - started, container=found[1],
-                          inputs=key, reused=found[0])  # fmt: skip
-        else:
-            async with slots:
-                if events is not None:
-                    events.note(f"building {image.image} for {platform}")
-                built = await with_services(context, image, platform, args, key)
+        # A slot from the start, taken in plan order (the limiter is first come, first
+        # served): a look-up ahead of a build keeps the order builds start in.
+        async with slots:
+            started = time.monotonic()
+            args = build_args(image, native, platform)
+            key = await keyed(image, platform, args, context, bases, client)
+            found = await look_up(image, platform, key) if look_up and key else None
+            if found:
+                built = Built(image, platform, time.monotonic() - started, container=found[1],
+                              inputs=key, reused=found[0])  # fmt: skip
+            else:
+                built = await with_services(context, image, platform, args, key, events)
         built.engine = label
         return built
 
@@ -172,6 +172,7 @@ async def with_services(
     platform: str,
     args: list[dagger.BuildArg],
     key: str | None,
+    events: Events | None = None,
 ) -> Built:
     """Build, with the address of each build-time service it reaches (started now if it is
     the first build to need it)."""
@@ -182,6 +183,8 @@ async def with_services(
         names = ", ".join(image.reaches[a] for a in services)
         why = f"not built: {names} did not start: {' '.join(str(err).split())[:300]}"
         return Built(image, platform, 0.0, error=why, inputs=key)
+    if events is not None:
+        events.note(f"building {image.image} for {platform}")
     kept = [a for a in args if a.name not in services]  # the service's address wins
     return await build_one(context, image, platform, sorted(kept + urls, key=_name), key)
 

@@ -52,7 +52,7 @@ class EngineSteps:
     publish: PublishOne | None = None
     # Tag what was built with its input key's record, once published (reuse.py).
     record: Callable[[Published, list[Built]], Awaitable[None]] | None = None
-    # The build step takes its own slots (a look-up takes none): build_all starts every job.
+    # The build step takes its own slots and says when it builds: build_all starts every job.
     limited: bool = False
 
 
