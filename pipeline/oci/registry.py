@@ -11,6 +11,7 @@ registry:2 with token auth), scoped per repository and refreshed on a 401. Trans
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import ssl
@@ -219,6 +220,18 @@ class RegistryClient:
                 f"{expected} became {got}"
             )
         return expected
+
+    def push_blobs_of(
+        self, repository: str, manifest: bytes, read_blob: Callable[[str], bytes], what: str
+    ) -> None:
+        """Upload the config and layers of a small manifest (a signature, an SBOM) that the
+        registry lacks, before the manifest itself is put."""
+        doc = layout.loads(manifest, what)
+        for raw in [doc["config"], *doc["layers"]]:
+            desc = layout.Descriptor.parse(raw, what)
+            if not self.blob_exists(repository, desc.digest):
+                data = read_blob(desc.digest)
+                self.upload_blob(repository, desc.digest, desc.size, lambda d=data: io.BytesIO(d))
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The exact bytes and media type of a manifest or index (to read a release back)."""

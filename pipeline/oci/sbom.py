@@ -12,7 +12,6 @@ how a reader with only the file (or ``bundle verify``, offline) ties it to its s
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -252,11 +251,7 @@ def put_sbom(
     """Push an SBOM artifact beside its subject: through the referrers API where the registry
     has it, else by the referrers tag schema. Which one (REFERRERS or TAG_SCHEMA)."""
     doc = layout.loads(manifest, "SBOM manifest")
-    for raw in [doc["config"], *doc["layers"]]:
-        desc = layout.Descriptor.parse(raw, "SBOM manifest")
-        if not client.blob_exists(repository, desc.digest):
-            data = read_blob(desc.digest)
-            client.upload_blob(repository, desc.digest, desc.size, lambda d=data: io.BytesIO(d))
+    client.push_blobs_of(repository, manifest, read_blob, "SBOM manifest")
     digest = client.put_manifest(repository, layout.digest_bytes(manifest), layout.OCI_MANIFEST,
                                  manifest)  # fmt: skip
     subject = doc["subject"]["digest"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,12 +234,7 @@ def put_signature(
 ) -> str:
     """Push a signature image of the image ``digest`` into ``repository`` (blobs the registry
     lacks, then the manifest under ``sha256-<hex>.sig``, replacing one there); its digest."""
-    doc = layout.loads(manifest, "signature manifest")
-    for raw in [doc["config"], *doc["layers"]]:
-        desc = layout.Descriptor.parse(raw, "signature manifest")
-        if not client.blob_exists(repository, desc.digest):
-            data = read_blob(desc.digest)
-            client.upload_blob(repository, desc.digest, desc.size, lambda d=data: io.BytesIO(d))
+    client.push_blobs_of(repository, manifest, read_blob, "signature manifest")
     return client.put_manifest(repository, signature_tag(digest), layout.OCI_MANIFEST, manifest)
 
 
