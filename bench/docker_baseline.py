@@ -167,7 +167,7 @@ def _build_and_save(
     for planned in plan.components:
         image = with_services(planned, served, plan.platforms)
         dockerfile = work / "dockerfiles" / f"{image.image}.Dockerfile"
-        dockerfile.write_text(image.dockerfile_text)
+        dockerfile.write_text(image.dockerfile.text)
         for platform in plan.platforms:
             t0 = time.monotonic()
             proc = subprocess.run(
@@ -269,7 +269,7 @@ def classic_builder_attempt(plan: Plan, source: Path, work: Path, env: Mapping[s
         return "no Dockerfile uses $BUILDPLATFORM"
     dockerfile = work / "dockerfiles" / f"{image.image}.classic.Dockerfile"
     dockerfile.parent.mkdir(parents=True, exist_ok=True)
-    dockerfile.write_text(image.dockerfile_text)
+    dockerfile.write_text(image.dockerfile.text)
     cmd = build_command(image, dockerfile, plan.tag + "-classic", plan.platforms[-1])
     cmd.remove("--progress=plain")  # the classic builder has no --progress
     proc = subprocess.run(

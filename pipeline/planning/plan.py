@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInput
-from pipeline.oci.reference import TAG_LIMIT, canonical, image_name, is_reference
-from pipeline.planning import dockerfile
+from pipeline.oci.reference import TAG_LIMIT, canonical, is_reference
 from pipeline.planning.deployment import Found, dependency_name, deployment_images
-from pipeline.planning.dockerfile import context_sources, declared_args
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.downloads import read_lock, wanted
 from pipeline.planning.kit import KitPlan, plan_kit
 from pipeline.planning.layout import (
@@ -44,12 +43,12 @@ class ImagePlan:
     name: str  # the component (src/<name>)
     image: str
     ref: str
-    dockerfile: str  # relative to the root; the template when there is one
-    dockerfile_text: str  # what to build: the rendered template, else the Dockerfile
+    # Its path is the template's when there is one; its text is what to build (the rendered
+    # template, else the Dockerfile).
+    dockerfile: Dockerfile
     target: str | None
     phase: str
     build_args: dict[str, str]  # only ARGs the Dockerfile declares; never secrets
-    uses_build_platform: bool
     # Release images this Dockerfile reads (FROM / COPY --from): built and published first.
     needs: tuple[str, ...] = ()
     # The port this image serves on while later images build (AppHub), and the images this
@@ -63,6 +62,10 @@ class ImagePlan:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     served_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     private_key: bool = False  # a COPY puts a generated private key in the image
+
+    @property
+    def uses_build_platform(self) -> bool:
+        return self.dockerfile.uses_build_platform
 
     @property
     def after(self) -> tuple[str, ...]:
@@ -120,7 +123,7 @@ class Plan:
                     "name": c.name,
                     "image": c.image,
                     "ref": c.ref,
-                    "dockerfile": c.dockerfile,
+                    "dockerfile": c.dockerfile.path,
                     "target": c.target,
                     "phase": c.phase,
                     "needs": list(c.needs),
@@ -212,9 +215,9 @@ def _planned(
         name = todo.pop(0)
         plans[name] = _component_plans(by_name[name], settings, values, root)
         for image in plans[name]:
-            reads = _read_images(image.dockerfile_text) & owners.keys()
+            reads = image.dockerfile.read_images & owners.keys()
             uses = {owners[i]: f"{image.image} reads {i}" for i in sorted(reads)}
-            for arg in declared_args(image.dockerfile_text):
+            for arg in image.dockerfile.declared_args:
                 if arg in servers:
                     uses[servers[arg]] = f"{image.image} reaches it as {arg} while it builds"
             for other, why in uses.items():
@@ -294,7 +297,7 @@ def _generated(
 ) -> list[Generated]:
     values = {**settings.public_values, "IMAGE_TAG": settings.image_tag}
     secret_keys = set(settings.withheld) - set(values)
-    sources = [s for i in images for _, s in context_sources(i.dockerfile_text, i.build_args)]
+    sources = [s for i in images for _, s in i.dockerfile.context_sources(i.build_args)]
     names = {i.name for i in images}
     downloads = wanted(sources, present, values, read_lock(root))
     return [
@@ -315,10 +318,10 @@ def _checked(
     problems = []
     checked = []
     for image in images:
-        missing = missing_sources(image.dockerfile_text, image.build_args, present)
+        missing = missing_sources(image.dockerfile, image.build_args, present)
         if missing:
-            problems.append(f"{image.image} ({image.dockerfile} {', '.join(missing)})")
-        holds = holds_private_key(image.dockerfile_text, image.target, image.build_args, private)
+            problems.append(f"{image.image} ({image.dockerfile.path} {', '.join(missing)})")
+        holds = holds_private_key(image.dockerfile, image.target, image.build_args, private)
         checked.append(replace(image, private_key=holds))
     if problems:
         raise BadInput(f"COPY/ADD sources not in the build context: {'; '.join(problems)}")
@@ -334,7 +337,7 @@ def _with_services(
     arg_names = {_service_arg(name): s for name, s in servers.items()}
     marked = []
     for image in images:
-        declared = set(declared_args(image.dockerfile_text))
+        declared = set(image.dockerfile.declared_args)
         reaches = {
             arg: s.image for arg, s in arg_names.items() if arg in declared and s is not image
         }
@@ -348,11 +351,6 @@ def _service_arg(component: str) -> str:
     return f"{component.upper().replace('-', '_')}_URL"
 
 
-def _read_images(text: str) -> set[str]:
-    """The names of the images a Dockerfile reads (FROM, COPY --from)."""
-    return {image_name(r) for r in dockerfile.image_references(text)}
-
-
 def _switched_off(wanted: set[str], settings: Settings) -> list[Skipped]:
     return [
         Skipped(name, f"{switch} is not true (set it to include {name}, as build.sh does)")
@@ -364,7 +362,7 @@ def _switched_off(wanted: set[str], settings: Settings) -> list[Skipped]:
 def _with_needs(images: list[ImagePlan]) -> tuple[ImagePlan, ...]:
     """Record which release images each Dockerfile reads; a cycle can never build."""
     names = {i.image for i in images}
-    needs = {i.image: tuple(sorted(_read_images(i.dockerfile_text) & names - {i.image}))
+    needs = {i.image: tuple(sorted(i.dockerfile.read_images & names - {i.image}))
              for i in images}  # fmt: skip
     for image in needs:
         if image in _reachable(image, needs):
@@ -437,35 +435,33 @@ def _component_plans(
     text = read_text(root / path, path)
     if component.template:
         text = render(text, values, path, allow_empty=True, withheld=settings.withheld)
-    dockerfile.check(text, path)
-    args = _build_args(text, settings)
-    platform = dockerfile.uses_build_platform(text)
+    parsed = Dockerfile(text, path)
+    parsed.check()
+    args = _build_args(parsed, settings)
     registry = f"{settings.private_registry}/" if settings.private_registry else ""
     plans = []
     for spec in component.images:
-        if spec.target and not dockerfile.has_target(text, spec.target):
+        if spec.target and not parsed.has_target(spec.target):
             raise BadInput(f"{path}: no stage named {spec.target!r} (build-targets.conf)")
         plans.append(
             ImagePlan(
                 name=component.name,
                 image=spec.image,
                 ref=f"{registry}{spec.image}:{settings.image_tag}",
-                dockerfile=path,
-                dockerfile_text=text,
+                dockerfile=parsed,
                 target=spec.target,
                 phase=component.phase,
                 build_args=dict(args),
-                uses_build_platform=platform,
             )
         )
     return plans
 
 
-def _build_args(text: str, settings: Settings) -> dict[str, str]:
+def _build_args(parsed: Dockerfile, settings: Settings) -> dict[str, str]:
     """Only what the Dockerfile declares and is not secret; an empty value is left out so
     its default stands."""
     args = {}
-    for name in dockerfile.declared_args(text):
+    for name in parsed.declared_args:
         if name == "VERSION":
             args[name] = settings.image_tag
         elif settings.public_values.get(name):

@@ -23,7 +23,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.planning import dockerfile, tls
+from pipeline.planning import tls
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.downloads import Download
 from pipeline.planning.layout import read_text
 from pipeline.planning.render import render
@@ -195,10 +196,10 @@ def with_parents(paths: Iterable[str]) -> set[str]:
     return found
 
 
-def missing_sources(text: str, args: dict[str, str], present: set[str]) -> list[str]:
+def missing_sources(parsed: Dockerfile, args: dict[str, str], present: set[str]) -> list[str]:
     """`line N: path` of each COPY/ADD source of this Dockerfile that the context lacks."""
     missing = []
-    for number, source in dockerfile.context_sources(text, args):
+    for number, source in parsed.context_sources(args):
         path = os.path.normpath(source.lstrip("/")).rstrip("/")
         if path in (".", "") or path in present:
             continue
@@ -209,12 +210,12 @@ def missing_sources(text: str, args: dict[str, str], present: set[str]) -> list[
 
 
 def holds_private_key(
-    text: str, target: str | None, args: dict[str, str], private: Collection[str]
+    parsed: Dockerfile, target: str | None, args: dict[str, str], private: Collection[str]
 ) -> bool:
     """Whether a COPY of the image's own stages puts a generated private key (or a folder
     holding one) in it."""
-    own = dockerfile.final_stage_lines(text, target)
-    for number, source in dockerfile.context_sources(text, args):
+    own = parsed.final_stage_lines(target)
+    for number, source in parsed.context_sources(args):
         if number not in own:
             continue
         path = os.path.normpath(source.lstrip("/")).rstrip("/")

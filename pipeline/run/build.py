@@ -76,19 +76,15 @@ async def prepared_context(
 def dockerfile_in_context(
     context: dagger.Directory, image: ImagePlan
 ) -> tuple[dagger.Directory, str]:
-    """Put the text the plan decided on (a rendered template, or the Dockerfile itself) at
-    src/<component>/Dockerfile, so relative paths and .dockerignore behave as in the repo."""
-    path = dockerfile_path(image)
-    return context.with_new_file(path, image.dockerfile_text), path
-
-
-def dockerfile_path(image: ImagePlan) -> str:
-    return image.dockerfile.removesuffix(".tpl")
+    """Put the text the plan decided on (a rendered template, or the Dockerfile itself) where
+    the build reads it."""
+    path = image.dockerfile.built_at
+    return context.with_new_file(path, image.dockerfile.text), path
 
 
 def build_args(image: ImagePlan, native: str, platform: str) -> list[dagger.BuildArg]:
     values = image.build_args | image.platform_args.get(platform, {})
-    if image.uses_build_platform:
+    if image.dockerfile.uses_build_platform:
         values |= build_platform_args(native)
     return [dagger.BuildArg(name=k, value=v) for k, v in sorted(values.items())]
 

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 
 import dagger
 
-from pipeline.planning.dockerfile import build_reads
 from pipeline.planning.plan import ImagePlan
 
 INPUTS_LABEL = "org.ai-infra-matrix.inputs"  # the key, on every image config we publish
@@ -53,14 +52,14 @@ async def input_key(
 ) -> str | None:
     """The key, or None when a build reads what cannot be known before it runs (a URL)."""
     values = {a.name: a.value for a in args}
-    reads = build_reads(image.dockerfile_text, values)
+    reads = image.dockerfile.build_reads(values)
     if reads.unknown:
         return None
     values |= image.served_inputs.get(platform, {})
     sources = ""
     if reads.sources:
         patterns = [_pattern(p) for p in reads.sources]
-        dockerignores = [".dockerignore", f"{image.dockerfile.removesuffix('.tpl')}.dockerignore"]
+        dockerignores = [".dockerignore", f"{image.dockerfile.built_at}.dockerignore"]
         selected = client.directory().with_directory(
             "/", context, include=[*patterns, *dockerignores], owner="0:0"
         )
@@ -80,7 +79,7 @@ def key_of(
         "format": KEY_FORMAT,
         "platform": platform,
         "target": image.target or "",
-        "dockerfile": image.dockerfile_text,
+        "dockerfile": image.dockerfile.text,
         "args": dict(args),
         "images": dict(images),
         "sources": sources,

@@ -17,7 +17,6 @@ import dagger
 
 from pipeline.errors import PipelineError
 from pipeline.events import Events
-from pipeline.planning.dockerfile import declared_args, replace_image
 from pipeline.planning.plan import ImagePlan, Plan, waves
 from pipeline.run import engine, fleet, reuse, serve
 from pipeline.run.build import (
@@ -304,11 +303,11 @@ def not_built(image: ImagePlan, platforms: Iterable[str], why: str) -> list[Buil
 
 def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan:
     """Point the Dockerfile at the published digest of each release image it reads."""
-    text = image.dockerfile_text
+    pinned = image.dockerfile
     for name in image.needs:
         done = published[name]
-        text = replace_image(text, name, f"{done.image.ref}@{done.digest}")
-    return replace(image, dockerfile_text=text)
+        pinned = pinned.with_image(name, f"{done.image.ref}@{done.digest}")
+    return replace(image, dockerfile=pinned)
 
 
 def with_services(
@@ -319,7 +318,7 @@ def with_services(
     runs another platform than the build's, what build.sh passes then."""
     if not image.reaches:
         return image
-    declared = set(declared_args(image.dockerfile_text))
+    declared = set(image.dockerfile.declared_args)
     foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
     per_platform, reached, keys = {}, {}, {}
     for platform in platforms:

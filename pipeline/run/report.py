@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.run import buildlog
-from pipeline.run.build import LOG_TAIL_LINES, Built, dockerfile_path
+from pipeline.run.build import LOG_TAIL_LINES, Built
 from pipeline.run.engine import EngineLog
 from pipeline.run.publish import Published
 
@@ -226,7 +226,7 @@ def finished(report: Report, plan: Plan, log: EngineLog, secrets: Iterable[str])
 
 def _with_tail(error: str | None, log: str, image: ImagePlan, platform: str) -> str | None:
     tail = buildlog.failed_step_output(
-        log, dockerfile_path(image), platform, image.target, LOG_TAIL_LINES
+        log, image.dockerfile.built_at, platform, image.target, LOG_TAIL_LINES
     )
     # Dagger 0.21's exec error carries the step's output itself; 0.18's did not.
     if not tail or tail[-1] in (error or "").splitlines():

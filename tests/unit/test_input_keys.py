@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pipeline.oci.registry import RegistryClient
-from pipeline.planning.dockerfile import build_reads
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.run import reuse
 from pipeline.run.inputs import INPUTS_LABEL, _pattern, key_of
 from pipeline.run.publish import RegistryAccess
@@ -36,11 +36,11 @@ def test_build_reads_names_context_paths_and_images_not_stages():
         "COPY --chmod=0644 src/gateway/www/ ./www/\n"
         "COPY <<EOF /etc/motd\nhello\nEOF\n"
     )
-    reads = build_reads(text, {})
+    reads = Dockerfile(text).build_reads({})
     assert reads.unknown is None
     assert reads.sources == ("src/backend/go.mod", "src/shared", "src/gateway/www/")
     assert reads.images == ("golang:1.22", "busybox:1.36", "registry.test:5000/tools:1")
-    assert build_reads(text, {"BASE": "debian:12"}).images[1] == "debian:12"
+    assert Dockerfile(text).build_reads({"BASE": "debian:12"}).images[1] == "debian:12"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_build_reads_names_context_paths_and_images_not_stages():
     ],
 )
 def test_what_cannot_be_known_before_the_build_is_said(text: str, why: str):
-    assert why in str(build_reads(text, {}).unknown)
+    assert why in str(Dockerfile(text).build_reads({}).unknown)
 
 
 def test_every_part_of_a_key_changes_it():
@@ -67,7 +67,12 @@ def test_every_part_of_a_key_changes_it():
     base = key_of(one, **parts)
     assert key_of(one, **parts) == base  # the same inputs, the same key
     changes = [
-        (dataclasses.replace(one, dockerfile_text=one.dockerfile_text + "LABEL a=b\n"), {}),
+        (
+            dataclasses.replace(
+                one, dockerfile=Dockerfile(one.dockerfile.text + "LABEL a=b\n", one.dockerfile.path)
+            ),
+            {},
+        ),
         (dataclasses.replace(one, target="other"), {}),
         (one, {"platform": "linux/arm64"}),
         (one, {"args": {"VERSION": "v2"}}),

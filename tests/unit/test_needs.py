@@ -4,7 +4,7 @@ published reference; cycles refused."""
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.planning import dockerfile
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, _with_needs, waves
 
 SLURMD = """\
@@ -20,26 +20,30 @@ COPY --from=0 /etc/passwd /tmp/
 def plan(image: str, text: str) -> ImagePlan:
     return ImagePlan(
         name=image.removeprefix("ai-infra-"), image=image, ref=f"r/{image}:v1",
-        dockerfile=f"src/{image}/Dockerfile", dockerfile_text=text, target=None,
-        phase="dependent", build_args={}, uses_build_platform=False,
+        dockerfile=Dockerfile(text, f"src/{image}/Dockerfile"), target=None,
+        phase="dependent", build_args={},
     )  # fmt: skip
 
 
 def test_references_skip_stages_scratch_and_indexes():
-    assert dockerfile.image_references(SLURMD) == ["ubuntu:22.04", "ai-infra-slurm-master:latest"]
-    assert dockerfile.image_references("FROM scratch\nCOPY x /x\n") == []
+    assert Dockerfile(SLURMD).image_references == ["ubuntu:22.04", "ai-infra-slurm-master:latest"]
+    assert Dockerfile("FROM scratch\nCOPY x /x\n").image_references == []
 
 
 def test_replace_points_only_that_image_at_the_published_ref():
     new = "reg/p/ai-infra-slurm-master:v1@sha256:" + "b" * 64
-    text = dockerfile.replace_image(
-        SLURMD + "FROM ${REG}/ai-infra-slurm-master:${VERSION} AS m\n", "ai-infra-slurm-master", new
+    text = (
+        Dockerfile(SLURMD + "FROM ${REG}/ai-infra-slurm-master:${VERSION} AS m\n")
+        .with_image("ai-infra-slurm-master", new)
+        .text
     )
     assert f"COPY --from={new} /usr/bin/slurmd" in text
     assert f"FROM {new} AS m" in text
     assert "FROM ubuntu:22.04 AS base" in text  # other images untouched
-    assert "ai-infra-slurm-master-extra" in dockerfile.replace_image(
-        "FROM ai-infra-slurm-master-extra\n", "ai-infra-slurm-master", new
+    assert "ai-infra-slurm-master-extra" in (
+        Dockerfile("FROM ai-infra-slurm-master-extra\n")
+        .with_image("ai-infra-slurm-master", new)
+        .text
     )
 
 

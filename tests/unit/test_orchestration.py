@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.run import engine, fleet, orchestrate
 from pipeline.run.build import Built
@@ -28,8 +29,8 @@ DIGEST = "sha256:" + "d" * 64
 def image(name: str, text: str = "FROM busybox\n", needs: tuple[str, ...] = ()) -> ImagePlan:
     return ImagePlan(
         name=name.removeprefix("ai-infra-"), image=name, ref=f"h:5000/p/{name}:v1",
-        dockerfile=f"src/{name}/Dockerfile", dockerfile_text=text, target=None,
-        phase="dependent", build_args={}, uses_build_platform=False, needs=needs,
+        dockerfile=Dockerfile(text, f"src/{name}/Dockerfile"), target=None,
+        phase="dependent", build_args={}, needs=needs,
     )  # fmt: skip
 
 
@@ -61,7 +62,7 @@ class FakeEngine:
     async def build(self, img: ImagePlan, platform: str) -> Built:
         await anyio.sleep(self.seconds.get(img.image, 0.0))
         self.log.append(f"built {img.image} {platform}")
-        self.built_from[img.image] = img.dockerfile_text
+        self.built_from[img.image] = img.dockerfile.text
         if {img.image, f"{img.image} {platform}"} & self.fail:
             return Built(img, platform, 0.5, error=f"exit 1 in {img.image} on {platform}")
         return Built(img, platform, 0.5, container=object())

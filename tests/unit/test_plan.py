@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.planning import dockerfile
+from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.layout import discover
 from pipeline.planning.plan import Skipped, check_builds_an_image, make_plan, resolve_plan
 from pipeline.planning.settings import load_settings
@@ -37,7 +37,7 @@ def test_one_dockerfile_two_images_with_targets(repo: Path):
     backend, init = images["ai-infra-backend"], images["ai-infra-backend-init"]
     assert (backend.name, backend.target) == ("backend", "backend")
     assert (init.name, init.target) == ("backend", "backend-init")
-    assert backend.dockerfile == init.dockerfile == "src/backend/Dockerfile.tpl"
+    assert backend.dockerfile.path == init.dockerfile.path == "src/backend/Dockerfile.tpl"
     assert images["ai-infra-frontend"].target is None
 
 
@@ -52,15 +52,15 @@ def test_refs_with_and_without_registry(repo: Path):
 
 def test_template_wins_over_committed_dockerfile(repo: Path):
     backend = by_image(plan_for(repo))["ai-infra-backend"]
-    assert "ARG APT_MIRROR=mirrors.aliyun.com" in backend.dockerfile_text
-    assert "baked" not in backend.dockerfile_text and "{{" not in backend.dockerfile_text
+    assert "ARG APT_MIRROR=mirrors.aliyun.com" in backend.dockerfile.text
+    assert "baked" not in backend.dockerfile.text and "{{" not in backend.dockerfile.text
 
 
 def test_template_only_and_dockerfile_only_components(repo: Path):
     images = by_image(plan_for(repo))
-    assert images["ai-infra-nginx"].dockerfile == "src/nginx/Dockerfile.tpl"
-    assert "ARG APT_MIRROR=mirrors.aliyun.com" in images["ai-infra-nginx"].dockerfile_text
-    assert images["ai-infra-frontend"].dockerfile == "src/frontend/Dockerfile"
+    assert images["ai-infra-nginx"].dockerfile.path == "src/nginx/Dockerfile.tpl"
+    assert "ARG APT_MIRROR=mirrors.aliyun.com" in images["ai-infra-nginx"].dockerfile.text
+    assert images["ai-infra-frontend"].dockerfile.path == "src/frontend/Dockerfile"
 
 
 def test_build_args_are_only_declared_args(repo: Path):
@@ -115,13 +115,13 @@ def test_template_empty_value_renders_empty(tree):
         }
     )
     component = plan_for(root).components[0]
-    assert "ARG N9E_FE_VERSION=\n" in component.dockerfile_text + "\n"
+    assert "ARG N9E_FE_VERSION=\n" in component.dockerfile.text + "\n"
     assert component.build_args == {}
 
 
 def test_template_can_use_image_tag(tree):
     root = tree({"src/a/Dockerfile.tpl": "FROM base:{{IMAGE_TAG}}"})
-    assert plan_for(root, image_tag="v9").components[0].dockerfile_text == "FROM base:v9"
+    assert plan_for(root, image_tag="v9").components[0].dockerfile.text == "FROM base:v9"
 
 
 def test_uses_build_platform_is_reported(tree):
@@ -345,7 +345,7 @@ ARG VERSION="dev"
 
 
 def test_declared_args_forms():
-    assert dockerfile.declared_args(DOCKERFILE) == [
+    assert Dockerfile(DOCKERFILE).declared_args == [
         "GOLANG_IMAGE",
         "UBUNTU_VERSION",
         "lower_case",
@@ -357,10 +357,10 @@ def test_declared_args_forms():
 
 
 def test_stage_names_and_targets():
-    assert dockerfile.stage_names(DOCKERFILE) == ["builder", "runtime"]
-    assert dockerfile.has_target(DOCKERFILE, "builder")
-    assert dockerfile.has_target(DOCKERFILE, "Runtime")
-    assert not dockerfile.has_target(DOCKERFILE, "fake")
+    assert Dockerfile(DOCKERFILE).stage_names == ["builder", "runtime"]
+    assert Dockerfile(DOCKERFILE).has_target("builder")
+    assert Dockerfile(DOCKERFILE).has_target("Runtime")
+    assert not Dockerfile(DOCKERFILE).has_target("fake")
 
 
 @pytest.mark.parametrize(
@@ -375,9 +375,9 @@ def test_stage_names_and_targets():
     ],
 )
 def test_uses_build_platform(text, expected):
-    assert dockerfile.uses_build_platform(text) is expected
+    assert Dockerfile(text).uses_build_platform is expected
 
 
 def test_escape_directive():
     text = "# escape=`\nFROM x\nARG A=1 `\n    B=2\n"
-    assert dockerfile.declared_args(text) == ["A", "B"]
+    assert Dockerfile(text).declared_args == ["A", "B"]
