@@ -39,7 +39,14 @@ def plan_table(plan: Plan) -> str:
     images = table(
         ("COMPONENT", "IMAGE", "DOCKERFILE", "TARGET", "PHASE", "NEEDS"),
         [
-            (c.name, c.image, c.dockerfile.path, c.target or "-", c.phase, ", ".join(c.after) or "-")
+            (
+                c.name,
+                c.image,
+                c.dockerfile.path,
+                c.target or "-",
+                c.phase,
+                ", ".join(c.after) or "-",
+            )
             for c in plan.components
         ],
     )

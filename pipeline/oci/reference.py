@@ -45,6 +45,35 @@ class Reference:
         """The last path component: ``harbor.example.com/ai-infra/backend:v1`` → ``backend``."""
         return self.path.rsplit("/", 1)[-1]
 
+    @property
+    def repository(self) -> str:
+        """``host/path``, as cosign names it (go-containerregistry's ``Repository.Name()``):
+        ``redis:7`` → ``index.docker.io/library/redis``."""
+        if self.registry != DOCKER_HUB:
+            return f"{self.registry}/{self.path}"
+        path = self.path if "/" in self.path else f"library/{self.path}"
+        return f"index.{DOCKER_HUB}/{path}"
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.host, self.path, tag, None)
+
+    def __str__(self) -> str:
+        return (
+            (f"{self.host}/" if self.host else "")
+            + self.path
+            + (f":{self.tag}" if self.tag else "")
+            + (f"@{self.digest}" if self.digest else "")
+        )
+
+
+def tagged(registry: str | None, name: str, tag: str) -> Reference:
+    """``<registry>/<name>:<tag>`` from its parts; ``registry`` is a checked PRIVATE_REGISTRY
+    (``host[:port][/project]``), or None for a bare name."""
+    if registry is None:
+        return Reference(None, name, tag, None)
+    host, _, project = registry.partition("/")
+    return Reference(host, f"{project}/{name}" if project else name, tag, None)
+
 
 def names_a_host(first: str) -> bool:
     """Whether a reference's first part is a registry host, as docker reads it:
@@ -81,11 +110,6 @@ def parse_tagged(ref: str) -> Reference:
     if not parsed.path or "" in parsed.path.split("/"):
         raise ValueError(f"reference has no repository: {ref!r}")
     return parsed
-
-
-def registry_host(ref: str) -> str:
-    """``host:5000/p/x:v1`` → ``host:5000``; ``redis:7`` → ``docker.io``."""
-    return parse(ref).registry
 
 
 def image_name(ref: str) -> str:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipeline.errors import BadInput, BundleError
 from pipeline.oci import layout
 from pipeline.oci.access import PasswordSpec
-from pipeline.oci.reference import DOCKER_HUB, parse
+from pipeline.oci.reference import parse
 from pipeline.oci.registry import RegistryClient
 
 SIGNATURE_TYPE = "cosign container image signature"
@@ -51,11 +51,7 @@ def signature_tag(digest: str) -> str:
 def docker_reference(ref: str) -> str:
     """The repository a payload names, as cosign spells it (go-containerregistry's
     ``Repository.Name()``): ``redis:7`` → ``index.docker.io/library/redis``."""
-    parsed = parse(ref)
-    if parsed.registry != DOCKER_HUB:
-        return f"{parsed.registry}/{parsed.path}"
-    path = parsed.path if "/" in parsed.path else f"library/{parsed.path}"
-    return f"index.{DOCKER_HUB}/{path}"
+    return parse(ref).repository
 
 
 def fingerprint(key: PublicKey) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInput
-from pipeline.oci.reference import TAG_LIMIT, canonical, is_reference
+from pipeline.oci.reference import TAG_LIMIT, Reference, canonical, is_reference, tagged
 from pipeline.planning.deployment import Found, dependency_name, deployment_images
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.downloads import read_lock, wanted
@@ -42,7 +42,7 @@ from pipeline.planning.settings import PUBLISH_TIMEOUT, Settings, load_settings
 class ImagePlan:
     name: str  # the component (src/<name>)
     image: str
-    ref: str
+    reference: Reference  # <registry>/<image>:<tag>, made from those parts
     # Its path is the template's when there is one; its text is what to build (the rendered
     # template, else the Dockerfile).
     dockerfile: Dockerfile
@@ -62,6 +62,10 @@ class ImagePlan:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     served_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     private_key: bool = False  # a COPY puts a generated private key in the image
+
+    @property
+    def ref(self) -> str:
+        return str(self.reference)
 
     @property
     def uses_build_platform(self) -> bool:
@@ -257,9 +261,9 @@ def check_releasable(plan: Plan) -> None:
     check_builds_an_image(plan, dependencies_count=False)
 
 
-def arch_tagged(tagged: str, platform: str) -> str:
-    """build.sh's per-arch name: `v0.3.8` (or `host/p/x:v0.3.8`) -> `...v0.3.8-arm64`."""
-    return f"{tagged}-{platform.split('/', 1)[1].replace('/', '')}"
+def arch_tagged(tag: str, platform: str) -> str:
+    """build.sh's per-arch tag: `v0.3.8` -> `v0.3.8-arm64`."""
+    return f"{tag}-{platform.split('/', 1)[1].replace('/', '')}"
 
 
 def _check_tags(settings: Settings) -> None:
@@ -438,7 +442,6 @@ def _component_plans(
     parsed = Dockerfile(text, path)
     parsed.check()
     args = _build_args(parsed, settings)
-    registry = f"{settings.private_registry}/" if settings.private_registry else ""
     plans = []
     for spec in component.images:
         if spec.target and not parsed.has_target(spec.target):
@@ -447,7 +450,7 @@ def _component_plans(
             ImagePlan(
                 name=component.name,
                 image=spec.image,
-                ref=f"{registry}{spec.image}:{settings.image_tag}",
+                reference=tagged(settings.private_registry, spec.image, settings.image_tag),
                 dockerfile=parsed,
                 target=spec.target,
                 phase=component.phase,

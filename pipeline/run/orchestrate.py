@@ -170,11 +170,11 @@ def reusing(plan: Plan, access: RegistryAccess | None, client: dagger.Client) ->
         return None
 
     async def look_up(image: ImagePlan, platform: str, key: str):
-        found = await anyio.to_thread.run_sync(reuse.find, image.ref, key, platform, access)
+        found = await anyio.to_thread.run_sync(reuse.find, image.reference, key, platform, access)
         if found is None:
             return None
         pulled = client.container(platform=dagger.Platform(platform))
-        return found, authed(pulled, image.ref, access).from_(found.pinned)
+        return found, authed(pulled, image.reference, access).from_(found.pinned)
 
     return look_up
 
@@ -186,7 +186,7 @@ def recorded(published: Published, built: list[Built], access: RegistryAccess) -
         manifest = published.platforms.get(b.platform)
         if b.inputs and not b.reused and manifest is not None:
             keyed.append((manifest.descriptor.digest, b.inputs))
-    reuse.record(published.image.ref, keyed, access)
+    reuse.record(published.image.reference, keyed, access)
 
 
 def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:

@@ -27,7 +27,7 @@ from pipeline.errors import BadInput, PipelineError, PublishFailed
 from pipeline.oci import layout, sbom, sign
 from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
-from pipeline.oci.reference import parse_tagged, registry_host
+from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
 from pipeline.oci.sign import SigningKey
@@ -115,13 +115,15 @@ async def publish_image(
     by the API around it (as for several engines)."""
     if any(b.reused for b in builds):
         return await publish_stitched(image, builds, lambda _: access, per_arch_tags)
-    base = authed(dag.container(), image.ref, access)
+    reference = image.reference
+    base = authed(dag.container(), reference, access)
     variants = [b.container for b in builds if b.container is not None]
     try:
-        address = await push(base, image.ref, variants, access)
+        address = await push(base, reference, variants, access)
         if per_arch_tags:
             for built in builds:
-                await push(base, arch_tagged(image.ref, built.platform), [built.container], access)
+                per_arch = reference.with_tag(arch_tagged(reference.tag, built.platform))
+                await push(base, per_arch, [built.container], access)
     except PublishFailed as err:
         return Published(image, error=str(err))
     return await checked(image, address.rsplit("@", 1)[1], builds, access)
@@ -136,8 +138,8 @@ async def publish_stitched(
 ) -> Published:
     """Several engines (fleet.py): each pushes its platform's manifest by digest, with no
     tag; the index that joins them is written here, pushed under the tag and read back."""
-    reference = parse_tagged(image.ref)
-    by_digest = f"{reference.registry}/{reference.path}@{UNKNOWN_DIGEST}"
+    reference = image.reference
+    by_digest = Reference(reference.registry, reference.path, None, UNKNOWN_DIGEST)
     manifests: dict[str, str] = {}
     errors: list[str] = []
 
@@ -146,7 +148,7 @@ async def publish_stitched(
             manifests[built.platform] = built.reused.digest
             return
         access = access_of(built)
-        base = authed(built.container, image.ref, access)
+        base = authed(built.container, reference, access)
         try:
             with guard_of(built):  # its engine gone: one line, not the push's own wait
                 address = await push(base, by_digest, [], access)
@@ -167,7 +169,7 @@ async def publish_stitched(
     ordered = {b.platform: manifests[b.platform] for b in builds}
     try:
         digest = await anyio.to_thread.run_sync(
-            put_index, image.ref, ordered, access, per_arch_tags
+            put_index, image.reference, ordered, access, per_arch_tags
         )
     except PipelineError as err:
         return Published(image, error=f"index not written: {err}")
@@ -175,11 +177,10 @@ async def publish_stitched(
 
 
 def put_index(
-    ref: str, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
+    reference: Reference, manifests: Mapping[str, str], access: RegistryAccess, per_arch_tags: bool
 ) -> str:
     """Write the index of the platform manifests (platform -> digest) under the tag; of one
     platform, its manifest itself, as the engine publishes one variant."""
-    reference = parse_tagged(ref)
     descriptors = []
     with access.client(reference.registry) as client:
         for platform, digest in manifests.items():
@@ -200,9 +201,9 @@ async def checked(
     """Read the pushed index back: every built platform must be there; then sign it."""
     try:
         if access.through_engine:
-            platforms = await read_back_through_engine(image.ref, digest, builds, access)
+            platforms = await read_back_through_engine(image.reference, digest, builds, access)
         else:
-            graph = await anyio.to_thread.run_sync(read_back, image.ref, digest, access)
+            graph = await anyio.to_thread.run_sync(read_back, image.reference, digest, access)
             platforms = dict(graph.platforms)
     except PipelineError as err:
         return Published(image, digest=digest, error=f"read-back failed: {err}")
@@ -215,14 +216,14 @@ async def checked(
     if access.sign_key is not None:
         try:
             published.signature = await anyio.to_thread.run_sync(
-                sign_index, image.ref, digest, access
+                sign_index, image.reference, digest, access
             )
         except PipelineError as err:
             published.error = f"published, but its signature was not: {err}"
     if access.sboms and not published.error:
         try:
             published.sboms = await anyio.to_thread.run_sync(
-                attach_sboms, image.ref, platforms, access
+                attach_sboms, image.reference, platforms, access
             )
         except PipelineError as err:
             published.error = f"published, but its SBOMs were not: {err}"
@@ -230,44 +231,47 @@ async def checked(
 
 
 def attach_sboms(
-    ref: str, platforms: dict[str, layout.PlatformManifest | None], access: RegistryAccess
+    reference: Reference,
+    platforms: dict[str, layout.PlatformManifest | None],
+    access: RegistryAccess,
 ) -> dict[str, tuple[str, str]]:
     """An SBOM of each platform manifest, read by syft from the registry, attached to it (and
     signed, with a key)."""
-    reference = parse_tagged(ref)
     login = sbom.RegistryLogin(reference.registry, access.username, access.password,
                                access.ca_cert, access.plain_http)  # fmt: skip
     manifests = {p: m.descriptor for p, m in platforms.items() if m is not None}
     with access.client(reference.registry) as client:
-        attached = sbom.attach_published(client, login, reference.path, ref, manifests)
+        attached = sbom.attach_published(client, login, reference.path, str(reference), manifests)
         for digest, _how in attached.values() if access.sign_key else []:
-            sign.push_signature(client, reference.path, sign.docker_reference(ref), digest,
+            sign.push_signature(client, reference.path, reference.repository, digest,
                                 access.sign_key)  # fmt: skip
     return attached
 
 
-def sign_index(ref: str, digest: str, access: RegistryAccess) -> str:
+def sign_index(reference: Reference, digest: str, access: RegistryAccess) -> str:
     """Push the signatures of the index `digest` and of each platform manifest beside them
     (`sha256-<hex>.sig` tags); the index's signature digest."""
     assert access.sign_key is not None
-    reference = parse_tagged(ref)
     with access.client(reference.registry) as client:
         signed = sign.push_signatures(
-            client, reference.path, sign.docker_reference(ref), digest, access.sign_key
+            client, reference.path, reference.repository, digest, access.sign_key
         )
     return signed[digest]
 
 
 async def push(
-    base: dagger.Container, ref: str, variants: list[dagger.Container], access: RegistryAccess
+    base: dagger.Container,
+    reference: Reference,
+    variants: list[dagger.Container],
+    access: RegistryAccess,
 ) -> str:
     """Publish with bounded retries; the address (ref@digest) or PublishFailed, one line."""
-    host = registry_host(ref)
+    host = reference.registry
 
     async def attempt() -> str:
         try:
             with anyio.fail_after(access.timeout):
-                return await base.publish(ref, platform_variants=variants)
+                return await base.publish(str(reference), platform_variants=variants)
         except TimeoutError:
             raise Transient(f"no answer within {access.timeout:g}s") from None
         except dagger.QueryError as err:
@@ -298,14 +302,13 @@ def push_error(host: str, text: str, username: str | None) -> str:
     return f"registry {host}: {text.removeprefix('failed to export: ')[-300:]}"
 
 
-def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGraph:
+def read_back(reference: Reference, digest: str, access: RegistryAccess) -> layout.ImageGraph:
     """Fetch the tag's index through the registry API and walk it to every platform manifest."""
-    reference = parse_tagged(ref)
     with access.client(reference.registry) as client:
         body, media_type = client.get_manifest(reference.path, reference.tag)
         got = layout.digest_bytes(body)
         if got != digest:
-            raise PipelineError(f"{ref} is {got} in the registry, not the pushed {digest}")
+            raise PipelineError(f"{reference} is {got} in the registry, not the pushed {digest}")
         top = layout.Descriptor(media_type=media_type, digest=got, size=len(body))
         kinds: dict[str, str | None] = {}
 
@@ -319,7 +322,7 @@ def read_back(ref: str, digest: str, access: RegistryAccess) -> layout.ImageGrap
                 return client.get_blob(reference.path, digest)
             return client.get_manifest(reference.path, digest)[0]
 
-        return layout.walk_image(top, read, ref, accept=seen)
+        return layout.walk_image(top, read, str(reference), accept=seen)
 
 
 def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
@@ -328,7 +331,7 @@ def reachable_from_here(plan: Plan, access: RegistryAccess) -> RegistryAccess:
     read-back, with the reason. Signing needs the API, so it cannot fall back."""
     if not plan.components:
         return access
-    host = parse_tagged(plan.components[0].ref).registry
+    host = plan.components[0].reference.registry
     timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
     with access.client(host, tries=1, timeout=timeout) as client:
         try:
@@ -356,7 +359,7 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
     the engine, this code may not reach the registry at all."""
     if access.through_engine or not plan.components:
         return
-    reference = parse_tagged(plan.components[0].ref)
+    reference = plan.components[0].reference
     project = reference.path.rsplit("/", 1)[0] if "/" in reference.path else reference.path
     timeout = httpx.Timeout(RIGHTS_CHECK_SECONDS)
     with access.client(reference.registry, tries=1, timeout=timeout) as client:
@@ -387,14 +390,16 @@ def run_secret(plaintext: str, client: dagger.Client = dag) -> dagger.Secret:
     return client.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
 
 
-def authed(container: dagger.Container, ref: str, access: RegistryAccess) -> dagger.Container:
+def authed(
+    container: dagger.Container, reference: Reference, access: RegistryAccess
+) -> dagger.Container:
     if access.username and access.secret:
-        return container.with_registry_auth(registry_host(ref), access.username, access.secret)
+        return container.with_registry_auth(reference.registry, access.username, access.secret)
     return container
 
 
 async def read_back_through_engine(
-    ref: str, digest: str, builds: list[Built], access: RegistryAccess
+    reference: Reference, digest: str, builds: list[Built], access: RegistryAccess
 ) -> dict[str, None]:
     """Resolve the tag once per platform as the engine pulls it: the registry must name the
     pushed index and serve each platform from it. Gives no manifest details (no API for it)."""
@@ -402,15 +407,17 @@ async def read_back_through_engine(
     errors: list[str] = []
 
     async def resolve(platform: str) -> None:
-        pulled = authed(dag.container(platform=dagger.Platform(platform)), ref, access).from_(ref)
+        pulled = authed(dag.container(platform=dagger.Platform(platform)), reference, access)
+        pulled = pulled.from_(str(reference))
         try:
             address, got = await pulled.image_ref(), str(await pulled.platform())
         except dagger.QueryError as err:
             if "no match for platform" not in str(err):  # else: the index lacks it
-                errors.append(push_error(registry_host(ref), " ".join(str(err).split()), None))
+                errors.append(push_error(reference.registry, " ".join(str(err).split()), None))
             return
         if not address.endswith(f"@{digest}"):
-            errors.append(f"{ref} is {address.rsplit('@', 1)[-1]} in the registry, not {digest}")
+            got_digest = address.rsplit("@", 1)[-1]
+            errors.append(f"{reference} is {got_digest} in the registry, not {digest}")
         elif got == platform:
             found[platform] = None
 

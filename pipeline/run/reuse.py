@@ -20,7 +20,7 @@ import httpx
 
 from pipeline.errors import PipelineError
 from pipeline.oci import layout
-from pipeline.oci.reference import parse_tagged
+from pipeline.oci.reference import Reference
 from pipeline.run.inputs import INPUTS_LABEL
 
 if TYPE_CHECKING:
@@ -45,9 +45,8 @@ def record_tag(key: str) -> str:
     return RECORD_PREFIX + key.removeprefix("sha256:")
 
 
-def find(ref: str, key: str, platform: str, access: RegistryAccess) -> Found | None:
-    """The manifest the record of `key` names in `ref`'s repository, if it holds."""
-    reference = parse_tagged(ref)
+def find(reference: Reference, key: str, platform: str, access: RegistryAccess) -> Found | None:
+    """The manifest the record of `key` names in `reference`'s repository, if it holds."""
     tag = record_tag(key)
     with access.client(
         reference.registry, tries=1, timeout=httpx.Timeout(LOOKUP_SECONDS)
@@ -70,9 +69,8 @@ def _made_from(config: dict, key: str, platform: str) -> bool:
     return labels.get(INPUTS_LABEL) == key and "/".join(p for p in parts if p) == platform
 
 
-def record(ref: str, keyed: Iterable[tuple[str, str]], access: RegistryAccess) -> int:
+def record(reference: Reference, keyed: Iterable[tuple[str, str]], access: RegistryAccess) -> int:
     """Tag each published platform manifest (digest, key) with its key's record; how many."""
-    reference = parse_tagged(ref)
     done = 0
     with access.client(reference.registry) as client:
         for digest, key in keyed:

@@ -18,6 +18,7 @@ from dagger._exceptions import QueryErrorValue
 from pipeline.bundle.create import remove_stale
 from pipeline.doors import cli
 from pipeline.errors import BadInput, PublishFailed
+from pipeline.oci.reference import tagged
 from pipeline.planning.settings import PUBLISH_TIMEOUT, load_settings
 from pipeline.run import engine
 from pipeline.run.build import log_tail
@@ -141,7 +142,7 @@ ACCESS = RegistryAccess(username="lab", timeout=0.2, tries=3, backoff=0.01)
 
 
 def run_push(base: FakeBase) -> str:
-    return anyio.run(push, base, "h:1/p/img:v1", [], ACCESS)
+    return anyio.run(push, base, tagged("h:1/p", "img", "v1"), [], ACCESS)
 
 
 def test_transient_failures_are_retried_then_succeed():

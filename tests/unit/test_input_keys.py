@@ -11,6 +11,7 @@ import json
 import httpx
 import pytest
 
+from pipeline.oci.reference import tagged
 from pipeline.oci.registry import RegistryClient
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.run import reuse
@@ -19,7 +20,7 @@ from pipeline.run.publish import RegistryAccess
 from tests.unit.test_orchestration import image
 
 HOST = "registry.test:5000"
-REF = f"{HOST}/p/ai-infra-gateway:v1"
+REF = tagged(f"{HOST}/p", "ai-infra-gateway", "v1")
 KEY = "sha256:" + "ab" * 32
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 

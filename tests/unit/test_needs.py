@@ -4,6 +4,7 @@ published reference; cycles refused."""
 import pytest
 
 from pipeline.errors import BadInput
+from pipeline.oci.reference import parse
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, _with_needs, waves
 
@@ -19,7 +20,7 @@ COPY --from=0 /etc/passwd /tmp/
 
 def plan(image: str, text: str) -> ImagePlan:
     return ImagePlan(
-        name=image.removeprefix("ai-infra-"), image=image, ref=f"r/{image}:v1",
+        name=image.removeprefix("ai-infra-"), image=image, reference=parse(f"r/{image}:v1"),
         dockerfile=Dockerfile(text, f"src/{image}/Dockerfile"), target=None,
         phase="dependent", build_args={},
     )  # fmt: skip

@@ -13,7 +13,6 @@ from pipeline.oci.reference import (
     is_reference,
     parse,
     parse_tagged,
-    registry_host,
 )
 
 
@@ -83,7 +82,7 @@ def test_image_name_drops_registry_tag_and_digest():
     ],
 )
 def test_registry_host(ref, host):
-    assert registry_host(ref) == host
+    assert parse(ref).registry == host
 
 
 def test_parse_splits_every_part():

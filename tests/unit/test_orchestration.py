@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.errors import BadInput, PipelineError
 from pipeline.events import Events
+from pipeline.oci.reference import tagged
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.run import engine, fleet, orchestrate
@@ -28,7 +29,7 @@ DIGEST = "sha256:" + "d" * 64
 
 def image(name: str, text: str = "FROM busybox\n", needs: tuple[str, ...] = ()) -> ImagePlan:
     return ImagePlan(
-        name=name.removeprefix("ai-infra-"), image=name, ref=f"h:5000/p/{name}:v1",
+        name=name.removeprefix("ai-infra-"), image=name, reference=tagged("h:5000/p", name, "v1"),
         dockerfile=Dockerfile(text, f"src/{name}/Dockerfile"), target=None,
         phase="dependent", build_args={}, needs=needs,
     )  # fmt: skip
