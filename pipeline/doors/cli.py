@@ -30,7 +30,8 @@ from pipeline.errors import BadInput, BuildFailed, PipelineError
 from pipeline.events import terminal_events
 from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import fingerprint, read_sign_key
-from pipeline.planning.plan import Plan, check_releasable, resolve_plan
+from pipeline.planning.plan import Plan, check_releasable, resolve
+from pipeline.planning.run_config import RunConfig
 from pipeline.planning.settings import SETTING_DOCS, setting_doc
 from pipeline.run import engine
 
@@ -65,14 +66,17 @@ class Given:
     source: Path
     settings: dict[str, object]
 
-    def plan(self) -> Plan:
+    def resolve(self) -> tuple[Plan, RunConfig]:
         """Every such command's first step: settings from .env, the environment and these."""
         host.check_folder(self.source, "--source", "the AI-Infra-Matrix checkout")
-        return resolve_plan(self.source, os.environ, self.settings)
+        return resolve(self.source, os.environ, self.settings)
 
-    def checkout(self, plan: Plan) -> engine.Checkout:
-        """The checkout as the engine sees it, with the SSH key folder the plan names."""
-        return host.checkout(self.source, plan.ssh_key_dir)
+    def plan(self) -> Plan:
+        return self.resolve()[0]
+
+    def checkout(self, run: RunConfig) -> engine.Checkout:
+        """The checkout as the engine sees it, with the SSH key folder the settings name."""
+        return host.checkout(self.source, run.ssh_key_dir)
 
 
 # The shared option set: --source, then the option of each setting that has one, in the
@@ -200,9 +204,9 @@ def release(
     from pipeline.run.publish import RegistryAccess
     from pipeline.verbs.release import release as release_core
 
-    the_plan = (
+    the_plan, run = (
         replace(given, settings=given.settings | {"rebuild": True}) if rebuild else given
-    ).plan()
+    ).resolve()
     # Bad input is found before the engine is contacted, not after an hour of builds.
     check_releasable(the_plan)
     if report_json is not None:
@@ -220,7 +224,7 @@ def release(
     )
     if sbom:
         syft_path()  # no syft is bad input, before any build
-    report = run_core(release_core, the_plan, given.checkout(the_plan), access)
+    report = run_core(release_core, the_plan, run, given.checkout(run), access)
     host.write_report(report, report_json, os.environ)
     typer.echo(report.to_markdown())
     if not report.ok:
@@ -237,7 +241,7 @@ def export_cmd(
     """Build every image and write each as a multi-platform OCI tarball (no registry)."""
     from pipeline.verbs.export import export_images, exported_sboms
 
-    the_plan = given.plan()
+    the_plan, run = given.resolve()
     if output.exists():
         raise BadInput(f"--output {output} already exists: choose a new folder")
     host.check_output_folder(output, "--output")
@@ -246,7 +250,8 @@ def export_cmd(
     report = run_core(
         export_images,
         the_plan,
-        given.checkout(the_plan),
+        run,
+        given.checkout(run),
         host.folder(output),
     )
     typer.echo(report.to_markdown())
@@ -282,7 +287,7 @@ def bundle_create(
 
     check_bundle_request(archive, since)  # a wrong --since ends here, not after every build
     key = read_sign_key(sign_key, os.environ) if sign_key is not None else None
-    the_plan = given.plan()
+    the_plan, run = given.resolve()
     for target in [output] + ([archive_path(output, archive)] if archive else []):
         if target.exists():  # create_bundle checks again, but only after every build
             raise BadInput(f"{target} already exists; remove it or choose another --output")
@@ -290,7 +295,8 @@ def bundle_create(
     result = run_core(
         functools.partial(export_bundle, since=since, sign_key=key, sboms=sbom),
         the_plan,
-        given.checkout(the_plan),
+        run,
+        given.checkout(run),
         output,
         archive,
     )

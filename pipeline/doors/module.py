@@ -25,7 +25,7 @@ from pipeline.events import Events, printer
 from pipeline.oci.sbom import syft_path
 from pipeline.oci.sign import SigningKey, load_private_key
 from pipeline.planning.downloads import LOCK_FILE, Download, lock_lines
-from pipeline.planning.plan import Plan, resolve_plan
+from pipeline.planning.plan import Plan, resolve
 from pipeline.planning.prepare import (
     SSH_KEY_STORE,
     TLS_STORE,
@@ -34,6 +34,7 @@ from pipeline.planning.prepare import (
     kept_names,
     write_files,
 )
+from pipeline.planning.run_config import RunConfig
 from pipeline.planning.settings import door_overrides, setting_doc
 from pipeline.run import engine
 from pipeline.run.build import build_context
@@ -229,7 +230,7 @@ class AiInfraMatrix:
         platforms: str | None,
         components: str | None,
         rebuild: bool = False,
-    ) -> Plan:
+    ) -> tuple[Plan, RunConfig]:
         copy = Path(tempfile.mkdtemp(prefix="layout-"))
         await (
             dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
@@ -239,13 +240,13 @@ class AiInfraMatrix:
         overrides = door_overrides(
             tag=tag, registry=registry, platforms=platforms, components=components
         ) | ({"rebuild": True} if rebuild else {})
-        the_plan = resolve_plan(copy, {}, overrides, present)
+        the_plan, run = resolve(copy, {}, overrides, present)
         if the_plan.engines:  # a module runs in the one engine `dagger call` started
             raise BadInput(
                 "PIPELINE_ENGINES (.env): several engines are for the CLI door "
                 "(python -m pipeline release --engines ...); dagger call builds on its own engine"
             )
-        return the_plan
+        return the_plan, run
 
     @function
     @one_line_errors
@@ -257,7 +258,7 @@ class AiInfraMatrix:
         components: Components = None,
     ) -> str:
         """What would be built, as JSON (build args by name only)."""
-        the_plan = await self._plan(tag, registry, platforms, components)
+        the_plan, _ = await self._plan(tag, registry, platforms, components)
         return json.dumps(the_plan.to_json(), indent=2)
 
     @function
@@ -291,7 +292,7 @@ class AiInfraMatrix:
         cannot reach the registry (a loopback or VPN-only one that the engine pushes to)
         through the engine, and the report says so.
         """
-        the_plan = await self._plan(tag, registry, platforms, components, rebuild)
+        the_plan, run = await self._plan(tag, registry, platforms, components, rebuild)
         access = RegistryAccess(
             username=username,
             password=await password.plaintext() if password else None,
@@ -304,6 +305,7 @@ class AiInfraMatrix:
             syft_path()  # no syft is bad input, before any build
         report = await release_core(
             the_plan,
+            run,
             self._checkout(ssh_key, tls),
             access,
             events(),
@@ -330,7 +332,7 @@ class AiInfraMatrix:
         ] = False,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
-        the_plan = await self._plan(tag, None, platforms, components)
+        the_plan, run = await self._plan(tag, None, platforms, components)
         if sbom:
             syft_path()  # no syft is bad input, before any build
         tarballs: list[dagger.Directory] = []
@@ -339,7 +341,7 @@ class AiInfraMatrix:
             tarballs.append(directory)
 
         report = await export_images(
-            the_plan, self._checkout(ssh_key, tls), keep, events(), connect=engine.joined
+            the_plan, run, self._checkout(ssh_key, tls), keep, events(), connect=engine.joined
         )
         if not report.ok:
             events().note(report.to_markdown())
@@ -376,13 +378,14 @@ class AiInfraMatrix:
 
         `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
         """
-        the_plan = await self._plan(tag, registry, platforms, components)
+        the_plan, run = await self._plan(tag, registry, platforms, components)
         previous = await exported(since, "previous")  # outside the result's folder
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
         out = scratch / f"ai-infra-matrix-{the_plan.tag}"
         await export_bundle(
             the_plan,
+            run,
             self._checkout(ssh_key, tls),
             out,
             archive,

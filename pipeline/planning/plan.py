@@ -1,6 +1,7 @@
 """The build plan: what to build, from which Dockerfile text, with which arguments, under which
-reference. Pure data computed without an engine, so both doors (CLI, Dagger) print or run the
-same thing and tests check it directly.
+reference, on which engine. Pure data computed without an engine, so both doors (CLI, Dagger)
+print or run the same thing and tests check it directly. How to run it (concurrency, reuse,
+timeouts, what to redact) is its RunConfig, resolved with it (`resolve`).
 """
 
 import difflib
@@ -35,7 +36,8 @@ from pipeline.planning.prepare import (
     with_parents,
 )
 from pipeline.planning.render import render, unset
-from pipeline.planning.settings import PUBLISH_TIMEOUT, Settings, load_settings
+from pipeline.planning.run_config import RunConfig, run_config
+from pipeline.planning.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -100,15 +102,8 @@ class Plan:
     components: tuple[ImagePlan, ...]  # foundation first, then dependent; each sorted
     dependencies: tuple[DependencyPlan, ...]
     skipped: tuple[Skipped, ...]
-    # How to run it, resolved once with the rest (see Settings); None: the engine's CPUs.
-    concurrency: int | None = None
-    per_arch_tags: bool = False
-    rebuild: bool = False  # build even what an earlier release built from the same inputs
-    publish_timeout: float = PUBLISH_TIMEOUT
-    # Values no report may show; never printed (repr) nor in to_json.
-    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    per_arch_tags: bool = False  # also push build.sh's <tag>-amd64 / <tag>-arm64
     generated: tuple[Generated, ...] = ()  # the prepare step's files
-    ssh_key_dir: str | None = None
     engines: Mapping[str, str] = field(default_factory=dict)  # platform -> its engine's address
     selection: tuple[str, ...] | None = None  # PIPELINE_COMPONENTS; None: everything
     # For people: what the plan did that nobody asked for (a component added to the selection).
@@ -189,13 +184,8 @@ def make_plan(
         components=images,
         dependencies=dependencies,
         skipped=(*switched_off, *skipped),
-        concurrency=settings.concurrency,
         per_arch_tags=settings.per_arch_tags,
-        rebuild=settings.rebuild,
-        publish_timeout=settings.publish_timeout,
-        secrets=settings.secret_values,
         generated=tuple(generated),
-        ssh_key_dir=settings.ssh_key_dir,
         engines=dict(settings.engines),
         selection=settings.components,
         notes=_added_note(added),
@@ -401,17 +391,27 @@ def waves(images: Sequence[ImagePlan]) -> list[list[ImagePlan]]:
     return order
 
 
+def resolve(
+    source: Path,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    present: set[str] | None = None,
+) -> tuple[Plan, RunConfig]:
+    """The one entry both doors call: settings, then layout, then the plan and how to run it."""
+    if not source.is_dir():
+        raise BadInput(f"{source}: source directory does not exist")
+    settings = load_settings(source, env, overrides)
+    return make_plan(discover(source), settings, source, present), run_config(settings)
+
+
 def resolve_plan(
     source: Path,
     env: Mapping[str, str],
     overrides: Mapping[str, object],
     present: set[str] | None = None,
 ) -> Plan:
-    """The one entry both doors call: settings, then layout, then plan."""
-    if not source.is_dir():
-        raise BadInput(f"{source}: source directory does not exist")
-    settings = load_settings(source, env, overrides)
-    return make_plan(discover(source), settings, source, present)
+    """The plan alone, for what only prints or checks it."""
+    return resolve(source, env, overrides, present)[0]
 
 
 def _selection(layout: Layout, names: tuple[str, ...] | None) -> set[str]:

@@ -18,6 +18,7 @@ import dagger
 from pipeline.errors import PipelineError
 from pipeline.events import Events
 from pipeline.planning.plan import ImagePlan, Plan, waves
+from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, reuse, serve
 from pipeline.run.build import (
     BuildOne,
@@ -57,6 +58,7 @@ class EngineSteps:
 
 async def engine_steps(
     plan: Plan,
+    run: RunConfig,
     checkout: engine.Checkout,
     events: Events,
     engines: list[fleet.Engine],
@@ -76,11 +78,11 @@ async def engine_steps(
         context, natives[one.label], cpus = await at_once(
             prepared_context(plan, checkout, events, one.client),
             engine.native_platform(one.client),
-            engine_cpus(plan, events, one.client),
+            engine_cpus(run, events, one.client),
         )
         if access is not None:
-            accesses[one.label] = access.in_session(plan.publish_timeout, one.client)
-        look_up = reusing(plan, accesses.get(one.label), one.client)
+            accesses[one.label] = access.in_session(run.publish_timeout, one.client)
+        look_up = reusing(run, accesses.get(one.label), one.client)
         builder = engine_builder(context, natives[one.label], one.client, one.label, look_up,
                                  slots, events)  # fmt: skip
         builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
@@ -103,7 +105,7 @@ async def engine_steps(
             )
         return served
 
-    if access is not None and access.through_engine and not plan.rebuild:
+    if access is not None and access.through_engine and not run.rebuild:
         events.note("nothing is reused: finding an earlier build needs the registry's API")
     publish = None
     by_label = {one.label: one for one in engines}
@@ -130,8 +132,8 @@ async def engine_steps(
     return EngineSteps(build, serve_one, max(concurrency, 1), publish, record, limited=True)
 
 
-async def engine_cpus(plan: Plan, events: Events, client: dagger.Client) -> int:
-    return plan.concurrency or await engine.default_concurrency(events, client)
+async def engine_cpus(run: RunConfig, events: Events, client: dagger.Client) -> int:
+    return run.concurrency or await engine.default_concurrency(events, client)
 
 
 async def at_once(*steps: Awaitable[Any]) -> list[Any]:
@@ -163,10 +165,10 @@ def starter(image: ImagePlan, built: Built, client: dagger.Client, events: Event
     return start
 
 
-def reusing(plan: Plan, access: RegistryAccess | None, client: dagger.Client) -> LookUp | None:
+def reusing(run: RunConfig, access: RegistryAccess | None, client: dagger.Client) -> LookUp | None:
     """How a build finds an earlier one of its inputs: in the release registry, through its
     API (so not through the engine alone, nor with --rebuild, nor with no registry)."""
-    if access is None or access.through_engine or plan.rebuild:
+    if access is None or access.through_engine or run.rebuild:
         return None
 
     async def look_up(image: ImagePlan, platform: str, key: str):

@@ -33,6 +33,7 @@ from pipeline.events import Events
 from pipeline.oci import layout, sbom
 from pipeline.oci.sign import SigningKey
 from pipeline.planning.plan import Plan, check_builds_an_image
+from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet
 from pipeline.run.build import Built
 from pipeline.run.orchestrate import build_in_waves, engine_steps
@@ -41,6 +42,7 @@ from pipeline.run.report import Report, finished, image_row, new_report
 
 async def export_images(
     plan: Plan,
+    run: RunConfig,
     checkout: engine.Checkout,
     deliver: engine.Deliver,
     events: Events,
@@ -50,7 +52,7 @@ async def export_images(
     check_builds_an_image(plan, dependencies_count=True)
     refuse_needs(plan)
     async with connect() as log, fleet.fleet(plan, events) as engines:
-        builds, report = await build_images(plan, checkout, events, engines)
+        builds, report = await build_images(plan, run, checkout, events, engines)
         if plan.engines:
             with tempfile.TemporaryDirectory(prefix="export-") as scratch:
                 await stitched_layouts(plan, builds, Path(scratch), for_bundle=False)
@@ -60,11 +62,12 @@ async def export_images(
             if report.ok:
                 tarballs = tarballs.with_directory("dependencies", dependency_tarballs(plan))
             await deliver(tarballs)
-    return finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
+    return finished(report, plan, fleet.joined_log(log, engines), run.secrets)
 
 
 async def export_bundle(
     plan: Plan,
+    run: RunConfig,
     checkout: engine.Checkout,
     output: Path,
     archive: str | None,
@@ -85,7 +88,7 @@ async def export_bundle(
     for stale in remove_stale(output):
         events.note(f"removed {stale}, left by an interrupted run")
     async with connect() as log, fleet.fleet(plan, events) as engines:
-        builds, report = await build_images(plan, checkout, events, engines)
+        builds, report = await build_images(plan, run, checkout, events, engines)
         if report.ok:
             with writing("the bundle", output, BundleError), scratch_beside(output) as scratch:
                 with events.step("exporting images from the engine"), engine.exporting_to(output):
@@ -104,7 +107,7 @@ async def export_bundle(
                         kit=plan.kit, registry=plan.registry,
                         sbom_maker=sbom.syft if sboms else None,
                     )  # fmt: skip
-    report = finished(report, plan, fleet.joined_log(log, engines), plan.secrets)
+    report = finished(report, plan, fleet.joined_log(log, engines), run.secrets)
     raise BuildFailed("bundle not made: " + "; ".join(report.failures))
 
 
@@ -120,10 +123,14 @@ def refuse_needs(plan: Plan) -> None:
 
 
 async def build_images(
-    plan: Plan, checkout: engine.Checkout, events: Events, engines: list[fleet.Engine]
+    plan: Plan,
+    run: RunConfig,
+    checkout: engine.Checkout,
+    events: Events,
+    engines: list[fleet.Engine],
 ) -> tuple[dict[str, list[Built]], Report]:
     started = time.monotonic()
-    steps = await engine_steps(plan, checkout, events, engines)
+    steps = await engine_steps(plan, run, checkout, events, engines)
     builds = await build_in_waves(plan, steps, events, published={})
     report = new_report(plan, steps.concurrency, time.monotonic() - started)
     for image in plan.components:

@@ -13,6 +13,7 @@ import anyio
 
 from pipeline.events import Events
 from pipeline.planning.plan import Plan, check_releasable
+from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet
 from pipeline.run.orchestrate import EngineSteps, build_in_waves, engine_steps
 from pipeline.run.publish import Published, RegistryAccess, check_push_rights, reachable_from_here
@@ -21,15 +22,17 @@ from pipeline.run.report import Report, finished, image_row, new_report, publish
 
 async def release(
     plan: Plan,
+    run: RunConfig,
     checkout: engine.Checkout,
     access: RegistryAccess,
     events: Events,
     connect: engine.Connect = engine.session,
     may_not_reach: bool = False,
 ) -> Report:
-    """The release of `plan`; a run cut short by the engine says what got out before.
-    `may_not_reach`: this code may not reach the registry the engine pushes to (it runs in
-    a module's container): asked first, and read back through the engine if it cannot."""
+    """The release of `plan`, run as `run` says; a run cut short by the engine says what got
+    out before. `may_not_reach`: this code may not reach the registry the engine pushes to (it
+    runs in a module's container): asked first, and read back through the engine if it
+    cannot."""
     check_releasable(plan)
     if may_not_reach:
         access = await anyio.to_thread.run_sync(reachable_from_here, plan, access)
@@ -37,11 +40,11 @@ async def release(
     published: dict[str, Published] = {}
     try:
         async with connect() as log, fleet.fleet(plan, events) as engines:
-            steps = await engine_steps(plan, checkout, events, engines, access)
+            steps = await engine_steps(plan, run, checkout, events, engines, access)
             report = await publish_release(plan, steps, events, published)
     except engine.EngineGone as err:
         raise engine.EngineGone(f"{err}; {published_so_far(plan, published)}") from None
-    secrets = plan.secrets | ({access.password} if access.password else set())
+    secrets = run.secrets | ({access.password} if access.password else set())
     report.read_back_through_engine = access.through_engine
     return finished(report, plan, fleet.joined_log(log, engines), secrets)
 

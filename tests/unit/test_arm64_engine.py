@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from pipeline.events import Events
+from pipeline.planning.run_config import RunConfig
 from pipeline.run import build, engine, fleet, orchestrate, serve
 from pipeline.run.build import Built
 from pipeline.run.serve import Served
@@ -54,7 +55,7 @@ def arm64_engine(monkeypatch) -> dict[str, list]:
 
 async def release_on_arm64(plan) -> None:
     engines = [fleet.Engine(fleet.DEFAULT, PLATFORMS, client=object())]
-    steps = await release.engine_steps(plan, None, Events(), engines)
+    steps = await release.engine_steps(plan, RunConfig(), None, Events(), engines)
     await release.publish_release(plan, steps, Events(), {})
 
 

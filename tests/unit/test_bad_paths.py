@@ -280,7 +280,7 @@ def test_sigint_while_the_archive_is_written_leaves_no_bundle(sources, tmp_path:
 def bundle_create(cli, sources, tmp_path: Path, monkeypatch):
     """`bundle create` whose builds are done: only the writing of the bundle is real."""
 
-    async def export_bundle(plan, checkout, output, archive, events, **kw) -> CreateResult:
+    async def export_bundle(plan, run, checkout, output, archive, events, **kw) -> CreateResult:
         return create_bundle(output, [s.image for s in sources], bf.PLATFORMS, archive)
 
     monkeypatch.setattr("pipeline.verbs.export.export_bundle", export_bundle)
@@ -313,7 +313,7 @@ def test_cli_sigterm_anywhere_ends_as_sigint_does(cli, monkeypatch):
     def terminated(*args, **kwargs):
         signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr("pipeline.doors.cli.resolve_plan", terminated)
+    monkeypatch.setattr("pipeline.doors.cli.resolve", terminated)
     code, out, _ = cli("plan", "--source", str(MINI_MATRIX))
     assert (code, out) == (128 + signal.SIGTERM, "")
 

@@ -252,7 +252,7 @@ def test_cli_error_is_one_line_even_for_a_multi_line_message(monkeypatch, capsys
     def fail(*args, **kwargs):
         raise PublishFailed("registry h:1 said:\nsomething\n  on several lines")
 
-    monkeypatch.setattr(cli, "resolve_plan", fail)
+    monkeypatch.setattr(cli, "resolve", fail)
     with pytest.raises(SystemExit) as caught:
         cli.main(["release", "--source", "."])
     assert caught.value.code == 1

@@ -15,6 +15,7 @@ from pipeline.events import Events
 from pipeline.oci.reference import tagged
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, Plan
+from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, orchestrate
 from pipeline.run.build import Built
 from pipeline.run.engine import EngineLog
@@ -35,10 +36,10 @@ def image(name: str, text: str = "FROM busybox\n", needs: tuple[str, ...] = ()) 
     )  # fmt: skip
 
 
-def plan_of(*images: ImagePlan, secrets: frozenset[str] = frozenset()) -> Plan:
+def plan_of(*images: ImagePlan) -> Plan:
     return Plan(
         tag="v1", platforms=PLATFORMS, registry="h:5000/p", components=images,
-        dependencies=(), skipped=(), secrets=secrets,
+        dependencies=(), skipped=(),
     )  # fmt: skip
 
 
@@ -263,10 +264,10 @@ def _no_registry(monkeypatch) -> None:
 def fake_engine(monkeypatch) -> FakeEngine:
     fake = FakeEngine(fail={"ai-infra-leaky linux/arm64"})
 
-    async def engine_steps(plan, checkout, events, engines, access):
-        # Made a secret of this run in the session, with the plan's timeout.
-        run_access = access.in_session(plan.publish_timeout)
-        assert run_access.secret is not None and run_access.timeout == plan.publish_timeout
+    async def engine_steps(plan, run, checkout, events, engines, access):
+        # Made a secret of this run in the session, with the run's timeout.
+        run_access = access.in_session(run.publish_timeout)
+        assert run_access.secret is not None and run_access.timeout == run.publish_timeout
         return fake.steps()
 
     monkeypatch.setattr(release, "engine_steps", engine_steps)
@@ -286,10 +287,11 @@ LEAKY_LOG = """\
 
 @pytest.mark.anyio
 async def test_release_adds_the_failed_steps_output_and_redacts_every_secret(fake_engine):
-    plan = plan_of(image("ai-infra-leaky"), secrets=frozenset({"pg-Secr3t-value"}))
+    plan = plan_of(image("ai-infra-leaky"))
+    run = RunConfig(secrets=frozenset({"pg-Secr3t-value"}))
     access = RegistryAccess(username="u", password="hunter2-pass", timeout=1.0)
     report = await release.release(
-        plan, lambda: None, access, Events(), connect=fake_connect(LEAKY_LOG)
+        plan, run, lambda: None, access, Events(), connect=fake_connect(LEAKY_LOG)
     )
     arm64 = report.images[0].platforms[1]
     assert arm64.status == Status.BUILD_FAILED
@@ -318,7 +320,9 @@ async def test_a_release_that_builds_no_image_is_bad_input_before_the_engine():
         raise AssertionError("the engine was contacted")
 
     with pytest.raises(BadInput, match="PIPELINE_COMPONENTS=os-base builds no image: nothing"):
-        await release.release(plan, lambda: None, RegistryAccess(), Events(), connect=no_engine)
+        await release.release(
+            plan, RunConfig(), lambda: None, RegistryAccess(), Events(), connect=no_engine
+        )
 
 
 @pytest.mark.anyio
@@ -330,14 +334,16 @@ async def test_release_without_a_registry_is_bad_input_before_the_engine():
         raise AssertionError("the engine was contacted")
 
     with pytest.raises(BadInput, match="release needs a registry"):
-        await release.release(plan, lambda: None, RegistryAccess(), Events(), connect=no_engine)
+        await release.release(
+            plan, RunConfig(), lambda: None, RegistryAccess(), Events(), connect=no_engine
+        )
 
 
 @pytest.mark.anyio
 async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
     fake = FakeEngine(seconds={"ai-infra-slow": 5.0})
 
-    async def engine_steps(plan, checkout, events, engines, access):
+    async def engine_steps(plan, run, checkout, events, engines, access):
         return fake.steps()
 
     orchestrate = release.publish_release
@@ -354,7 +360,7 @@ async def test_an_engine_gone_mid_run_says_what_got_out(monkeypatch):
     monkeypatch.setattr(release, "publish_release", gone_after_fast_is_out)
     with pytest.raises(engine.EngineGone) as caught:
         await release.release(
-            plan_of(image("ai-infra-fast"), image("ai-infra-slow")), lambda: None,
+            plan_of(image("ai-infra-fast"), image("ai-infra-slow")), RunConfig(), lambda: None,
             RegistryAccess(), Events(), connect=fake_connect(),
         )  # fmt: skip
     assert str(caught.value) == (
