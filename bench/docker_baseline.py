@@ -27,7 +27,8 @@ from pathlib import Path
 from pipeline.doors import host
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.planning.prepare import SSH_KEY_STORE, kept_folders
-from pipeline.run.orchestrate import with_services
+from pipeline.run.build import NOTHING_REACHED, Reach
+from pipeline.run.orchestrate import reaches
 from pipeline.run.serve import Served
 
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is a newer one
@@ -63,12 +64,14 @@ def local_ref(image: str, tag: str, platform: str) -> str:
     return f"bench/{image}:{tag}-{arch(platform)}"
 
 
-def build_command(image: ImagePlan, dockerfile: Path, tag: str, platform: str) -> list[str]:
+def build_command(
+    image: ImagePlan, dockerfile: Path, tag: str, platform: str, reach: Reach = NOTHING_REACHED
+) -> list[str]:
     cmd = [DOCKER, "build", "--progress=plain", "--network", "host", "--platform", platform]
     cmd += ["-f", str(dockerfile), "-t", local_ref(image.image, tag, platform)]
-    args = image.build_args | image.platform_args.get(platform, {})
+    args = image.build_args | dict(reach.args)
     # A build-time service's address (APPHUB_URL): the pipeline asks it when the build runs.
-    args |= {arg: service.url for arg, service in image.services.get(platform, {}).items()}
+    args |= {arg: service.url for arg, service in reach.services.items()}
     for name, value in sorted(args.items()):
         cmd += ["--build-arg", f"{name}={value}"]
     if image.target:
@@ -165,13 +168,15 @@ def _build_and_save(
     executed: set[str] = set()
     started = time.monotonic()
     for planned in plan.components:
-        image = with_services(planned, served, plan.platforms)
+        image, reached = planned, reaches(planned, served, plan.platforms)
         dockerfile = work / "dockerfiles" / f"{image.image}.Dockerfile"
         dockerfile.write_text(image.dockerfile.text)
         for platform in plan.platforms:
             t0 = time.monotonic()
             proc = subprocess.run(
-                build_command(image, dockerfile, plan.tag, platform),
+                build_command(
+                    image, dockerfile, plan.tag, platform, reached.get(platform, NOTHING_REACHED)
+                ),
                 cwd=source,
                 env=dict(env),
                 capture_output=True,

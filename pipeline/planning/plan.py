@@ -8,7 +8,6 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from pipeline.errors import BadInput
 from pipeline.oci.reference import TAG_LIMIT, Reference, canonical, is_reference, tagged
@@ -57,12 +56,6 @@ class ImagePlan:
     # one reaches then: build arg (APPHUB_URL) -> served image, built first.
     serves: int | None = None
     reaches: dict[str, str] = field(default_factory=dict)
-    # Extra build args for one platform only (set at run time: see serve.FOREIGN_PLATFORM_ARGS).
-    platform_args: dict[str, dict[str, str]] = field(default_factory=dict)
-    # Set at run time too: platform -> argument -> the build-time service (run/serve.Served)
-    # whose address that build gets; and the same service as its image's input key.
-    services: dict[str, dict[str, Any]] = field(default_factory=dict)
-    served_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
     private_key: bool = False  # a COPY puts a generated private key in the image
 
     @property

@@ -7,8 +7,9 @@ either a container or the tail of its log, and the caller decides what may be pu
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import dagger
@@ -44,8 +45,28 @@ class Built:
         return self.container is not None
 
 
-# One image for one platform; the engine's is `engine_builder`, tests pass fakes.
-BuildOne = Callable[[ImagePlan, str], Awaitable[Built]]
+class Service(Protocol):
+    async def address(self) -> str: ...  # started when first asked (run/serve.Served)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What one build gets from the build-time services it reaches (AppHub), set when its
+    wave starts: the service of each build arg (APPHUB_URL), build.sh's extra args where that
+    service runs another platform than the build's, and the services as its input key sees
+    them (an address differs every session)."""
+
+    services: Mapping[str, Service] = field(default_factory=dict)
+    args: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+
+
+NOTHING_REACHED = Reach()
+# One image for one platform, with what it reaches; the engine's is `engine_builder`, tests
+# pass fakes.
+BuildOne = Callable[[ImagePlan, str, Reach], Awaitable[Built]]
+# The same, as build_all runs it: what each build reaches already chosen.
+BuildJob = Callable[[ImagePlan, str], Awaitable[Built]]
 # An earlier build of these inputs (image, platform, key), as a container of the engine.
 LookUp = Callable[[ImagePlan, str, str], Awaitable[tuple[Found, dagger.Container] | None]]
 ImageDone = Callable[[ImagePlan, list[Built]], Awaitable[None]]
@@ -82,8 +103,8 @@ def dockerfile_in_context(
     return context.with_new_file(path, image.dockerfile.text), path
 
 
-def build_args(image: ImagePlan, native: str, platform: str) -> list[dagger.BuildArg]:
-    values = image.build_args | image.platform_args.get(platform, {})
+def build_args(image: ImagePlan, native: str, reach: Reach) -> list[dagger.BuildArg]:
+    values = image.build_args | dict(reach.args)
     if image.dockerfile.uses_build_platform:
         values |= build_platform_args(native)
     return [dagger.BuildArg(name=k, value=v) for k, v in sorted(values.items())]
@@ -143,19 +164,19 @@ def engine_builder(
     bases = BaseDigests(client)
     slots = slots or anyio.CapacityLimiter(1)
 
-    async def build(image: ImagePlan, platform: str) -> Built:
+    async def build(image: ImagePlan, platform: str, reach: Reach) -> Built:
         # A slot from the start, taken in plan order (the limiter is first come, first
         # served): a look-up ahead of a build keeps the order builds start in.
         async with slots:
             started = time.monotonic()
-            args = build_args(image, native, platform)
-            key = await keyed(image, platform, args, context, bases, client)
+            args = build_args(image, native, reach)
+            key = await keyed(image, platform, args, reach, context, bases, client)
             found = await look_up(image, platform, key) if look_up and key else None
             if found:
                 built = Built(image, platform, time.monotonic() - started, container=found[1],
                               inputs=key, reused=found[0])  # fmt: skip
             else:
-                built = await with_services(context, image, platform, args, key, events)
+                built = await with_services(context, image, platform, args, reach, key, events)
         built.engine = label
         return built
 
@@ -167,12 +188,13 @@ async def with_services(
     image: ImagePlan,
     platform: str,
     args: list[dagger.BuildArg],
+    reach: Reach,
     key: str | None,
     events: Events | None = None,
 ) -> Built:
     """Build, with the address of each build-time service it reaches (started now if it is
     the first build to need it)."""
-    services = image.services.get(platform, {})
+    services = reach.services
     try:
         urls = [dagger.BuildArg(name=a, value=await s.address()) for a, s in services.items()]
     except (PipelineError, dagger.DaggerError) as err:
@@ -193,6 +215,7 @@ async def keyed(
     image: ImagePlan,
     platform: str,
     args: list[dagger.BuildArg],
+    reach: Reach,
     context: dagger.Directory,
     bases: BaseDigests,
     client: dagger.Client,
@@ -200,7 +223,7 @@ async def keyed(
     """The input key; None when an input cannot be read now (a base that does not resolve,
     a source missing): then the build says what is wrong, in its own words."""
     try:
-        return await input_key(image, platform, args, context, bases, client)
+        return await input_key(image, platform, args, reach.inputs, context, bases, client)
     except dagger.QueryError:
         return None
 
@@ -208,7 +231,7 @@ async def keyed(
 async def build_all(
     images: Sequence[ImagePlan],
     platforms: Sequence[str],
-    build: BuildOne,
+    build: BuildJob,
     concurrency: int | None,
     events: Events,
     image_done: ImageDone | None = None,

@@ -46,16 +46,18 @@ async def input_key(
     image: ImagePlan,
     platform: str,
     args: Sequence[dagger.BuildArg],
+    served: Mapping[str, str],
     context: dagger.Directory,
     bases: BaseDigests,
     client: dagger.Client,
 ) -> str | None:
-    """The key, or None when a build reads what cannot be known before it runs (a URL)."""
+    """The key, or None when a build reads what cannot be known before it runs (a URL);
+    `served`: each build-time service it reaches as the key sees it (its image and key)."""
     values = {a.name: a.value for a in args}
     reads = image.dockerfile.build_reads(values)
     if reads.unknown:
         return None
-    values |= image.served_inputs.get(platform, {})
+    values |= served
     sources = ""
     if reads.sources:
         patterns = [_pattern(p) for p in reads.sources]

@@ -21,9 +21,12 @@ from pipeline.planning.plan import ImagePlan, Plan, waves
 from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, reuse, serve
 from pipeline.run.build import (
+    NOTHING_REACHED,
+    BuildJob,
     BuildOne,
     Built,
     LookUp,
+    Reach,
     build_all,
     engine_builder,
     prepared_context,
@@ -88,8 +91,8 @@ async def engine_steps(
         builders |= dict.fromkeys(one.platforms, guarded(one, builder) if one.watchdog else builder)
         concurrency += cpus
 
-    async def build(image: ImagePlan, platform: str) -> Built:
-        return await builders[platform](image, platform)
+    async def build(image: ImagePlan, platform: str, reach: Reach) -> Built:
+        return await builders[platform](image, platform, reach)
 
     async def serve_one(image: ImagePlan, built: list[Built]) -> dict[str, Served]:
         served: dict[str, Served] = {}
@@ -195,10 +198,10 @@ def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
     """A build on another engine than the session's: if that engine goes away meanwhile, the
     build ends with its one line (the session's own engine ends the whole run instead)."""
 
-    async def run(image: ImagePlan, platform: str) -> Built:
+    async def run(image: ImagePlan, platform: str, reach: Reach) -> Built:
         try:
             with one.guarded():
-                built = await build(image, platform)
+                built = await build(image, platform, reach)
         except Exception as err:  # a dead engine's client fails in more ways than DaggerError
             if not isinstance(err, engine.EngineUnavailable) and not await one.confirm_gone():
                 raise
@@ -211,7 +214,7 @@ def guarded(one: fleet.Engine, build: BuildOne) -> BuildOne:
 
 
 def unreachable(one: fleet.Engine) -> BuildOne:
-    async def build(image: ImagePlan, platform: str) -> Built:
+    async def build(image: ImagePlan, platform: str, reach: Reach) -> Built:
         return Built(image, platform, 0.0, error=one.error, engine=one.label)
 
     return build
@@ -243,15 +246,17 @@ async def build_in_waves(
 
     for wave in waves(plan.components):
         ready = []
+        reached: dict[str, dict[str, Reach]] = {}  # image -> platform -> what it reaches
         for image in wave:
             missing = blocked_by(image, published, served)
             if missing:
                 builds[image.image] = not_built(image, plan.platforms, missing)
             else:
-                pinned = pin_needs(image, published)
-                ready.append(with_services(pinned, served, plan.platforms))
+                ready.append(pin_needs(image, published))
+                reached[image.image] = reaches(image, served, plan.platforms)
         concurrency = None if steps.limited else steps.concurrency
-        done = await build_all(ready, plan.platforms, steps.build, concurrency, events, image_done)
+        build = reaching(steps.build, reached)
+        done = await build_all(ready, plan.platforms, build, concurrency, events, image_done)
         builds |= group(done)
         served |= await start_services(plan, ready, builds, steps, events)
     return builds
@@ -312,26 +317,34 @@ def pin_needs(image: ImagePlan, published: Mapping[str, Published]) -> ImagePlan
     return replace(image, dockerfile=pinned)
 
 
-def with_services(
+def reaching(build: BuildOne, reached: Mapping[str, Mapping[str, Reach]]) -> BuildJob:
+    """`build`, each image x platform given what it reaches."""
+
+    async def job(image: ImagePlan, platform: str) -> Built:
+        return await build(image, platform, reached[image.image].get(platform, NOTHING_REACHED))
+
+    return job
+
+
+def reaches(
     image: ImagePlan, served: Mapping[str, Mapping[str, Served]], platforms: Iterable[str]
-) -> ImagePlan:
-    """Give each platform's build each build-time service it reaches (its URL becomes
+) -> dict[str, Reach]:
+    """What each platform's build reaches: each build-time service (its URL becomes
     APPHUB_URL=... when the build runs), the one on its own engine; and, where that service
     runs another platform than the build's, what build.sh passes then."""
     if not image.reaches:
-        return image
+        return {}
     declared = set(image.dockerfile.declared_args)
     foreign = {k: v for k, v in FOREIGN_PLATFORM_ARGS.items() if k in declared}
-    per_platform, reached, keys = {}, {}, {}
+    found = {}
     for platform in platforms:
         services = {arg: served[name][platform] for arg, name in image.reaches.items()}
         away = any(service.platform != platform for service in services.values())
-        per_platform[platform] = foreign if away else {}
-        reached[platform] = services
         # The service as the key sees it: its image's key (an address differs every session);
         # with none, something no other key has, so the image is never reused.
-        keys[platform] = {
+        keys = {
             arg: f"{image.reaches[arg]} {service.inputs or 'unknown ' + uuid.uuid4().hex}"
             for arg, service in services.items()
         }
-    return replace(image, platform_args=per_platform, services=reached, served_inputs=keys)
+        found[platform] = Reach(services, foreign if away else {}, keys)
+    return found

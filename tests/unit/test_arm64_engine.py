@@ -34,7 +34,7 @@ def arm64_engine(monkeypatch) -> dict[str, list]:
         seen["builds"].append((img.image, platform, {a.name: a.value for a in args}))
         return Built(img, platform, 0.1, container=object())
 
-    async def keyed(img, platform, args, context, bases, client):
+    async def keyed(img, platform, args, reach, context, bases, client):
         return None  # no registry here: nothing to reuse
 
     async def serve_one(img, built, client):

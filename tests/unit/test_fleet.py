@@ -12,7 +12,7 @@ from test_orchestration import image, plan_of
 
 from pipeline.run import engine, fleet
 from pipeline.run import orchestrate as release
-from pipeline.run.build import Built
+from pipeline.run.build import NOTHING_REACHED, Built
 
 ARM = "tcp://arm-builder:1234"
 
@@ -48,37 +48,43 @@ async def test_a_build_on_an_engine_that_stops_answering_ends_with_one_line(monk
     client = FakeClient()
     one = arm_engine(client)
 
-    async def slow(img, platform):
+    async def slow(img, platform, reach):
         client.answers = False  # the engine dies while this build runs
         await anyio.sleep(30)
         raise AssertionError("not cut short")
 
     with anyio.fail_after(5):
         async with one.watchdog.watching(on_gone=one.lost):
-            built = await release.guarded(one, slow)(image("ai-infra-a"), "linux/arm64")
-            later = await release.guarded(one, slow)(image("ai-infra-b"), "linux/arm64")
+            built = await release.guarded(one, slow)(
+                image("ai-infra-a"), "linux/arm64", NOTHING_REACHED
+            )
+            later = await release.guarded(one, slow)(
+                image("ai-infra-b"), "linux/arm64", NOTHING_REACHED
+            )
     assert built.error.startswith(f"engine {ARM} for linux/arm64: stopped answering (last answer")
     assert (built.engine, later.error) == (ARM, built.error)  # nothing more starts there
 
 
 @pytest.mark.anyio
 async def test_an_error_of_a_live_engine_is_its_own_and_of_a_dead_one_names_the_engine():
-    async def broken(img, platform):
+    async def broken(img, platform, reach):
         raise dagger.TransportError("stream reset")
 
     alive = arm_engine(FakeClient(answers=True))
     with pytest.raises(dagger.TransportError):
-        await release.guarded(alive, broken)(image("ai-infra-a"), "linux/arm64")
+        await release.guarded(alive, broken)(image("ai-infra-a"), "linux/arm64", NOTHING_REACHED)
 
     dead = arm_engine(FakeClient(answers=False))
-    built = await release.guarded(dead, broken)(image("ai-infra-a"), "linux/arm64")
+    built = await release.guarded(dead, broken)(image("ai-infra-a"), "linux/arm64", NOTHING_REACHED)
     assert built.error.startswith(f"engine {ARM} for linux/arm64: stopped answering")
 
-    async def failed_step(img, platform):  # a failed RUN on an engine that then went away
+    async def failed_step(img, platform, reach):  # a failed RUN on an engine that then went away
         return Built(img, platform, 1.0, error="exit code: 1")
 
     again = arm_engine(FakeClient(answers=False))
-    built = await release.guarded(again, failed_step)(image("ai-infra-a"), "linux/arm64")
+    built = await release.guarded(again, failed_step)(
+        image("ai-infra-a"), "linux/arm64", NOTHING_REACHED
+    )
     assert built.error.startswith(f"engine {ARM} for linux/arm64: stopped answering")
 
 

@@ -17,7 +17,7 @@ from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, orchestrate
-from pipeline.run.build import Built
+from pipeline.run.build import NOTHING_REACHED, Built, Reach
 from pipeline.run.engine import EngineLog
 from pipeline.run.publish import Published, RegistryAccess
 from pipeline.run.report import Status
@@ -61,7 +61,7 @@ class FakeEngine:
         self.log: list[str] = []
         self.built_from: dict[str, str] = {}  # image -> the Dockerfile text it was built from
 
-    async def build(self, img: ImagePlan, platform: str) -> Built:
+    async def build(self, img: ImagePlan, platform: str, reach: Reach = NOTHING_REACHED) -> Built:
         await anyio.sleep(self.seconds.get(img.image, 0.0))
         self.log.append(f"built {img.image} {platform}")
         self.built_from[img.image] = img.dockerfile.text
@@ -169,13 +169,10 @@ async def build_args_of(plan: Plan, fake: FakeEngine) -> dict[str, dict]:
     args: dict[str, dict] = {}
     build = fake.build
 
-    async def recording(img, platform):
-        services = img.services.get(platform, {})
-        urls = {arg: await service.address() for arg, service in services.items()}
-        args[f"{img.image} {platform}"] = (
-            img.build_args | img.platform_args.get(platform, {}) | urls
-        )
-        return await build(img, platform)
+    async def recording(img, platform, reach):
+        urls = {arg: await service.address() for arg, service in reach.services.items()}
+        args[f"{img.image} {platform}"] = img.build_args | dict(reach.args) | urls
+        return await build(img, platform, reach)
 
     fake.build = recording
     await run(plan, fake)
@@ -215,8 +212,9 @@ async def test_an_unreachable_engine_fails_its_platform_and_publishes_nothing_wi
                         "linux/arm64: unreachable (Connection refused)")  # fmt: skip
     unreachable = orchestrate.unreachable(down)
 
-    async def build(img, platform):
-        return await (unreachable if platform == "linux/arm64" else fake.build)(img, platform)
+    async def build(img, platform, reach):
+        chosen = unreachable if platform == "linux/arm64" else fake.build
+        return await chosen(img, platform, reach)
 
     steps = release.EngineSteps(build, fake.serve, 4, fake.publish)
     plan = plan_of(image("ai-infra-a"), image("ai-infra-b"))
