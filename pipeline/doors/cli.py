@@ -201,7 +201,7 @@ def release(
     sbom: flags.Sbom = False,
 ) -> None:
     """Build every image for every platform, publish one index each, print the report."""
-    from pipeline.run.publish import RegistryAccess
+    from pipeline.run.access import RegistryAccess
     from pipeline.verbs.release import release as release_core
 
     the_plan, run = (

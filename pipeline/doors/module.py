@@ -37,9 +37,9 @@ from pipeline.planning.prepare import (
 from pipeline.planning.run_config import RunConfig
 from pipeline.planning.settings import door_overrides, setting_doc
 from pipeline.run import engine
+from pipeline.run.access import RegistryAccess
 from pipeline.run.build import build_context
 from pipeline.run.engine import CPU_PROBE_IMAGE
-from pipeline.run.publish import RegistryAccess
 from pipeline.verbs.export import export_bundle, export_images, exported_sboms
 from pipeline.verbs.release import release as release_core
 

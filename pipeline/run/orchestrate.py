@@ -20,6 +20,7 @@ from pipeline.events import Events
 from pipeline.planning.plan import ImagePlan, Plan, waves
 from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, reuse, serve
+from pipeline.run.access import RegistryAccess
 from pipeline.run.build import (
     NOTHING_REACHED,
     BuildJob,
@@ -31,13 +32,7 @@ from pipeline.run.build import (
     engine_builder,
     prepared_context,
 )
-from pipeline.run.publish import (
-    Published,
-    RegistryAccess,
-    authed,
-    publish_image,
-    publish_stitched,
-)
+from pipeline.run.publish import Published, authed, publish_image, publish_stitched
 from pipeline.run.serve import FOREIGN_PLATFORM_ARGS, Served
 
 PublishOne = Callable[[ImagePlan, list[Built]], Awaitable[Published]]

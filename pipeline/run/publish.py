@@ -11,12 +11,9 @@ naming the registry, and a refused login is never retried.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
 import anyio
 import dagger
@@ -28,19 +25,15 @@ from pipeline.oci import layout, sbom, sign
 from pipeline.oci.access import wrong_protocol
 from pipeline.oci.errors import Refused, UntrustedCertificate, WrongProtocol, refusal
 from pipeline.oci.reference import Reference
-from pipeline.oci.registry import RegistryClient
 from pipeline.oci.retry import GaveUp, Transient, retry_async
-from pipeline.oci.sign import SigningKey
 from pipeline.planning.plan import ImagePlan, Plan, arch_tagged
-from pipeline.planning.settings import PUBLISH_TIMEOUT
+from pipeline.run.access import RegistryAccess
 from pipeline.run.build import Built
 from pipeline.run.engine import EngineUnavailable
 
 # Asking about push rights may not hold up a release: a registry that is slow to answer now
 # is the push's business (its own retries and timeout).
 RIGHTS_CHECK_SECONDS = 5.0
-PUBLISH_TRIES = 3
-PUBLISH_BACKOFF = 1.0  # seconds before the 2nd try, doubled after each: 1s, 2s
 
 # BuildKit's texts for failures worth another try: it has retried a few itself by then. A 400
 # too: two runs pushing the same blobs into one repository at once (two `dagger call release`
@@ -54,46 +47,6 @@ _TRANSIENT = re.compile(
 # the digest with the real one and PUTs the manifest under it alone, no tag (checked at 0.18.10).
 UNKNOWN_DIGEST = "sha256:" + "0" * 64
 _STATUS = re.compile(r": ([1-5]\d\d) ([A-Z][A-Za-z' ]*)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RegistryAccess:
-    """How to reach the release registry. The engine gets the password as a Dagger secret of
-    this run (`in_session`); the plaintext serves the registry API read-back, never a print."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_cert: Path | None = None  # for the read-back; the engine has its own trust config
-    plain_http: bool = False
-    # Why the read-back goes through the engine rather than the registry API (None: the
-    # API): inside `dagger call` the code runs in a container that may not reach a registry
-    # that only the engine reaches (reachable_from_here).
-    through_engine: str | None = None
-    timeout: float = PUBLISH_TIMEOUT
-    tries: int = PUBLISH_TRIES
-    backoff: float = PUBLISH_BACKOFF
-    secret: dagger.Secret | None = field(default=None, repr=False)
-    # Sign each published index (cosign's format) with our own client, after its read-back.
-    sign_key: SigningKey | None = field(default=None, repr=False)
-    # An SBOM (syft) of each published platform manifest, attached to it (pipeline/oci/sbom.py).
-    sboms: bool = False
-
-    def client(self, host: str, **options: Any) -> RegistryClient:
-        """Our own client of the registry with this login (read-back, rights check)."""
-        return RegistryClient(
-            host,
-            username=self.username,
-            password=self.password,
-            ca_cert=self.ca_cert,
-            plain_http=self.plain_http,
-            **options,
-        )
-
-    def in_session(self, timeout: float, client: dagger.Client = dag) -> RegistryAccess:
-        """For this run, inside its engine session: the password as its secret (of the engine
-        `client` reaches)."""
-        secret = run_secret(self.password, client) if self.password else None
-        return replace(self, secret=secret, timeout=timeout)
 
 
 @dataclass
@@ -377,17 +330,6 @@ def check_push_rights(plan: Plan, access: RegistryAccess) -> None:
             f"registry {reference.registry}: {who} may not push to project {project} "
             "(its token grants no push); give the account push rights on the project"
         )
-
-
-def run_secret(plaintext: str, client: dagger.Client = dag) -> dagger.Secret:
-    """The registry password as a secret of this run alone.
-
-    At 0.18.10 a call's result is cached engine-wide by its ID, side effects included:
-    `with_registry_auth` registers the credential with the calling session only the first
-    time. A secret whose ID is the same in two runs (a fixed name, or `env:VAR` under
-    `dagger call`) left the second of two concurrent runs with no credential (HTTP 401).
-    """
-    return client.set_secret(f"registry-password-{uuid.uuid4().hex}", plaintext)
 
 
 def authed(

@@ -24,7 +24,7 @@ from pipeline.oci.reference import Reference
 from pipeline.run.inputs import INPUTS_LABEL
 
 if TYPE_CHECKING:
-    from pipeline.run.publish import RegistryAccess
+    from pipeline.run.access import RegistryAccess
 
 RECORD_PREFIX = "inputs-"
 # A look-up may not hold a release up: a registry that does not answer now means build (the

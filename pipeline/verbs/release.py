@@ -15,8 +15,9 @@ from pipeline.events import Events
 from pipeline.planning.plan import Plan, check_releasable
 from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet
+from pipeline.run.access import RegistryAccess
 from pipeline.run.orchestrate import EngineSteps, build_in_waves, engine_steps
-from pipeline.run.publish import Published, RegistryAccess, check_push_rights, reachable_from_here
+from pipeline.run.publish import Published, check_push_rights, reachable_from_here
 from pipeline.run.report import Report, finished, image_row, new_report, published_so_far
 
 

@@ -21,9 +21,10 @@ from pipeline.errors import BadInput, PublishFailed
 from pipeline.oci.reference import tagged
 from pipeline.planning.settings import PUBLISH_TIMEOUT, load_settings
 from pipeline.run import engine
+from pipeline.run.access import RegistryAccess
 from pipeline.run.build import log_tail
 from pipeline.run.buildlog import failed_step_output
-from pipeline.run.publish import RegistryAccess, push, push_error
+from pipeline.run.publish import push, push_error
 from pipeline.run.report import ImageRow, PlatformRow, Report
 
 # The shape of Dagger 0.18's plain progress (colours as it prints them), trimmed from a real

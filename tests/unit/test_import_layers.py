@@ -66,3 +66,42 @@ def test_no_folder_imports_one_above_it_or_beside_it():
             if floor(target) >= floor(here):
                 wrong.append(f"{here} imports {target}")
     assert wrong == []
+
+
+def module_imports(path: Path) -> set[str]:
+    """The modules a file imports, `from pipeline.run import engine` read as pipeline.run.engine
+    (under TYPE_CHECKING too: a circle of type names is a circle to a reader)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("pipeline"):
+                continue
+            folder = PACKAGE.parent.joinpath(*node.module.split("."))
+            names = [a.name for a in node.names]
+            subs = [f"{node.module}.{n}" for n in names if (folder / f"{n}.py").is_file()]
+            found |= set(subs) or {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
+    return found
+
+
+def test_no_circle_of_modules():
+    graph = {
+        module_name(path): module_imports(path) - {module_name(path)}
+        for path in PACKAGE.rglob("*.py")
+    }
+    circles = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            circles.append(" -> ".join(trail[trail.index(module) :] + [module]))
+            return
+        for target in sorted(graph.get(module, ())):
+            if target not in done:
+                visit(target, [*trail, module])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [])
+    assert circles == []

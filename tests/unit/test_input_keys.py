@@ -15,8 +15,8 @@ from pipeline.oci.reference import tagged
 from pipeline.oci.registry import RegistryClient
 from pipeline.planning.dockerfile import Dockerfile
 from pipeline.run import reuse
+from pipeline.run.access import RegistryAccess
 from pipeline.run.inputs import INPUTS_LABEL, _pattern, key_of
-from pipeline.run.publish import RegistryAccess
 from tests.unit.test_orchestration import image
 
 HOST = "registry.test:5000"

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.oci import registry
 from pipeline.oci.retry import GaveUp, Transient, retry, retry_async
-from pipeline.run import publish
+from pipeline.run import access
 
 # The retry policies are told on the registries page (moved there from README.md).
 README = Path(__file__).resolve().parents[2] / "docs" / "harbor.md"
@@ -76,7 +76,7 @@ def test_async_uses_the_same_policy():
 @pytest.mark.parametrize(
     ("tries", "backoff", "gave_up"),
     [
-        (publish.PUBLISH_TRIES, publish.PUBLISH_BACKOFF, "gave up after"),
+        (access.PUBLISH_TRIES, access.PUBLISH_BACKOFF, "gave up after"),
         (registry.TRIES, registry.BACKOFF_SECONDS, "failed after"),
     ],
 )

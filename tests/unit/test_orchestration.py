@@ -17,9 +17,10 @@ from pipeline.planning.dockerfile import Dockerfile
 from pipeline.planning.plan import ImagePlan, Plan
 from pipeline.planning.run_config import RunConfig
 from pipeline.run import engine, fleet, orchestrate
+from pipeline.run.access import RegistryAccess
 from pipeline.run.build import NOTHING_REACHED, Built, Reach
 from pipeline.run.engine import EngineLog
-from pipeline.run.publish import Published, RegistryAccess
+from pipeline.run.publish import Published
 from pipeline.run.report import Status
 from pipeline.run.serve import Served
 from pipeline.verbs import release

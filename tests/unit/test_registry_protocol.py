@@ -221,7 +221,8 @@ def test_the_dagger_door_finds_it_too(plain):
     """`dagger call release` asks first whether its container reaches the registry."""
     from pipeline.errors import BadInput
     from pipeline.planning.plan import resolve_plan
-    from pipeline.run.publish import RegistryAccess, reachable_from_here
+    from pipeline.run.access import RegistryAccess
+    from pipeline.run.publish import reachable_from_here
 
     plan = resolve_plan(MINI_MATRIX, {}, {"private_registry": f"{host(plain)}/p"})
     with pytest.raises(BadInput, match=r"speaks plain HTTP, not HTTPS: pass --plain-http$"):
