@@ -9,6 +9,7 @@ so that copy is made once per call.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 import tempfile
@@ -74,10 +75,13 @@ def _setting(field: str) -> Doc:
     return Doc(f"{doc.help} (default: {doc.env} from .env)")
 
 
-Tag = Annotated[str | None, _setting("image_tag")]
-Registry = Annotated[str | None, _setting("private_registry")]
-Platforms = Annotated[str | None, _setting("target_platforms")]
-Components = Annotated[str | None, _setting("components")]
+# The settings a function may be given, declared once (`takes_settings`).
+SETTING_ARGUMENTS = {
+    "tag": Annotated[str | None, _setting("image_tag")],
+    "registry": Annotated[str | None, _setting("private_registry")],
+    "platforms": Annotated[str | None, _setting("target_platforms")],
+    "components": Annotated[str | None, _setting("components")],
+}
 SshKey = Annotated[
     dagger.Directory | None,
     Doc("Folder with id_rsa and id_rsa.pub, used when the checkout has no ssh-key/ "
@@ -204,6 +208,41 @@ def one_line_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return door
 
 
+Overrides = dict[str, object]  # settings by field name (load_settings' overrides)
+
+
+def takes_settings(
+    *names: str,
+) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """A function that plans takes these settings' arguments (SETTING_ARGUMENTS: `--tag`,
+    ...), declared here once, and gets them as one mapping of overrides, `settings`: as the
+    CLI's commands get one `Given`. (Root-object fields would move them before the function:
+    `dagger call --tag v0.3.8 release`.)"""
+
+    def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "settings"]
+        given = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=SETTING_ARGUMENTS[name])
+            for name in names
+        ]  # fmt: skip
+        # Keyword-only after `self`: the SDK binds the call's arguments to this signature.
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[1:]]
+
+        @functools.wraps(fn)
+        async def call(self: object, **arguments: object) -> T:
+            chosen = {name: arguments.pop(name) for name in names}
+            return await fn(self, settings=door_overrides(**chosen), **arguments)
+
+        signature = inspect.signature(fn).replace(parameters=[own[0], *given, *rest])
+        call.__signature__ = signature  # type: ignore[attr-defined]
+        hints = {k: v for k, v in fn.__annotations__.items() if k != "settings"}
+        call.__annotations__ = hints | {name: SETTING_ARGUMENTS[name] for name in names}
+        return call
+
+    return wrap
+
+
 @object_type
 class AiInfraMatrix:
     """Release pipeline of AI-Infra-Matrix: multi-platform images and offline bundles."""
@@ -223,23 +262,13 @@ class AiInfraMatrix:
 
         return engine.Checkout(directory=lambda _client: self.source, kept=kept, pin=first_fetches)
 
-    async def _plan(
-        self,
-        tag: str | None,
-        registry: str | None,
-        platforms: str | None,
-        components: str | None,
-        rebuild: bool = False,
-    ) -> tuple[Plan, RunConfig]:
+    async def _plan(self, overrides: Overrides) -> tuple[Plan, RunConfig]:
         copy = Path(tempfile.mkdtemp(prefix="layout-"))
         await (
             dag.directory().with_directory(".", self.source, include=LAYOUT_FILES).export(str(copy))
         )
         # What the build context holds, for the COPY check (the copy has only the above).
         present = {p.rstrip("/") for p in await build_context(self.source).glob("**/*")}
-        overrides = door_overrides(
-            tag=tag, registry=registry, platforms=platforms, components=components
-        ) | ({"rebuild": True} if rebuild else {})
         the_plan, run = resolve(copy, {}, overrides, present)
         if the_plan.engines:  # a module runs in the one engine `dagger call` started
             raise BadInput(
@@ -250,25 +279,18 @@ class AiInfraMatrix:
 
     @function
     @one_line_errors
-    async def plan(
-        self,
-        tag: Tag = None,
-        registry: Registry = None,
-        platforms: Platforms = None,
-        components: Components = None,
-    ) -> str:
+    @takes_settings("tag", "registry", "platforms", "components")
+    async def plan(self, settings: Overrides) -> str:
         """What would be built, as JSON (build args by name only)."""
-        the_plan, _ = await self._plan(tag, registry, platforms, components)
+        the_plan, _ = await self._plan(settings)
         return json.dumps(the_plan.to_json(), indent=2)
 
     @function
     @one_line_errors
+    @takes_settings("tag", "registry", "platforms", "components")
     async def release(
         self,
-        tag: Tag = None,
-        registry: Registry = None,
-        platforms: Platforms = None,
-        components: Components = None,
+        settings: Overrides,
         username: Annotated[str | None, Doc("Registry user")] = None,
         password: Annotated[dagger.Secret | None, Doc("Registry password, e.g. env:VAR")] = None,
         json_report: Annotated[bool, Doc("Return the report as JSON")] = False,
@@ -292,7 +314,7 @@ class AiInfraMatrix:
         cannot reach the registry (a loopback or VPN-only one that the engine pushes to)
         through the engine, and the report says so.
         """
-        the_plan, run = await self._plan(tag, registry, platforms, components, rebuild)
+        the_plan, run = await self._plan(settings | ({"rebuild": True} if rebuild else {}))
         access = RegistryAccess(
             username=username,
             password=await password.plaintext() if password else None,
@@ -320,11 +342,10 @@ class AiInfraMatrix:
 
     @function
     @one_line_errors
+    @takes_settings("tag", "platforms", "components")
     async def export(
         self,
-        tag: Tag = None,
-        platforms: Platforms = None,
-        components: Components = None,
+        settings: Overrides,
         ssh_key: SshKey = None,
         tls: TlsFolder = None,
         sbom: Annotated[
@@ -332,7 +353,7 @@ class AiInfraMatrix:
         ] = False,
     ) -> dagger.Directory:
         """Every image (and third-party dependency) as a multi-platform OCI tarball."""
-        the_plan, run = await self._plan(tag, None, platforms, components)
+        the_plan, run = await self._plan(settings)
         if sbom:
             syft_path()  # no syft is bad input, before any build
         tarballs: list[dagger.Directory] = []
@@ -356,12 +377,10 @@ class AiInfraMatrix:
 
     @function
     @one_line_errors
+    @takes_settings("tag", "registry", "platforms", "components")
     async def offline_bundle(
         self,
-        tag: Tag = None,
-        registry: Registry = None,
-        platforms: Platforms = None,
-        components: Components = None,
+        settings: Overrides,
         archive: Annotated[str | None, Doc("Also an archive: tar or tar.zst")] = None,
         ssh_key: SshKey = None,
         tls: TlsFolder = None,
@@ -378,7 +397,7 @@ class AiInfraMatrix:
 
         `dagger call offline-bundle --tag v0.3.8 export --path dist/ai-infra-matrix-v0.3.8`
         """
-        the_plan, run = await self._plan(tag, registry, platforms, components)
+        the_plan, run = await self._plan(settings)
         previous = await exported(since, "previous")  # outside the result's folder
         # In the module's working directory, so the engine can hand the result back.
         scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir="."))
