@@ -16,6 +16,7 @@ that image's index in that repository, with that key.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -418,15 +419,29 @@ class _Verifier:
         """Check every blob of the signature images the inventory names; image ref → what is
         signed ("index" or a platform) → the signature manifest, for those whose blobs are all
         intact."""
+        return self._intact(inventory, inventory_signatures, "signatures", lambda d: d, "signature")
+
+    def _intact(
+        self,
+        inventory: dict[str, Any],
+        read: Callable[[dict[str, Any]], dict[str, dict[str, Any]]],
+        part: str,
+        manifest_of: Callable[[Any], layout.Descriptor],
+        kind: str,
+    ) -> dict[str, dict[str, Any]]:
+        """What `read` finds in the inventory (image ref → key → entry), keeping the entries
+        whose manifest (`manifest_of`) has every blob intact; an unreadable part is one row."""
         try:
-            named = inventory_signatures(inventory)
+            named = read(inventory)
         except BundleError as exc:
             file = layout.INVENTORY_FILE
-            self._add("inventory", f"{file} signatures", Status.INVALID, str(exc), file=file)
+            self._add("inventory", f"{file} {part}", Status.INVALID, str(exc), file=file)
             return {}
         return {
-            ref: {what: d for what, d in signed.items() if self._walk_signature(ref, d)}
-            for ref, signed in named.items()
+            ref: {
+                k: e for k, e in entries.items() if self._walk_signature(ref, manifest_of(e), kind)
+            }
+            for ref, entries in named.items()
         }
 
     def _walk_signature(self, ref: str, desc: layout.Descriptor, kind: str = "signature") -> bool:
@@ -484,28 +499,12 @@ class _Verifier:
     def _walk_sboms(self, inventory: dict[str, Any]) -> Listed:
         """Check every blob of the SBOMs the inventory names (as the signatures'); image ref →
         platform → (artifact manifest, subject named), those whose blobs are intact."""
-        try:
-            named = inventory_sboms(inventory)
-        except BundleError as exc:
-            file = layout.INVENTORY_FILE
-            self._add("inventory", f"{file} sboms", Status.INVALID, str(exc), file=file)
-            return {}
-        return {
-            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d[0], "SBOM")}
-            for ref, listed in named.items()
-        }
+        return self._intact(inventory, inventory_sboms, "sboms", lambda d: d[0], "SBOM")
 
     def _walk_sbom_signatures(self, inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        try:
-            named = inventory_sbom_signatures(inventory)
-        except BundleError as exc:
-            file = layout.INVENTORY_FILE
-            self._add("inventory", f"{file} SBOM signatures", Status.INVALID, str(exc), file=file)
-            return {}
-        return {
-            ref: {p: d for p, d in listed.items() if self._walk_signature(ref, d)}
-            for ref, listed in named.items()
-        }
+        return self._intact(
+            inventory, inventory_sbom_signatures, "SBOM signatures", lambda d: d, "signature"
+        )
 
     def _check_sbom_signatures(
         self, sboms: Listed, signatures: dict[str, dict[str, layout.Descriptor]]

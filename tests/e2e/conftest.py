@@ -121,6 +121,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def lab_address(name: str, start: str = "scripts/lab up") -> str:
+    """A lab part's address from its variable; unset fails the test, naming how to start it."""
+    address = os.environ.get(name)
+    if not address:
+        pytest.fail(f"{name} is not set: start the lab with {start}")
+    return address
+
+
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     missing = [name for name in LAB_VARIABLES if not os.environ.get(name)]

@@ -13,11 +13,18 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import tarfile
 
 import pytest
-from conftest import MINI_MATRIX, MINI_MATRIX_IMAGES, PLATFORMS, Lab, release_to_lab, run_cli
+from conftest import (
+    MINI_MATRIX,
+    MINI_MATRIX_IMAGES,
+    PLATFORMS,
+    Lab,
+    lab_address,
+    release_to_lab,
+    run_cli,
+)
 from test_release import platform_files
 
 from pipeline.errors import BundleError
@@ -28,10 +35,7 @@ TAG = "v0.3.8"
 
 @pytest.fixture(scope="module")
 def second_engine() -> str:
-    address = os.environ.get("LAB_ENGINE_2")
-    if not address:
-        pytest.fail("LAB_ENGINE_2 is not set: start the lab with LAB_ENGINES=2 scripts/lab up")
-    return address
+    return lab_address("LAB_ENGINE_2", "LAB_ENGINES=2 scripts/lab up")
 
 
 APPHUB_LIST = "etc/apt/sources.list.d/apphub.list"

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import MINI_MATRIX, ROOT, Lab, run_cli
+from conftest import MINI_MATRIX, ROOT, Lab, lab_address, run_cli
 
 from pipeline.oci import layout, sbom
 from pipeline.oci.registry import RegistryClient
@@ -46,10 +46,7 @@ def bundle(tmp_path_factory, keys) -> Path:
 
 @pytest.fixture(scope="module")
 def referrers_registry() -> str:
-    address = os.environ.get("LAB_REFERRERS_REGISTRY")
-    if not address:
-        pytest.fail("LAB_REFERRERS_REGISTRY is not set: run scripts/lab up")
-    return address
+    return lab_address("LAB_REFERRERS_REGISTRY")
 
 
 def gateway(bundle: Path) -> dict:
